@@ -1,0 +1,85 @@
+# Every target sets itself up: a fresh clone needs only `make run` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+BIN         := $(VENV)/bin
+PY          := $(BIN)/python
+export PYENV_VERSION := 3.13.0
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+PYTEST_ARGS ?=
+
+# The dev-token user defaults to a fixed name unless USER is given on the command line.
+ifneq ($(origin USER),command line)
+DEV_USER := dev-user
+else
+DEV_USER := $(USER)
+endif
+TENANT ?= acme
+
+.PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench lock clean
+
+help:
+	@echo "make run        start the local stack (embedded AWS, API on :3000, Lambda on :3001, demo provider)"
+	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
+	@echo "make dev-token TENANT=acme [USER=alice]   print a bearer token for the local API"
+	@echo "make bench      benchmarks (see BENCHMARKS.md)"
+
+setup: $(VENV)/.installed provider/node_modules/.installed .system-deps.installed
+
+$(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
+	@command -v python3.13 >/dev/null || { echo "python3.13 is required (pyenv install 3.13.0)"; exit 1; }
+	python3.13 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
+	touch $@
+
+provider/node_modules/.installed: provider/package.json provider/package-lock.json
+	cd provider && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+.system-deps.installed:
+	@if ! command -v chromium >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: setup
+	$(BIN)/mypy
+
+cfn: setup
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/sam validate --lint --region eu-central-1
+	$(BIN)/sam build --parallel --cached
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: setup
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test: lint types cfn
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+run: setup
+	$(PY) -m devstack run
+
+dev-token: setup
+	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)"
+
+bench: setup
+	$(PY) -m benchmarks
+
+lock:
+	uv pip compile --python-version 3.13 --generate-hashes -q requirements/runtime.in -o layers/deps/requirements.txt
+	cd requirements && uv pip compile --python-version 3.13 --generate-hashes -q dev.in -o dev.txt
+
+clean:
+	rm -rf $(VENV) .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules .system-deps.installed

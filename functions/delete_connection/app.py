@@ -1,0 +1,6 @@
+"""DELETE /connections/{connection_id}."""
+
+from oauth_connections.api.http import http_handler
+from oauth_connections.api.routes import delete_connection_router
+
+lambda_handler = http_handler(delete_connection_router)

@@ -1,0 +1,142 @@
+"""The HTTP plumbing every API function shares: resolver, errors, caller identity, limits."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any, cast
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, Router
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from oauth_connections.config import get_settings
+from oauth_connections.connections import CALLBACK_PATH, Caller
+from oauth_connections.errors import PayloadTooLargeError, ServiceError, UnauthorizedError
+from oauth_connections.models import ErrorBody
+from oauth_connections.observability import logger, tracer
+
+type Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
+
+
+def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": error}),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def documented_responses(
+    status: int, description: str, model: type[BaseModel] | None, *errors: int
+) -> dict[int, OpenAPIResponse]:
+    """OpenAPI entries for a route: its success response and its errors, all in the one error shape."""
+    success: OpenAPIResponse = {"description": description}
+    if model is not None:
+        success["content"] = {"application/json": {"model": model}}
+    documented: dict[int, OpenAPIResponse] = {status: success}
+    for error in errors:
+        documented[error] = {
+            "description": HTTPStatus(error).phrase,
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+    return documented
+
+
+def _validation_details(error: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
+    """Map pydantic's errors without echoing input values: a rejected value may be a secret."""
+    details = []
+    status, code = 422, "validation_error"
+    for item in error.errors():
+        kind = str(item.get("type", ""))
+        if kind == "json_invalid":
+            return 400, "malformed_json", []
+        location = [str(part) for part in item.get("loc", ())]
+        field = ".".join(location[1:]) or (location[0] if location else "")
+        details.append({"field": field, "issue": kind, "message": _message_of(item)})
+    return status, code, details
+
+
+def _message_of(item: dict[str, Any]) -> str:
+    return str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
+def build_resolver(routers: Iterable[Router]) -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver(enable_validation=True)
+    for router in routers:
+        app.include_router(router)
+
+    @app.exception_handler(ServiceError)
+    def _service_error(error: ServiceError) -> Response[Any]:
+        if error.status >= 500:
+            logger.exception("request failed", extra={"error_code": error.code})
+        else:
+            logger.info("request refused", extra={"status": error.status, "error_code": error.code})
+        return error_response(error.status, error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(error: RequestValidationError) -> Response[Any]:
+        status, code, details = _validation_details(error)
+        message = "request body is not valid JSON" if code == "malformed_json" else "request is invalid"
+        logger.info("request refused", extra={"status": status, "error_code": code, "fields": details})
+        return error_response(status, code, message, details)
+
+    @app.not_found
+    def _no_route(_: RouteNotFoundError) -> Response[Any]:
+        return error_response(404, "not_found", "no such route")
+
+    return app
+
+
+def current_caller(app: BaseRouter) -> Caller:
+    """The tenant comes from the authorizer's verified claims only, never from the request."""
+    settings = get_settings()
+    event = cast(APIGatewayProxyEventV2, app.current_event)
+    authorizer = event.request_context.authorizer
+    claims = authorizer.jwt_claim if authorizer else None
+    tenant = (claims or {}).get(settings.tenant_claim)
+    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+        raise UnauthorizedError("the bearer token names no valid tenant", code="invalid_tenant_claim")
+    base = settings.public_base_url or f"https://{event.request_context.domain_name}"
+    return Caller(tenant_id=tenant, callback_url=base + CALLBACK_PATH)
+
+
+def http_handler(*routers: Router) -> Handler:
+    """The Lambda handler of an API function serving the given routes."""
+    app = build_resolver(routers)
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    @tracer.capture_lambda_handler(capture_response=False)
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        body = event.get("body") or ""
+        limit = get_settings().max_body_bytes
+        encoded_limit = limit * 4 // 3 + 4 if event.get("isBase64Encoded") else limit
+        if len(body) > encoded_limit:
+            error = PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            return _as_proxy_response(error_response(error.status, error.code, error.message))
+        return app.resolve(event, context)
+
+    return cast(Handler, handler)
+
+
+def _as_proxy_response(response: Response[Any]) -> dict[str, Any]:
+    return {
+        "statusCode": response.status_code,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, "Cache-Control": "no-store"},
+        "body": response.body,
+        "isBase64Encoded": False,
+    }

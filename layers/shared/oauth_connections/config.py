@@ -1,0 +1,62 @@
+"""Configuration: one validated settings model, parsed once per execution environment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from oauth_connections.errors import ConfigurationError
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    stage: str = "dev"
+    connections_table_name: str = Field(min_length=1)
+    encryption_key_arn: str | None = None
+    tenant_claim: str = "tenant_id"
+    public_base_url: str | None = None
+    # Local stack only: plain http to loopback for provider URLs. Never set in the template.
+    allow_insecure_loopback_urls: bool = False
+    aws_region: str = "eu-central-1"
+    max_body_bytes: int = 64 * 1024
+    outbound_timeout_seconds: float = 10.0
+
+    @field_validator("public_base_url", "encryption_key_arn", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+
+_ENV_NAMES = {
+    "stage": "STAGE",
+    "connections_table_name": "CONNECTIONS_TABLE_NAME",
+    "encryption_key_arn": "ENCRYPTION_KEY_ARN",
+    "tenant_claim": "TENANT_CLAIM",
+    "public_base_url": "PUBLIC_BASE_URL",
+    "allow_insecure_loopback_urls": "ALLOW_INSECURE_LOOPBACK_URLS",
+    "aws_region": "AWS_REGION",
+    "max_body_bytes": "MAX_BODY_BYTES",
+    "outbound_timeout_seconds": "OUTBOUND_TIMEOUT_SECONDS",
+}
+
+
+def load_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> Settings:
+    values = {field: environ[name] for field, name in _ENV_NAMES.items() if name in environ}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        raise ConfigurationError(f"invalid configuration: {error}") from error
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this execution environment; read on first use, not at import time."""
+    return load_settings()

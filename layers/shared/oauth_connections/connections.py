@@ -1,0 +1,164 @@
+"""Connection management: the domain logic behind the connections API."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from oauth_connections import storage
+from oauth_connections.config import Settings
+from oauth_connections.crypto import EncryptionContext, envelope_for
+from oauth_connections.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PreconditionFailedError,
+    ValidationFailedError,
+)
+from oauth_connections.ids import is_id, new_id
+from oauth_connections.models import (
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionPage,
+    ConnectionUpdate,
+    check_secret_for_method,
+)
+from oauth_connections.observability import logger
+from oauth_connections.storage import ConnectionRecord
+
+ID_PREFIX = "con"
+CALLBACK_PATH = "/oauth2/callback"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the tenant from the authorizer's claims, and where the API is reached."""
+
+    tenant_id: str
+    callback_url: str
+
+
+def _bind(settings: Settings) -> None:
+    storage.bind_table(settings.connections_table_name)
+
+
+def _encrypt_secret(settings: Settings, tenant_id: str, connection_id: str, secret: str) -> bytes:
+    context = EncryptionContext(tenant_id, connection_id, "client_secret")
+    return envelope_for(settings.encryption_key_arn).encrypt(secret.encode(), context)
+
+
+def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
+    return ConnectionOut(
+        id=record.connection_id,
+        name=record.name,
+        description=record.description,
+        client_id=record.client_id,
+        has_client_secret=record.client_secret_ciphertext is not None,
+        authorization_url=record.authorization_url,
+        token_url=record.token_url,
+        revocation_url=record.revocation_url,
+        scopes=list(record.scopes or []),
+        scope_delimiter=record.scope_delimiter,
+        token_auth_method=record.token_auth_method,
+        use_pkce=record.use_pkce,
+        extra_authorize_params=dict(record.extra_authorize_params or {}),
+        allowed_urls=list(record.allowed_urls or []),
+        status=record.status,
+        redirect_uri=caller.callback_url,
+        granted_scopes=list(record.granted_scopes) if record.granted_scopes is not None else None,
+        expires_at=record.expires_at,
+        connected_at=record.connected_at,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        version=int(record.version or 0),
+    )
+
+
+def _load(settings: Settings, caller: Caller, connection_id: str) -> ConnectionRecord:
+    if not is_id(connection_id, ID_PREFIX):
+        raise NotFoundError("connection not found")
+    _bind(settings)
+    return storage.load_connection(caller.tenant_id, connection_id)
+
+
+def create_connection(settings: Settings, caller: Caller, request: ConnectionCreate) -> ConnectionOut:
+    _bind(settings)
+    connection_id = new_id(ID_PREFIX)
+    fields = request.model_dump(exclude={"client_secret"})
+    secret = request.client_secret
+    record = storage.new_connection_record(
+        caller.tenant_id,
+        connection_id,
+        client_secret_ciphertext=(
+            _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
+        ),
+        **fields,
+    )
+    storage.insert_connection(record)
+    logger.info("connection created", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
+    return to_view(record, caller)
+
+
+def get_connection(settings: Settings, caller: Caller, connection_id: str) -> ConnectionOut:
+    return to_view(_load(settings, caller, connection_id), caller)
+
+
+def encode_cursor(connection_id: str) -> str:
+    return base64.urlsafe_b64encode(connection_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        connection_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise InvalidRequestError("invalid cursor", code="invalid_cursor") from error
+    if not is_id(connection_id, ID_PREFIX):
+        raise InvalidRequestError("invalid cursor", code="invalid_cursor")
+    return connection_id
+
+
+def list_connections(settings: Settings, caller: Caller, limit: int, cursor: str | None) -> ConnectionPage:
+    _bind(settings)
+    after = decode_cursor(cursor) if cursor else None
+    records, next_id = storage.page_connections(caller.tenant_id, limit, after)
+    return ConnectionPage(
+        items=[to_view(r, caller) for r in records],
+        next_cursor=encode_cursor(next_id) if next_id else None,
+    )
+
+
+def update_connection(
+    settings: Settings, caller: Caller, connection_id: str, request: ConnectionUpdate, if_match: int | None
+) -> ConnectionOut:
+    record = _load(settings, caller, connection_id)
+    if if_match is not None and if_match != record.version:
+        raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
+    changes = request.model_dump(include=request.model_fields_set, exclude={"client_secret"})
+    old_name = record.name
+    for field, value in changes.items():
+        setattr(record, field, value)
+    if "client_secret" in request.model_fields_set:
+        secret = request.client_secret
+        record.client_secret_ciphertext = (
+            _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
+        )
+    try:
+        check_secret_for_method(record.token_auth_method, has_secret=record.client_secret_ciphertext is not None)
+    except ValueError as error:
+        raise ValidationFailedError(str(error)) from error
+    storage.save_connection(record, old_name=old_name)
+    logger.info(
+        "connection updated",
+        extra={
+            "tenant_id": caller.tenant_id,
+            "connection_id": connection_id,
+            "fields": sorted(request.model_fields_set),
+        },
+    )
+    return to_view(record, caller)
+
+
+def delete_connection(settings: Settings, caller: Caller, connection_id: str) -> None:
+    record = _load(settings, caller, connection_id)
+    storage.remove_connection(record)
+    logger.info("connection deleted", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})

@@ -1,0 +1,26 @@
+"""Identifiers: time-ordered (so lists come in creation order) and unguessable (80 random bits)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+
+
+def _base32(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, index = divmod(value, 32)
+        chars.append(_ALPHABET[index])
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    stamp = _base32(time.time_ns() // 1_000_000, 10)
+    return f"{prefix}_{stamp}{_base32(secrets.randbits(80), 16)}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    body = value.removeprefix(f"{prefix}_")
+    return body != value and len(body) == 26 and all(c in _ALPHABET for c in body)

@@ -1,0 +1,162 @@
+"""Request and response models of the REST API (separate from the storage records)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
+
+from oauth_connections.config import get_settings
+from oauth_connections.errors import UnsafeUrlError
+from oauth_connections.netguard import UrlPolicy, check_url
+
+type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+type ConnectionStatus = Literal["pending", "connected", "reauthorization_required", "error"]
+
+RESERVED_AUTHORIZE_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "nonce",
+        "request",
+        "request_uri",
+    }
+)
+
+
+def url_policy() -> UrlPolicy:
+    return UrlPolicy(allow_insecure_loopback=get_settings().allow_insecure_loopback_urls)
+
+
+def _safe_url(value: str) -> str:
+    try:
+        return check_url(value, url_policy())
+    except UnsafeUrlError as error:
+        raise PydanticCustomError(error.code, error.message) from error
+
+
+def _params_allowed(value: dict[str, str]) -> dict[str, str]:
+    clash = RESERVED_AUTHORIZE_PARAMS.intersection(k.lower() for k in value)
+    if clash:
+        raise ValueError(f"parameters set by the service cannot be overridden: {', '.join(sorted(clash))}")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Description = Annotated[str, StringConstraints(max_length=1000)]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
+ClientSecret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+SafeUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_safe_url)]
+Scope = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+ParamValue = Annotated[str, StringConstraints(max_length=1024)]
+ExtraParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_params_allowed)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ConnectionSettings(_Strict):
+    """Fields a tenant may set; PATCH takes any subset of them."""
+
+    name: Name
+    description: Description = ""
+    client_id: ClientId
+    client_secret: ClientSecret | None = Field(default=None, description="Write-only; never returned")
+    authorization_url: SafeUrl | None = None
+    token_url: SafeUrl
+    revocation_url: SafeUrl | None = None
+    scopes: Annotated[list[Scope], Field(max_length=100)] = []
+    scope_delimiter: Literal[" ", ","] = " "
+    token_auth_method: TokenAuthMethod = "client_secret_basic"
+    use_pkce: bool = True
+    extra_authorize_params: ExtraParams = {}
+    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] = []
+
+
+class ConnectionCreate(ConnectionSettings):
+    @model_validator(mode="after")
+    def _secret_matches_auth_method(self) -> ConnectionCreate:
+        check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
+        return self
+
+
+class ConnectionUpdate(_Strict):
+    name: Name | None = None
+    description: Description | None = None
+    client_id: ClientId | None = None
+    client_secret: ClientSecret | None = Field(default=None, description="Write-only; null removes it")
+    authorization_url: SafeUrl | None = None
+    token_url: SafeUrl | None = None
+    revocation_url: SafeUrl | None = None
+    scopes: Annotated[list[Scope], Field(max_length=100)] | None = None
+    scope_delimiter: Literal[" ", ","] | None = None
+    token_auth_method: TokenAuthMethod | None = None
+    use_pkce: bool | None = None
+    extra_authorize_params: ExtraParams | None = None
+    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | None = None
+
+    @model_validator(mode="after")
+    def _required_fields_not_null(self) -> ConnectionUpdate:
+        nullable = {"client_secret", "authorization_url", "revocation_url"}
+        nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
+        if nulled:
+            raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
+        if not self.model_fields_set:
+            raise ValueError("no field to update")
+        return self
+
+
+def check_secret_for_method(method: str, *, has_secret: bool) -> None:
+    if method == "none" and has_secret:
+        raise ValueError("token_auth_method 'none' takes no client_secret")
+    if method != "none" and not has_secret:
+        raise ValueError(f"token_auth_method {method!r} needs a client_secret")
+
+
+class ConnectionOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    client_id: str
+    has_client_secret: bool
+    authorization_url: str | None
+    token_url: str
+    revocation_url: str | None
+    scopes: list[str]
+    scope_delimiter: str
+    token_auth_method: TokenAuthMethod
+    use_pkce: bool
+    extra_authorize_params: dict[str, str]
+    allowed_urls: list[str]
+    status: ConnectionStatus
+    redirect_uri: str = Field(description="Register this callback URL at the provider")
+    granted_scopes: list[str] | None = None
+    expires_at: datetime | None = None
+    connected_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(description="Optimistic-concurrency version; also sent as the ETag")
+
+
+class ConnectionPage(BaseModel):
+    items: list[ConnectionOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, object]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

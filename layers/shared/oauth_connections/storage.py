@@ -1,0 +1,213 @@
+"""Storage: the DynamoDB items of the service and the only module that talks to DynamoDB.
+
+One table (template.yaml: ConnectionsTable), keys `pk`/`sk`:
+- a connection:            pk=TENANT#<tenant>  sk=CONNECTION#<connection id>
+- its unique name:         pk=TENANT#<tenant>  sk=NAME#<case-folded name>
+Every key of a tenant's items starts with the tenant, so a tenant's request can only ever address its
+own items. Secrets and tokens are stored as envelope ciphertext only (see crypto.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, ClassVar
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from oauth_connections.errors import ConflictError, NotFoundError
+
+TENANT_PREFIX = "TENANT#"
+CONNECTION_PREFIX = "CONNECTION#"
+NAME_PREFIX = "NAME#"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def tenant_key(tenant_id: str) -> str:
+    return f"{TENANT_PREFIX}{tenant_id}"
+
+
+def name_key(name: str) -> str:
+    return f"{NAME_PREFIX}{name.casefold()}"
+
+
+class _TableModel(Model):
+    """Base of the items of the connections table; the table name is bound at run time (bind_table)."""
+
+    class Meta:
+        table_name = "unbound"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
+class ConnectionRecord(_TableModel):
+    tenant_id = UnicodeAttribute()
+    connection_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(default="")
+    client_id = UnicodeAttribute()
+    client_secret_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    authorization_url = UnicodeAttribute(null=True)
+    token_url = UnicodeAttribute()
+    revocation_url = UnicodeAttribute(null=True)
+    scopes = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    scope_delimiter = UnicodeAttribute(default=" ")
+    token_auth_method = UnicodeAttribute(default="client_secret_basic")
+    use_pkce = BooleanAttribute(default=True)
+    extra_authorize_params = JSONAttribute(default=dict)
+    allowed_urls = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    status = UnicodeAttribute(default="pending")
+    granted_scopes = ListAttribute[str](of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    expires_at = UTCDateTimeAttribute(null=True)
+    connected_at = UTCDateTimeAttribute(null=True)
+    tokens_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    token_version = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    version = VersionAttribute()
+
+    @classmethod
+    def key_for(cls, tenant_id: str, connection_id: str) -> tuple[str, str]:
+        return tenant_key(tenant_id), f"{CONNECTION_PREFIX}{connection_id}"
+
+
+class ConnectionNameRecord(_TableModel):
+    connection_id = UnicodeAttribute()
+
+
+MODELS: tuple[type[_TableModel], ...] = (ConnectionRecord, ConnectionNameRecord)
+
+
+class _Binding:
+    table_name: ClassVar[str | None] = None
+
+
+def bind_table(table_name: str) -> None:
+    """Point every model at the table; cheap when unchanged (called on each request path)."""
+    if _Binding.table_name == table_name:
+        return
+    for model in MODELS:
+        model.Meta.table_name = table_name
+        model._connection = None
+    _Binding.table_name = table_name
+
+
+@cache
+def _connection() -> Connection:
+    return Connection()
+
+
+def _transaction() -> TransactWrite:
+    return TransactWrite(connection=_connection())
+
+
+def _cancellation_codes(error: TransactWriteError) -> list[str]:
+    return [reason.code if reason else "None" for reason in (error.cancellation_reasons or [])]
+
+
+# ------------------------------------------------------------------ connections
+
+
+def new_connection_record(tenant_id: str, connection_id: str, **attributes: Any) -> ConnectionRecord:
+    pk, sk = ConnectionRecord.key_for(tenant_id, connection_id)
+    now = utcnow()
+    return ConnectionRecord(
+        pk, sk, tenant_id=tenant_id, connection_id=connection_id, created_at=now, updated_at=now, **attributes
+    )
+
+
+def insert_connection(record: ConnectionRecord) -> None:
+    """Insert a new connection and claim its name in one transaction."""
+    name_item = ConnectionNameRecord(record.pk, name_key(record.name), connection_id=record.connection_id)
+    try:
+        with _transaction() as transaction:
+            transaction.save(record, condition=ConnectionRecord.pk.does_not_exist())
+            transaction.save(name_item, condition=ConnectionNameRecord.pk.does_not_exist())
+    except TransactWriteError as error:
+        codes = _cancellation_codes(error)
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            raise ConflictError(f"a connection named {record.name!r} exists", code="name_taken") from error
+        raise
+
+
+def load_connection(tenant_id: str, connection_id: str, *, consistent: bool = False) -> ConnectionRecord:
+    try:
+        return ConnectionRecord.get(*ConnectionRecord.key_for(tenant_id, connection_id), consistent_read=consistent)
+    except ConnectionRecord.DoesNotExist as error:
+        raise NotFoundError("connection not found") from error
+
+
+def page_connections(tenant_id: str, limit: int, after_id: str | None) -> tuple[list[ConnectionRecord], str | None]:
+    """One page of a tenant's connections in creation order, and the id to continue after (or None)."""
+    pk = tenant_key(tenant_id)
+    start = {"pk": {"S": pk}, "sk": {"S": f"{CONNECTION_PREFIX}{after_id}"}} if after_id else None
+    result = ConnectionRecord.query(
+        pk,
+        ConnectionRecord.sk.startswith(CONNECTION_PREFIX),
+        limit=limit,
+        last_evaluated_key=start,
+        page_size=limit,
+    )
+    items = list(result)
+    last = result.last_evaluated_key
+    next_id = last["sk"]["S"].removeprefix(CONNECTION_PREFIX) if last else None
+    return items, next_id
+
+
+def save_connection(record: ConnectionRecord, *, old_name: str | None = None) -> None:
+    """Write back a changed connection, refused if another writer changed it first (version check).
+
+    A rename moves the unique name claim in the same transaction.
+    """
+    record.updated_at = utcnow()
+    try:
+        if old_name is None or name_key(old_name) == name_key(record.name):
+            record.save()
+            return
+        with _transaction() as transaction:
+            transaction.save(record)
+            transaction.delete(ConnectionNameRecord(record.pk, name_key(old_name)))
+            transaction.save(
+                ConnectionNameRecord(record.pk, name_key(record.name), connection_id=record.connection_id),
+                condition=ConnectionNameRecord.pk.does_not_exist(),
+            )
+    except PutError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            raise ConflictError("the connection was changed concurrently", code="stale_update") from error
+        raise
+    except TransactWriteError as error:
+        codes = _cancellation_codes(error)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            raise ConflictError("the connection was changed concurrently", code="stale_update") from error
+        if len(codes) > 2 and codes[2] == "ConditionalCheckFailed":
+            raise ConflictError(f"a connection named {record.name!r} exists", code="name_taken") from error
+        raise
+
+
+def remove_connection(record: ConnectionRecord) -> None:
+    """Delete a connection (its secret and tokens live on the item) and release its name."""
+    try:
+        with _transaction() as transaction:
+            transaction.delete(record)
+            transaction.delete(ConnectionNameRecord(record.pk, name_key(record.name)))
+    except TransactWriteError as error:
+        if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
+            raise ConflictError("the connection was changed concurrently", code="stale_update") from error
+        raise

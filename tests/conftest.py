@@ -1,0 +1,209 @@
+"""Fixtures shared by every test: the embedded AWS (moto in server mode) and in-process API calls."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "events"
+
+# Test processes never reach real AWS and log at DEBUG, so log-leak assertions see everything.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_REGION="eu-central-1",
+    AWS_DEFAULT_REGION="eu-central-1",
+    POWERTOOLS_SERVICE_NAME="oauth-connections",
+    POWERTOOLS_LOG_LEVEL="DEBUG",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_METRICS_NAMESPACE="OAuthConnectionsTest",
+)
+os.environ.pop("AWS_PROFILE", None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint() -> Iterator[str]:
+    """moto in server mode: boto3 and pynamodb talk HTTP to it exactly as to AWS."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = url
+    yield url
+    server.stop()
+
+
+@dataclass(frozen=True)
+class Resources:
+    table_name: str
+    key_arn: str
+
+
+@pytest.fixture(scope="session")
+def resources(aws_endpoint: str) -> Resources:
+    from cfnlint.decode import decode
+
+    template, _ = decode(str(REPO / "template.yaml"))
+    table = template["Resources"]["ConnectionsTable"]["Properties"]
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(
+        TableName="unit-connections",
+        BillingMode=table["BillingMode"],
+        AttributeDefinitions=table["AttributeDefinitions"],
+        KeySchema=table["KeySchema"],
+    )
+    key_arn = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+    return Resources(table_name="unit-connections", key_arn=key_arn)
+
+
+@pytest.fixture
+def service_env(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resources]:
+    """The environment a deployed function sees, and fresh settings for each test."""
+    from oauth_connections.config import get_settings
+
+    monkeypatch.setenv("CONNECTIONS_TABLE_NAME", resources.table_name)
+    monkeypatch.setenv("ENCRYPTION_KEY_ARN", resources.key_arn)
+    monkeypatch.setenv("TENANT_CLAIM", "tenant_id")
+    monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
+    monkeypatch.delenv("ALLOW_INSECURE_LOOPBACK_URLS", raising=False)
+    get_settings.cache_clear()
+    yield resources
+    get_settings.cache_clear()
+
+
+class LambdaContext:
+    function_name = "test-function"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:test-function"
+    memory_limit_in_mb = 512
+    aws_request_id = "test-request"
+    log_group_name = "/aws/lambda/test-function"
+    log_stream_name = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+_HANDLERS: dict[str, Callable[..., Any]] = {}
+
+
+def load_handler(function_dir: str) -> Callable[..., Any]:
+    """Import functions/<dir>/app.py under a unique module name (every function's module is `app`)."""
+    if function_dir not in _HANDLERS:
+        path = REPO / "functions" / function_dir / "app.py"
+        spec = importlib.util.spec_from_file_location(f"function_{function_dir}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _HANDLERS[function_dir] = module.lambda_handler
+    return _HANDLERS[function_dir]
+
+
+def sample_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class InProcessApi:
+    """Calls the API functions in-process with API Gateway HTTP API (v2) events built from events/."""
+
+    def __init__(self, tenant: str = "acme") -> None:
+        self.tenant = tenant
+
+    def as_tenant(self, tenant: str) -> InProcessApi:
+        return InProcessApi(tenant)
+
+    def call(
+        self,
+        function_dir: str,
+        *,
+        body: Any = None,
+        raw_body: str | None = None,
+        connection_id: str | None = None,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        claims: dict[str, Any] | None = None,
+    ) -> ApiResponse:
+        event = copy.deepcopy(sample_event(function_dir))
+        event["requestContext"]["authorizer"]["jwt"]["claims"] = (
+            claims if claims is not None else {"sub": "alice", "tenant_id": self.tenant}
+        )
+        if raw_body is not None:
+            event["body"] = raw_body
+        elif body is not None:
+            event["body"] = json.dumps(body)
+        else:
+            event.pop("body", None)
+        if connection_id is not None:
+            path = event["rawPath"].rsplit("/", 1)[0] + f"/{connection_id}"
+            event["rawPath"] = event["requestContext"]["http"]["path"] = path
+            event["pathParameters"] = {"connection_id": connection_id}
+        event["queryStringParameters"] = query
+        event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in (query or {}).items())
+        event["headers"] = {k: v for k, v in event["headers"].items() if k != "if-match"} | (headers or {})
+        result = load_handler(function_dir)(event, LambdaContext())
+        return ApiResponse(result["statusCode"], result.get("headers") or {}, result.get("body") or "")
+
+
+@pytest.fixture
+def api(service_env: Resources) -> InProcessApi:
+    return InProcessApi()
+
+
+class LogCapture:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def service_logs() -> Iterator[LogCapture]:
+    """Every line the service's logger emits during the test, formatted exactly as in CloudWatch."""
+    import logging
+
+    from oauth_connections.observability import logger
+
+    capture = LogCapture()
+    formatter = logger.registered_formatter
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            capture.lines.append(formatter.format(record))
+
+    handler = _Collect(level=logging.DEBUG)
+    logger._logger.addHandler(handler)
+    try:
+        yield capture
+    finally:
+        logger._logger.removeHandler(handler)

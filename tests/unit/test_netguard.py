@@ -1,0 +1,200 @@
+"""The SSRF guard: stored URLs and every outbound connection, redirects and DNS rebinding included."""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+import requests
+
+from oauth_connections.errors import UnsafeUrlError
+from oauth_connections.netguard import (
+    STRICT,
+    UrlPolicy,
+    check_url,
+    guarded_session,
+    is_public_address,
+    is_under,
+    parse_host_literal,
+)
+from tests.unit.conftest import PUBLIC_ADDRESS
+
+LOCAL = UrlPolicy(allow_insecure_loopback=True)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.255.255.254",
+        "10.0.0.1",
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.168.0.1",
+        "169.254.169.254",
+        "169.254.170.2",
+        "100.64.0.1",
+        "100.100.100.200",
+        "0.0.0.0",  # noqa: S104
+        "255.255.255.255",
+        "224.0.0.1",
+        "192.0.0.192",
+        "198.18.0.1",
+        "::",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "fd00:ec2::254",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::ffff:169.254.169.254",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+        "ff02::1",
+    ],
+)
+def test_non_public_addresses(address: str) -> None:
+    assert not is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.215.14", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+def test_public_addresses(address: str) -> None:
+    assert is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.0.0.1", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("017700000001", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("[::ffff:7f00:1]", "::ffff:127.0.0.1"),
+        ("auth.example.com", None),
+        ("deadbeef.example.com", None),
+    ],
+)
+def test_every_spelling_of_an_ip_literal_is_recognised(host: str, expected: str | None) -> None:
+    parsed = parse_host_literal(host)
+    assert (str(parsed) if parsed else None) == expected
+
+
+def test_loopback_http_only_with_the_local_setting() -> None:
+    with pytest.raises(UnsafeUrlError):
+        check_url("http://127.0.0.1:8080/token", STRICT)
+    assert check_url("http://127.0.0.1:8080/token", LOCAL)
+    assert check_url("http://localhost:8080/token", LOCAL)
+    with pytest.raises(UnsafeUrlError):
+        check_url("http://10.0.0.1/token", LOCAL)  # the setting opens loopback only
+    with pytest.raises(UnsafeUrlError):
+        check_url("https://169.254.169.254/", LOCAL)
+
+
+def test_unresolvable_names_are_stored_but_never_called() -> None:
+    assert check_url("https://nowhere.invalid/token")
+    with pytest.raises(UnsafeUrlError) as error:
+        check_url("https://nowhere.invalid/token", require_resolution=True)
+    assert error.value.code == "unresolvable_host"
+
+
+@pytest.mark.parametrize(
+    ("url", "base", "under"),
+    [
+        ("https://api.example.com/v2/contacts", "https://api.example.com/v2/", True),
+        ("https://api.example.com/v2", "https://api.example.com/v2/", True),
+        ("https://api.example.com/v20/x", "https://api.example.com/v2", False),
+        ("https://api.example.com/v1/x", "https://api.example.com/v2/", False),
+        ("https://api.example.com.evil.com/v2/x", "https://api.example.com/v2/", False),
+        ("http://api.example.com/v2/x", "https://api.example.com/v2/", False),
+        ("https://api.example.com:8443/v2/x", "https://api.example.com/v2/", False),
+        ("https://api.example.com/anything", "https://api.example.com", True),
+    ],
+)
+def test_is_under(url: str, base: str, under: bool) -> None:
+    assert is_under(url, base) is under
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+    redirect_to: ClassVar[str | None] = None
+
+    def do_GET(self) -> None:
+        type(self).hits.append(self.path)
+        if self.redirect_to and self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", self.redirect_to)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def local_server() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("Handler", (_Handler,), {"hits": [], "redirect_to": None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_strict_guard_never_connects_to_loopback(local_server: tuple[str, type[_Handler]]) -> None:
+    url, handler = local_server
+    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
+        guarded_session(STRICT).get(url + "/x", timeout=3)
+    assert handler.hits == []
+    assert guarded_session(LOCAL).get(url + "/x", timeout=3).text == "ok"
+
+
+def test_redirect_hops_are_checked(local_server: tuple[str, type[_Handler]]) -> None:
+    url, handler = local_server
+    handler.redirect_to = "http://10.0.0.1/internal"
+    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
+        guarded_session(LOCAL).get(url + "/redirect", timeout=3)
+    handler.redirect_to = "https://169.254.169.254/latest/meta-data/"
+    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
+        guarded_session(LOCAL).get(url + "/redirect", timeout=3)
+    assert handler.hits == ["/redirect", "/redirect"]
+
+
+def test_dns_rebinding_is_refused_at_connect_time(
+    local_server: tuple[str, type[_Handler]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name resolves publicly when stored and to loopback when called: the guard must not connect."""
+    url, handler = local_server
+    port = int(url.rsplit(":", 1)[1])
+    answers = iter([[PUBLIC_ADDRESS], ["127.0.0.1"], ["127.0.0.1"], ["127.0.0.1"]])
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.example.com":
+            address = next(answers)[0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    stored = check_url(f"https://rebind.example.com:{port}/feed", STRICT)
+    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
+        guarded_session(STRICT).get(stored, timeout=3)
+    assert handler.hits == []
+
+
+def test_guard_ignores_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    session = guarded_session(STRICT)
+    assert session.trust_env is False
