@@ -85,6 +85,7 @@ def service_env(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("TENANT_CLAIM", "tenant_id")
     monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
     monkeypatch.delenv("ALLOW_INSECURE_LOOPBACK_URLS", raising=False)
+    monkeypatch.setenv("ALLOWED_RETURN_ORIGINS", "https://app.example.com,http://127.0.0.1:*,http://localhost:*")
     get_settings.cache_clear()
     yield resources
     get_settings.cache_clear()
@@ -127,6 +128,7 @@ class ApiResponse:
     status: int
     headers: dict[str, str]
     text: str
+    cookies: list[str]
 
     def json(self) -> Any:
         return json.loads(self.text)
@@ -151,11 +153,14 @@ class InProcessApi:
         query: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         claims: dict[str, Any] | None = None,
+        cookies: list[str] | None = None,
     ) -> ApiResponse:
         event = copy.deepcopy(sample_event(function_dir))
-        event["requestContext"]["authorizer"]["jwt"]["claims"] = (
-            claims if claims is not None else {"sub": "alice", "tenant_id": self.tenant}
-        )
+        if "authorizer" in event["requestContext"]:
+            event["requestContext"]["authorizer"]["jwt"]["claims"] = (
+                claims if claims is not None else {"sub": "alice", "tenant_id": self.tenant}
+            )
+        event["cookies"] = cookies or []
         if raw_body is not None:
             event["body"] = raw_body
         elif body is not None:
@@ -163,14 +168,16 @@ class InProcessApi:
         else:
             event.pop("body", None)
         if connection_id is not None:
-            path = event["rawPath"].rsplit("/", 1)[0] + f"/{connection_id}"
+            path = event["rawPath"].replace(event["pathParameters"]["connection_id"], connection_id)
             event["rawPath"] = event["requestContext"]["http"]["path"] = path
             event["pathParameters"] = {"connection_id": connection_id}
         event["queryStringParameters"] = query
         event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in (query or {}).items())
         event["headers"] = {k: v for k, v in event["headers"].items() if k != "if-match"} | (headers or {})
         result = load_handler(function_dir)(event, LambdaContext())
-        return ApiResponse(result["statusCode"], result.get("headers") or {}, result.get("body") or "")
+        return ApiResponse(
+            result["statusCode"], result.get("headers") or {}, result.get("body") or "", result.get("cookies") or []
+        )
 
 
 @pytest.fixture
@@ -207,3 +214,37 @@ def service_logs() -> Iterator[LogCapture]:
         yield capture
     finally:
         logger._logger.removeHandler(handler)
+
+
+class EventCapture:
+    """Every event the service puts on the default bus, read from a queue a catch-all rule feeds."""
+
+    def __init__(self, queue_url: str) -> None:
+        self.queue_url = queue_url
+        self.seen: list[dict[str, Any]] = []
+
+    def drain(self) -> list[dict[str, Any]]:
+        sqs = boto3.client("sqs")
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = batch.get("Messages", [])
+            if not messages:
+                return self.seen
+            for message in messages:
+                self.seen.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def of(self, detail_type: str, connection_id: str) -> list[dict[str, Any]]:
+        return [
+            e for e in self.drain() if e["detail-type"] == detail_type and e["detail"]["connection_id"] == connection_id
+        ]
+
+
+@pytest.fixture(scope="session")
+def published_events(aws_endpoint: str) -> EventCapture:
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    queue_url = sqs.create_queue(QueueName="captured-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="capture-all", EventPattern=json.dumps({"source": ["oauth-connections"]}))
+    events.put_targets(Rule="capture-all", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    return EventCapture(queue_url)

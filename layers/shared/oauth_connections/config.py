@@ -22,7 +22,23 @@ class Settings(BaseModel):
     allow_insecure_loopback_urls: bool = False
     aws_region: str = "eu-central-1"
     max_body_bytes: int = 64 * 1024
-    outbound_timeout_seconds: float = 10.0
+    outbound_timeout_seconds: float = 8.0
+    # Origins the frontend may ask to return to after authorization: "https://app.example.com",
+    # "http://127.0.0.1:*" (any port). Comma-separated in the environment.
+    allowed_return_origins: tuple[str, ...] = ()
+    event_bus_name: str = "default"
+
+    @field_validator("allowed_return_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip().rstrip("/") for v in value.split(",") if v.strip())
+        return value
+
+    @property
+    def cookie_secure(self) -> bool:
+        """Secure cookies everywhere but the local stack's plain-http loopback API."""
+        return not (self.public_base_url or "").startswith("http://")
 
     @field_validator("public_base_url", "encryption_key_arn", mode="before")
     @classmethod
@@ -45,6 +61,8 @@ _ENV_NAMES = {
     "aws_region": "AWS_REGION",
     "max_body_bytes": "MAX_BODY_BYTES",
     "outbound_timeout_seconds": "OUTBOUND_TIMEOUT_SECONDS",
+    "allowed_return_origins": "ALLOWED_RETURN_ORIGINS",
+    "event_bus_name": "EVENT_BUS_NAME",
 }
 
 

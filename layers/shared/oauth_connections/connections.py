@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Any
 
 from oauth_connections import storage
 from oauth_connections.config import Settings
@@ -13,6 +14,7 @@ from oauth_connections.errors import (
     InvalidRequestError,
     NotFoundError,
     PreconditionFailedError,
+    UnsafeUrlError,
     ValidationFailedError,
 )
 from oauth_connections.ids import is_id, new_id
@@ -54,6 +56,7 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         description=record.description,
         client_id=record.client_id,
         has_client_secret=record.client_secret_ciphertext is not None,
+        issuer=record.issuer,
         authorization_url=record.authorization_url,
         token_url=record.token_url,
         revocation_url=record.revocation_url,
@@ -81,10 +84,37 @@ def _load(settings: Settings, caller: Caller, connection_id: str) -> ConnectionR
     return storage.load_connection(caller.tenant_id, connection_id)
 
 
+def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str]) -> None:
+    """Fill the endpoints the tenant did not give from the issuer's metadata (each URL vetted)."""
+    from oauth_connections import oauth
+    from oauth_connections.models import url_policy
+    from oauth_connections.netguard import check_url
+
+    policy = url_policy()
+    metadata = oauth.discover(fields["issuer"], policy, settings.outbound_timeout_seconds)
+    discovered = {
+        "authorization_url": metadata.authorization_endpoint,
+        "token_url": metadata.token_endpoint,
+        "revocation_url": metadata.revocation_endpoint,
+    }
+    for field, url in discovered.items():
+        if field in explicit or url is None:
+            continue
+        try:
+            fields[field] = check_url(url, policy)
+        except UnsafeUrlError as error:
+            raise oauth.DiscoveryError(f"the metadata's {field} is refused: {error.message}") from error
+    fields["iss_parameter_supported"] = metadata.iss_parameter_supported
+    if not fields.get("token_url"):
+        raise ValidationFailedError("the issuer's metadata names no token endpoint; give token_url")
+
+
 def create_connection(settings: Settings, caller: Caller, request: ConnectionCreate) -> ConnectionOut:
     _bind(settings)
     connection_id = new_id(ID_PREFIX)
     fields = request.model_dump(exclude={"client_secret"})
+    if request.issuer:
+        _discover_into(settings, fields, {f for f in request.model_fields_set if fields.get(f) is not None})
     secret = request.client_secret
     record = storage.new_connection_record(
         caller.tenant_id,
@@ -134,6 +164,10 @@ def update_connection(
     if if_match is not None and if_match != record.version:
         raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
     changes = request.model_dump(include=request.model_fields_set, exclude={"client_secret"})
+    if changes.get("issuer"):
+        _discover_into(settings, changes, set(changes) - {"issuer"})
+    elif "issuer" in changes:
+        changes["iss_parameter_supported"] = False
     old_name = record.name
     for field, value in changes.items():
         setattr(record, field, value)

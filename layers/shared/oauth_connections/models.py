@@ -71,8 +71,11 @@ class ConnectionSettings(_Strict):
     description: Description = ""
     client_id: ClientId
     client_secret: ClientSecret | None = Field(default=None, description="Write-only; never returned")
+    issuer: SafeUrl | None = Field(
+        default=None, description="Issuer to discover the endpoints from (RFC 8414 / OpenID discovery)"
+    )
     authorization_url: SafeUrl | None = None
-    token_url: SafeUrl
+    token_url: SafeUrl | None = Field(default=None, description="Required unless discovered from the issuer")
     revocation_url: SafeUrl | None = None
     scopes: Annotated[list[Scope], Field(max_length=100)] = []
     scope_delimiter: Literal[" ", ","] = " "
@@ -86,6 +89,8 @@ class ConnectionCreate(ConnectionSettings):
     @model_validator(mode="after")
     def _secret_matches_auth_method(self) -> ConnectionCreate:
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
+        if self.token_url is None and self.issuer is None:
+            raise ValueError("token_url is required unless an issuer is given")
         return self
 
 
@@ -94,6 +99,7 @@ class ConnectionUpdate(_Strict):
     description: Description | None = None
     client_id: ClientId | None = None
     client_secret: ClientSecret | None = Field(default=None, description="Write-only; null removes it")
+    issuer: SafeUrl | None = None
     authorization_url: SafeUrl | None = None
     token_url: SafeUrl | None = None
     revocation_url: SafeUrl | None = None
@@ -106,7 +112,7 @@ class ConnectionUpdate(_Strict):
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> ConnectionUpdate:
-        nullable = {"client_secret", "authorization_url", "revocation_url"}
+        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url"}
         nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
         if nulled:
             raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
@@ -128,6 +134,7 @@ class ConnectionOut(BaseModel):
     description: str
     client_id: str
     has_client_secret: bool
+    issuer: str | None
     authorization_url: str | None
     token_url: str
     revocation_url: str | None
@@ -160,3 +167,14 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class AuthorizeRequest(_Strict):
+    return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description="Where the browser returns after the provider; must be under an allowed frontend origin"
+    )
+
+
+class AuthorizeResponse(BaseModel):
+    redirect_url: str = Field(description="Navigate the browser here; single-use, expires at expires_at")
+    expires_at: datetime

@@ -19,6 +19,7 @@ from pynamodb.attributes import (
     JSONAttribute,
     ListAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
     VersionAttribute,
@@ -33,6 +34,9 @@ from oauth_connections.errors import ConflictError, NotFoundError
 TENANT_PREFIX = "TENANT#"
 CONNECTION_PREFIX = "CONNECTION#"
 NAME_PREFIX = "NAME#"
+FLOW_PREFIX = "FLOW#"
+STATE_PREFIX = "STATE#"
+FLOW_SORT_KEY = "FLOW"
 
 
 def utcnow() -> datetime:
@@ -64,6 +68,8 @@ class ConnectionRecord(_TableModel):
     description = UnicodeAttribute(default="")
     client_id = UnicodeAttribute()
     client_secret_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    issuer = UnicodeAttribute(null=True)
+    iss_parameter_supported = BooleanAttribute(default=False)
     authorization_url = UnicodeAttribute(null=True)
     token_url = UnicodeAttribute()
     revocation_url = UnicodeAttribute(null=True)
@@ -92,7 +98,26 @@ class ConnectionNameRecord(_TableModel):
     connection_id = UnicodeAttribute()
 
 
-MODELS: tuple[type[_TableModel], ...] = (ConnectionRecord, ConnectionNameRecord)
+class FlowRecord(_TableModel):
+    """One authorization flow, from "Connect" to the callback; short-lived (TTL) and single-use.
+
+    Two items per flow: pk=FLOW#<hash of the redirect handle> while the browser has not been sent to
+    the provider, then pk=STATE#<hash of state> until the callback consumes it. Only hashes of the
+    handle, the state and the binding cookie are stored; the PKCE verifier is stored encrypted.
+    """
+
+    tenant_id = UnicodeAttribute()
+    connection_id = UnicodeAttribute()
+    return_url = UnicodeAttribute()
+    redirect_uri = UnicodeAttribute()
+    status = UnicodeAttribute()  # created -> redirected -> consumed
+    cookie_hash = UnicodeAttribute(null=True)
+    code_verifier_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    expires_at = UTCDateTimeAttribute()
+    expires_at_epoch = TTLAttribute()
+
+
+MODELS: tuple[type[_TableModel], ...] = (ConnectionRecord, ConnectionNameRecord, FlowRecord)
 
 
 class _Binding:
@@ -211,3 +236,50 @@ def remove_connection(record: ConnectionRecord) -> None:
         if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
             raise ConflictError("the connection was changed concurrently", code="stale_update") from error
         raise
+
+
+# ------------------------------------------------------------------ authorization flows
+
+
+def insert_flow(record: FlowRecord) -> None:
+    record.save(condition=FlowRecord.pk.does_not_exist())
+
+
+def load_flow(pk: str) -> FlowRecord | None:
+    try:
+        return FlowRecord.get(pk, FLOW_SORT_KEY, consistent_read=True)
+    except FlowRecord.DoesNotExist:
+        return None
+
+
+def advance_flow(started: FlowRecord, redirected: FlowRecord) -> bool:
+    """Use a redirect handle once: mark it used and create the state item, atomically."""
+    try:
+        with _transaction() as transaction:
+            transaction.update(
+                started,
+                actions=[FlowRecord.status.set("redirected")],
+                condition=(FlowRecord.status == "created") & (FlowRecord.expires_at > utcnow()),
+            )
+            transaction.save(redirected, condition=FlowRecord.pk.does_not_exist())
+    except TransactWriteError as error:
+        if "ConditionalCheckFailed" in _cancellation_codes(error):
+            return False
+        raise
+    return True
+
+
+def consume_flow(record: FlowRecord) -> bool:
+    """Use a state once: True for the one caller that consumed it, False for any replay."""
+    from pynamodb.exceptions import UpdateError
+
+    try:
+        record.update(
+            actions=[FlowRecord.status.set("consumed")],
+            condition=(FlowRecord.status == "redirected") & (FlowRecord.expires_at > utcnow()),
+        )
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

@@ -1,0 +1,310 @@
+"""The OAuth2 client side: token requests through authlib, provider quirks, and discovery.
+
+Every request goes through the SSRF guard (netguard). Token responses are normalised before authlib
+reads them, because real providers send form-encoded bodies, `expires_in` as a string, comma-delimited
+scopes, `token_type` in any case, and errors with HTTP 200. Failures are classified once, here:
+`ProviderRejectedError` (the provider said no: a permanent OAuth error) versus
+`ProviderUnavailableError` (5xx, 429, timeouts, connection errors, garbage: worth retrying later).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from oauth_connections.errors import ServiceError, UnsafeUrlError
+from oauth_connections.netguard import UrlPolicy, mount_guard
+
+PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
+DEFAULT_RETRY_AFTER_SECONDS = 30
+MAX_RETRY_AFTER_SECONDS = 3600
+
+
+class ProviderRejectedError(ServiceError):
+    """The provider answered with an OAuth error (invalid_grant, invalid_client, ...)."""
+
+    status = 400
+
+    def __init__(self, error: str, description: str | None = None) -> None:
+        super().__init__(description or error, code=error)
+        self.error = error
+        self.description = description
+
+    @property
+    def permanent(self) -> bool:
+        return self.error in PERMANENT_ERRORS
+
+
+class ProviderUnavailableError(ServiceError):
+    """The provider could not answer usefully now; try again after retry_after seconds."""
+
+    code = "provider_unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = DEFAULT_RETRY_AFTER_SECONDS) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, min(int(retry_after), MAX_RETRY_AFTER_SECONDS))
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What the token endpoint needs to know about the tenant's OAuth2 app."""
+
+    client_id: str
+    client_secret: str | None = field(repr=False)
+    token_url: str
+    auth_method: str
+    scopes: tuple[str, ...] = ()
+    scope_delimiter: str = " "
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str = field(repr=False)
+    token_type: str
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_at: int | None = None  # epoch seconds; None when the provider did not say
+    scopes: tuple[str, ...] | None = None  # None when the provider did not say
+    id_token: str | None = field(default=None, repr=False)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "access_token": self.access_token,
+                "token_type": self.token_type,
+                "refresh_token": self.refresh_token,
+                "expires_at": self.expires_at,
+                "scopes": list(self.scopes) if self.scopes is not None else None,
+                "id_token": self.id_token,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> TokenSet:
+        raw = json.loads(data)
+        scopes = raw.get("scopes")
+        return cls(
+            access_token=raw["access_token"],
+            token_type=raw.get("token_type") or "Bearer",
+            refresh_token=raw.get("refresh_token"),
+            expires_at=raw.get("expires_at"),
+            scopes=tuple(scopes) if scopes is not None else None,
+            id_token=raw.get("id_token"),
+        )
+
+
+def split_scopes(value: str) -> tuple[str, ...]:
+    return tuple(s for s in value.replace(",", " ").split() if s)
+
+
+def _retry_after(headers: Any) -> int:
+    value = headers.get("Retry-After")
+    if not value:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER_SECONDS
+
+
+def _body_of(resp: Any) -> dict[str, Any]:
+    content = resp.content or b""
+    if len(content) > MAX_TOKEN_RESPONSE_BYTES:
+        raise ProviderUnavailableError("token response is too large")
+    content_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    text = content.decode("utf-8", errors="replace").strip()
+    if content_type == "application/x-www-form-urlencoded" or (
+        not text.startswith("{") and "=" in text and "<" not in text
+    ):
+        return dict(parse_qsl(text, keep_blank_values=True))
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        raise ProviderUnavailableError(f"token endpoint answered HTTP {resp.status_code} without JSON") from error
+    if not isinstance(parsed, dict):
+        raise ProviderUnavailableError("token endpoint answered with a JSON value that is no object")
+    return parsed
+
+
+def normalize_token_response(resp: Any) -> Any:
+    """authlib compliance hook: classify failures and rewrite quirky bodies into the standard shape."""
+    status = resp.status_code
+    if status == 429 or status >= 500:
+        raise ProviderUnavailableError(f"token endpoint answered HTTP {status}", retry_after=_retry_after(resp.headers))
+    body = _body_of(resp)
+    error = body.get("error")
+    if error:
+        raise ProviderRejectedError(str(error)[:100], str(body.get("error_description") or "")[:300] or None)
+    if status >= 400:
+        raise ProviderUnavailableError(f"token endpoint answered HTTP {status} without an OAuth error")
+    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise ProviderUnavailableError("token response has no access_token")
+    normalized: dict[str, Any] = {"access_token": body["access_token"]}
+    normalized["token_type"] = str(body.get("token_type") or "Bearer")
+    for name in ("refresh_token", "id_token"):
+        if isinstance(body.get(name), str) and body[name]:
+            normalized[name] = body[name]
+    expires_in = body.get("expires_in")
+    try:
+        seconds = int(float(expires_in)) if expires_in not in (None, "") else None
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is not None and seconds > 0:
+        normalized["expires_in"] = seconds
+    scope = body.get("scope")
+    if isinstance(scope, list):
+        scope = " ".join(str(s) for s in scope)
+    if isinstance(scope, str):
+        normalized["scope"] = " ".join(split_scopes(scope))
+    resp._content = json.dumps(normalized).encode()
+    resp.headers["Content-Type"] = "application/json"
+    return resp
+
+
+def _token_set(token: dict[str, Any], *, fallback_scopes: tuple[str, ...] | None, now: float) -> TokenSet:
+    token_type = str(token.get("token_type") or "Bearer")
+    expires_in = token.get("expires_in")
+    scope = token.get("scope")
+    return TokenSet(
+        access_token=token["access_token"],
+        token_type="Bearer" if token_type.lower() == "bearer" else token_type,
+        refresh_token=token.get("refresh_token"),
+        expires_at=int(now) + int(expires_in) if expires_in else None,
+        scopes=split_scopes(scope) if isinstance(scope, str) else fallback_scopes,
+        id_token=token.get("id_token"),
+    )
+
+
+def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
+    from authlib.integrations.requests_client import OAuth2Session
+
+    session = OAuth2Session(
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        token_endpoint_auth_method=client.auth_method,
+    )
+    mount_guard(session, policy)
+    session.register_compliance_hook("access_token_response", normalize_token_response)
+    session.register_compliance_hook("refresh_token_response", normalize_token_response)
+    return session
+
+
+def _call_token_endpoint(call: Any) -> dict[str, Any]:
+    import requests
+
+    try:
+        return dict(call())
+    except (ProviderRejectedError, ProviderUnavailableError):
+        raise
+    except UnsafeUrlError as error:
+        raise ProviderUnavailableError(f"token endpoint refused by the URL guard: {error.message}") from error
+    except requests.Timeout as error:
+        raise ProviderUnavailableError("token endpoint timed out") from error
+    except requests.RequestException as error:
+        raise ProviderUnavailableError(f"token endpoint unreachable: {type(error).__name__}") from error
+
+
+def exchange_code(
+    client: ClientSettings,
+    *,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str | None,
+    policy: UrlPolicy,
+    timeout: float,
+) -> TokenSet:
+    session = _session(client, policy)
+    extra: dict[str, Any] = {"code_verifier": code_verifier} if code_verifier else {}
+    now = time.time()
+    token = _call_token_endpoint(
+        lambda: session.fetch_token(
+            client.token_url,
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=redirect_uri,
+            timeout=timeout,
+            allow_redirects=False,
+            **extra,
+        )
+    )
+    return _token_set(token, fallback_scopes=client.scopes, now=now)
+
+
+# ------------------------------------------------------------------ discovery
+
+
+@dataclass(frozen=True)
+class ProviderMetadata:
+    issuer: str
+    authorization_endpoint: str | None
+    token_endpoint: str | None
+    revocation_endpoint: str | None
+    pkce_s256: bool
+    iss_parameter_supported: bool
+
+
+def metadata_urls(issuer: str) -> list[str]:
+    """RFC 8414 (with path insertion) first, then OpenID Connect discovery."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return [
+        f"{origin}/.well-known/oauth-authorization-server{path}",
+        f"{origin}{path}/.well-known/openid-configuration",
+    ]
+
+
+class DiscoveryError(ServiceError):
+    code = "discovery_failed"
+    status = 422
+
+
+def discover(issuer: str, policy: UrlPolicy, timeout: float) -> ProviderMetadata:
+    import requests
+
+    from oauth_connections.netguard import guarded_session
+
+    session = guarded_session(policy)
+    last_problem = "no metadata document"
+    for url in metadata_urls(issuer):
+        try:
+            response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
+        except UnsafeUrlError as error:
+            raise DiscoveryError(f"issuer refused by the URL guard: {error.message}") from error
+        except requests.RequestException as error:
+            last_problem = f"{type(error).__name__} fetching metadata"
+            continue
+        if response.status_code != 200 or len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
+            last_problem = f"metadata answered HTTP {response.status_code}"
+            continue
+        try:
+            document = response.json()
+        except ValueError:
+            last_problem = "metadata is not JSON"
+            continue
+        if not isinstance(document, dict):
+            last_problem = "metadata is not a JSON object"
+            continue
+        if document.get("issuer") != issuer:
+            raise DiscoveryError("the metadata's issuer does not match the issuer exactly")
+        return ProviderMetadata(
+            issuer=issuer,
+            authorization_endpoint=_str_or_none(document.get("authorization_endpoint")),
+            token_endpoint=_str_or_none(document.get("token_endpoint")),
+            revocation_endpoint=_str_or_none(document.get("revocation_endpoint")),
+            pkce_s256="S256" in (document.get("code_challenge_methods_supported") or []),
+            iss_parameter_supported=document.get("authorization_response_iss_parameter_supported") is True,
+        )
+    raise DiscoveryError(f"discovery failed: {last_problem}")
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

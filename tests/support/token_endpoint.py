@@ -1,0 +1,107 @@
+"""A scripted token endpoint on loopback: tests queue the answers a misbehaving provider would give.
+
+Each queued answer is a `Scripted` (status, headers, body, delay) or RESET (the connection is dropped
+without an answer). Every request is recorded with its form body and headers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+
+@dataclass
+class Scripted:
+    status: int = 200
+    body: str | bytes | dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def encoded(self) -> tuple[bytes, str]:
+        if isinstance(self.body, dict):
+            return json.dumps(self.body).encode(), "application/json"
+        data = self.body.encode() if isinstance(self.body, str) else self.body
+        return data, self.headers.get("Content-Type", "text/plain")
+
+
+RESET = object()
+
+
+@dataclass
+class Recorded:
+    path: str
+    form: dict[str, str]
+    headers: dict[str, str]
+
+
+class ScriptedTokenEndpoint:
+    def __init__(self) -> None:
+        self.answers: deque[Scripted | object] = deque()
+        self.requests: list[Recorded] = []
+        self.default: Scripted | object = Scripted(500, {"error": "server_error"})
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode()
+                owner.requests.append(Recorded(self.path, dict(parse_qsl(body)), dict(self.headers.items())))
+                answer = owner.answers.popleft() if owner.answers else owner.default
+                if answer is RESET:
+                    self.close_connection = True
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                assert isinstance(answer, Scripted)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                data, content_type = answer.encoded()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.headers.get("Content-Type", content_type))
+                for name, value in answer.headers.items():
+                    if name != "Content-Type":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+
+    def queue(self, *answers: Scripted | object) -> None:
+        self.answers.extend(answers)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
