@@ -5,9 +5,14 @@ included, goes to the machine's real resolver."""
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.conftest import InProcessApi, Resources
+from tests.support.provider import OidcProvider, standard_clients
 
 PUBLIC_ADDRESS = "93.184.215.14"
 FIXED_ANSWERS = {
@@ -44,3 +49,20 @@ def fixed_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[A
 def public_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     monkeypatch.setattr(socket, "getaddrinfo", fixed_getaddrinfo)
     return FIXED_ANSWERS
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[OidcProvider]:
+    """The real authorization server, with the in-process API's callback registered for every client."""
+    with OidcProvider(standard_clients("https://api.example.com/oauth2/callback"), access_token_ttl=600) as running:
+        yield running
+
+
+@pytest.fixture
+def flow_api(service_env: Resources, monkeypatch: pytest.MonkeyPatch) -> InProcessApi:
+    """A fresh tenant; the provider runs on loopback, which only the local-stack setting admits."""
+    from oauth_connections.config import get_settings
+
+    monkeypatch.setenv("ALLOW_INSECURE_LOOPBACK_URLS", "true")
+    get_settings.cache_clear()
+    return InProcessApi(tenant=f"flow-{time.time_ns()}")

@@ -201,7 +201,12 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
     assert response.status == 200
     document = response.json()
     paths = document["paths"]
-    assert set(paths) == {"/connections", "/connections/{connection_id}", "/connections/{connection_id}/authorize"}
+    assert set(paths) == {
+        "/connections",
+        "/connections/{connection_id}",
+        "/connections/{connection_id}/authorize",
+        "/connections/{connection_id}/refresh",
+    }
     assert set(paths["/connections"]) == {"get", "post"}
     assert set(paths["/connections/{connection_id}"]) == {"get", "patch", "delete"}
     post = paths["/connections"]["post"]

@@ -27,6 +27,14 @@ class Settings(BaseModel):
     # "http://127.0.0.1:*" (any port). Comma-separated in the environment.
     allowed_return_origins: tuple[str, ...] = ()
     event_bus_name: str = "default"
+    # Token refresh (shared by on-demand retrieval and the scheduled refresh).
+    refresh_lease_seconds: int = Field(default=30, ge=5, le=300)
+    refresh_wait_seconds: float = Field(default=12.0, ge=0, le=60)
+    force_refresh_min_interval_seconds: int = Field(default=30, ge=0, le=3600)
+    backoff_base_seconds: int = Field(default=30, ge=1)
+    backoff_max_seconds: int = Field(default=3600, ge=1)
+    error_after_seconds: int = Field(default=86_400, ge=60)
+    publish_refreshed_events: bool = False
 
     @field_validator("allowed_return_origins", mode="before")
     @classmethod
@@ -63,6 +71,13 @@ _ENV_NAMES = {
     "outbound_timeout_seconds": "OUTBOUND_TIMEOUT_SECONDS",
     "allowed_return_origins": "ALLOWED_RETURN_ORIGINS",
     "event_bus_name": "EVENT_BUS_NAME",
+    "refresh_lease_seconds": "REFRESH_LEASE_SECONDS",
+    "refresh_wait_seconds": "REFRESH_WAIT_SECONDS",
+    "force_refresh_min_interval_seconds": "FORCE_REFRESH_MIN_INTERVAL_SECONDS",
+    "backoff_base_seconds": "BACKOFF_BASE_SECONDS",
+    "backoff_max_seconds": "BACKOFF_MAX_SECONDS",
+    "error_after_seconds": "ERROR_AFTER_SECONDS",
+    "publish_refreshed_events": "PUBLISH_REFRESHED_EVENTS",
 }
 
 

@@ -308,3 +308,27 @@ def discover(issuer: str, policy: UrlPolicy, timeout: float) -> ProviderMetadata
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, timeout: float) -> TokenSet:
+    """Use the refresh token once. A provider that sends no new refresh token keeps the old one valid."""
+    if not current.refresh_token:
+        raise ProviderRejectedError("invalid_grant", "no refresh token is stored")
+    session = _session(client, policy)
+    now = time.time()
+    token = _call_token_endpoint(
+        lambda: session.refresh_token(
+            client.token_url, refresh_token=current.refresh_token, timeout=timeout, allow_redirects=False
+        )
+    )
+    fresh = _token_set(token, fallback_scopes=current.scopes, now=now)
+    if not fresh.refresh_token:
+        fresh = TokenSet(
+            access_token=fresh.access_token,
+            token_type=fresh.token_type,
+            refresh_token=current.refresh_token,
+            expires_at=fresh.expires_at,
+            scopes=fresh.scopes,
+            id_token=fresh.id_token or current.id_token,
+        )
+    return fresh

@@ -85,6 +85,15 @@ class ConnectionRecord(_TableModel):
     connected_at = UTCDateTimeAttribute(null=True)
     tokens_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
     token_version = NumberAttribute(default=0)
+    refreshed_at = UTCDateTimeAttribute(null=True)
+    # Single-flight refresh: whoever holds an unexpired lease is the only caller talking to the provider.
+    lease_owner = UnicodeAttribute(null=True)
+    lease_expires_at = UTCDateTimeAttribute(null=True)
+    # Transient provider failures: no new attempt before next_attempt_at.
+    next_attempt_at = UTCDateTimeAttribute(null=True)
+    consecutive_failures = NumberAttribute(default=0)
+    failing_since = UTCDateTimeAttribute(null=True)
+    status_reason = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
@@ -283,3 +292,48 @@ def consume_flow(record: FlowRecord) -> bool:
             return False
         raise
     return True
+
+
+# ------------------------------------------------------------------ token refresh
+
+
+def _conditional_update(record: ConnectionRecord, actions: list[Any], condition: Any) -> bool:
+    """An UpdateItem with our own condition instead of the settings version (which it still bumps)."""
+    from pynamodb.exceptions import UpdateError
+
+    try:
+        record.update(actions=actions, condition=condition, add_version_condition=False)
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def acquire_lease(record: ConnectionRecord, owner: str, until: datetime) -> bool:
+    """Take the refresh lease if nobody holds an unexpired one and the tokens are still the ones read."""
+    now = utcnow()
+    free = ConnectionRecord.lease_expires_at.does_not_exist() | (ConnectionRecord.lease_expires_at < now)
+    return _conditional_update(
+        record,
+        [ConnectionRecord.lease_owner.set(owner), ConnectionRecord.lease_expires_at.set(until)],
+        ConnectionRecord.pk.exists() & free & (ConnectionRecord.token_version == record.token_version),
+    )
+
+
+def store_refreshed(record: ConnectionRecord, seen_token_version: int, actions: list[Any]) -> bool:
+    """Write the result of a refresh and release the lease; refused only if newer tokens were stored."""
+    return _conditional_update(
+        record,
+        [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
+        ConnectionRecord.pk.exists() & (ConnectionRecord.token_version == seen_token_version),
+    )
+
+
+def release_lease(record: ConnectionRecord, owner: str, actions: list[Any]) -> bool:
+    """Record the outcome of a failed refresh and release our lease (if it is still ours)."""
+    return _conditional_update(
+        record,
+        [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
+        ConnectionRecord.pk.exists() & (ConnectionRecord.lease_owner == owner),
+    )

@@ -86,7 +86,11 @@ def build_resolver(routers: Iterable[Router]) -> APIGatewayHttpResolver:
             logger.exception("request failed", extra={"error_code": error.code})
         else:
             logger.info("request refused", extra={"status": error.status, "error_code": error.code})
-        return error_response(error.status, error.code, error.message)
+        response = error_response(error.status, error.code, error.message)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response[Any]:

@@ -139,6 +139,21 @@ def openapi_document() -> Response[str]:
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
 
 
+refresh_connection_router = Router()
+
+
+@refresh_connection_router.post(
+    "/connections/<connection_id>/refresh",
+    summary="Refresh the connection's tokens now",
+    description="Goes through the same single-flight refresh as token retrieval; 503 carries Retry-After.",
+    responses=documented_responses(200, "The refreshed connection", ConnectionOut, 401, 404, 409, 422, 503),
+)
+def refresh_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
+    caller = current_caller(refresh_connection_router)
+    view = connections.refresh_now(get_settings(), caller, connection_id)
+    return _json(200, view, etag=view.version)
+
+
 # ------------------------------------------------------------------ authorization flow
 
 start_authorization_router = Router()
@@ -253,6 +268,7 @@ API_ROUTERS = (
     create_connection_router,
     update_connection_router,
     delete_connection_router,
+    refresh_connection_router,
     start_authorization_router,
     authorize_redirect_router,
     oauth_callback_router,
