@@ -60,19 +60,24 @@ class Resources:
 
 @pytest.fixture(scope="session")
 def resources(aws_endpoint: str) -> Resources:
-    from cfnlint.decode import decode
+    """The template's own resources, created by the same provisioner the local stack uses."""
+    from devstack.aws import Provisioner
+    from devstack.template import load_template, parameter_values
 
-    template, _ = decode(str(REPO / "template.yaml"))
-    table = template["Resources"]["ConnectionsTable"]["Properties"]
-    ddb = boto3.client("dynamodb")
-    ddb.create_table(
-        TableName="unit-connections",
-        BillingMode=table["BillingMode"],
-        AttributeDefinitions=table["AttributeDefinitions"],
-        KeySchema=table["KeySchema"],
+    template = load_template(REPO / "template.yaml")
+    fields = {"api_url": "https://api.example.com", "lambda_url": "", "aws_url": aws_endpoint}
+    provisioner = Provisioner(
+        template,
+        parameter_values(template, {}, fields),
+        lambda service: boto3.client(service, endpoint_url=aws_endpoint),  # type: ignore[call-overload]
+        api_url="https://api.example.com",
+        stack_name="unit",
     )
-    key_arn = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
-    return Resources(table_name="unit-connections", key_arn=key_arn)
+    provisioner.provision()
+    return Resources(
+        table_name=str(provisioner.attributes["ConnectionsTable"]["Ref"]),
+        key_arn=str(provisioner.attributes["EncryptionKey"]["Arn"]),
+    )
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
         "token_type": current.token_type,
         "expires_at": datetime.fromtimestamp(current.expires_at, UTC).isoformat() if current.expires_at else None,
         "scopes": list(current.scopes) if current.scopes is not None else list(record.scopes or []),
+        "allowed_urls": list(record.allowed_urls or []),
     }
 
 
