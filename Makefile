@@ -75,7 +75,7 @@ dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)"
 
 bench: setup
-	$(PY) -m benchmarks
+	PYTHONPATH=.:layers/shared $(PY) -m benchmarks
 
 lock:
 	uv pip compile --python-version 3.13 --generate-hashes -q requirements/runtime.in -o layers/deps/requirements.txt

@@ -1,0 +1,1 @@
+"""Benchmarks of the service (`make bench`): ratios and counts, not timed assertions."""

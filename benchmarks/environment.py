@@ -1,0 +1,174 @@
+"""What the benchmarks run against: moto in server mode provisioned from template.yaml, a local token
+endpoint, and the service's functions in-process (warm) or in fresh interpreters (cold)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import boto3
+
+REPO = Path(__file__).resolve().parent.parent
+FUNCTIONS = REPO / "functions"
+HEAVY_MODULES = ("authlib", "requests", "aws_encryption_sdk", "pynamodb", "pydantic", "boto3")
+
+COLD_START_SCRIPT = r"""
+import json, socket, sys, time
+real = socket.getaddrinfo
+def fixed(host, port, *a, **k):  # public DNS is unreachable here; example.com names answer publicly
+    if str(host).endswith("example.com"):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", int(port or 0)))]
+    return real(host, port, *a, **k)
+socket.getaddrinfo = fixed
+function_dir, event_path = sys.argv[1], sys.argv[2]
+sys.path[:0] = [function_dir, sys.argv[3]]
+started = time.perf_counter()
+import app
+imported = time.perf_counter()
+class Context:
+    function_name = "bench"; function_version = "$LATEST"; memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:bench"; aws_request_id = "cold"
+    def get_remaining_time_in_millis(self): return 10000
+app.lambda_handler(json.load(open(event_path)), Context())
+done = time.perf_counter()
+heavy = [m for m in json.loads(sys.argv[4]) if m in sys.modules]
+print(json.dumps({"import_ms": (imported - started) * 1000, "total_ms": (done - started) * 1000, "heavy": heavy}))
+"""
+
+BASELINE_SCRIPT = r"""
+import time
+started = time.perf_counter()
+import boto3, botocore, pydantic, requests, pynamodb.models, aws_encryption_sdk
+import authlib.integrations.requests_client
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+print((time.perf_counter() - started) * 1000)
+"""
+
+
+class Environment:
+    def __enter__(self) -> Self:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        from devstack.aws import Provisioner
+        from devstack.template import load_template, parameter_values
+        from tests.conftest import free_port
+        from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        port = free_port()
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.moto.start()
+        self.aws_url = f"http://127.0.0.1:{port}"
+        os.environ["AWS_ENDPOINT_URL"] = self.aws_url
+        template = load_template(REPO / "template.yaml")
+        fields = {"api_url": "https://api.example.com", "lambda_url": "", "aws_url": self.aws_url}
+        provisioner = Provisioner(
+            template,
+            parameter_values(template, {}, fields),
+            lambda s: boto3.client(s),  # type: ignore[call-overload]
+            api_url=fields["api_url"],
+            stack_name="bench",
+        )
+        provisioner.provision()
+        os.environ["CONNECTIONS_TABLE_NAME"] = str(provisioner.attributes["ConnectionsTable"]["Ref"])
+        os.environ["ENCRYPTION_KEY_ARN"] = str(provisioner.attributes["EncryptionKey"]["Arn"])
+        self.endpoint = ScriptedTokenEndpoint().start()
+        self.endpoint.default = Scripted(
+            200,
+            {
+                "access_token": "bench-access",
+                "refresh_token": "bench-refresh",
+                "token_type": "bearer",
+                "expires_in": 3600,
+            },
+        )
+        self.token_endpoint_url = self.endpoint.url
+        self.tenant = f"bench-{time.time_ns()}"
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.endpoint.stop()
+        self.moto.stop()
+
+    # ---- warm, in-process
+    def _handler(self, function: str) -> Any:
+        from tests.conftest import load_handler
+
+        return load_handler(function)
+
+    def connected_connection(self, *, expires_in: int, token_url: str = "https://auth.example.com/token") -> str:
+        from oauth_connections import oauth, tokens
+        from oauth_connections.config import get_settings
+        from tests.conftest import InProcessApi
+
+        api = InProcessApi(self.tenant)
+        body = {
+            "name": f"bench {time.time_ns()}",
+            "client_id": "bench-client",
+            "client_secret": "bench-secret",
+            "authorization_url": "https://auth.example.com/authorize",
+            "token_url": token_url,
+        }
+        response = api.call("create_connection", body=body)
+        assert response.status == 201, response.text
+        connection_id: str = response.json()["id"]
+        token_set = oauth.TokenSet("initial-access", "Bearer", "initial-refresh", int(time.time()) + expires_in, ("a",))
+        tokens.store_connected(get_settings(), self.tenant, connection_id, token_set)
+        return connection_id
+
+    def age(self, connection_id: str) -> None:
+        from oauth_connections import storage
+
+        record = storage.load_connection(self.tenant, connection_id, consistent=True)
+        past = datetime.now(UTC) - timedelta(hours=1)
+        record.update(
+            actions=[storage.ConnectionRecord.refreshed_at.set(past), storage.ConnectionRecord.connected_at.set(past)]
+        )
+
+    def get_token(self, connection_id: str, *, force: bool = False, aged: bool = False) -> dict[str, Any]:
+        from tests.conftest import LambdaContext
+
+        if aged:
+            self.age(connection_id)
+        event = {"tenant_id": self.tenant, "connection_id": connection_id, "force_refresh": force}
+        result: dict[str, Any] = self._handler("get_token")(event, LambdaContext())
+        return result
+
+    # ---- cold, in fresh interpreters
+    def functions(self) -> list[str]:
+        return sorted(p.name for p in FUNCTIONS.iterdir() if (p / "app.py").is_file())
+
+    def cold_start(self, function: str) -> dict[str, Any]:
+        event = REPO / "events" / f"{function}.json"
+        output = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                COLD_START_SCRIPT,
+                str(FUNCTIONS / function),
+                str(event),
+                str(REPO / "layers" / "shared"),
+                json.dumps(HEAVY_MODULES),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ | {"POWERTOOLS_LOG_LEVEL": "ERROR"},
+        ).stdout
+        return dict(json.loads(output.strip().splitlines()[-1]))
+
+    def cold_baseline(self) -> float:
+        output = subprocess.run(
+            [sys.executable, "-c", BASELINE_SCRIPT], capture_output=True, text=True, check=True
+        ).stdout
+        return float(output.strip())
