@@ -56,6 +56,8 @@ LOCAL_PARAMETER_VALUES: Final[dict[str, str]] = {
     "JwtAudience": "oauth-connections-local",
     "PublicBaseUrl": "",
     "AllowedReturnOrigins": "http://127.0.0.1:*,http://localhost:*",
+    # The demo provider's tokens live five minutes: sweep every minute so `make run` shows refreshes.
+    "RefreshScheduleExpression": "rate(1 minute)",
 }
 
 #: Environment switches of ``python -m devstack run`` (the Stack options win in tests).

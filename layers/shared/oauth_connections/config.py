@@ -35,6 +35,11 @@ class Settings(BaseModel):
     backoff_max_seconds: int = Field(default=3600, ge=1)
     error_after_seconds: int = Field(default=86_400, ge=60)
     publish_refreshed_events: bool = False
+    # Scheduled refresh.
+    refresh_window_minutes: int = Field(default=15, ge=1)
+    keepalive_hours: int = Field(default=24, ge=1)
+    due_shards: int = Field(default=16, ge=1, le=256)
+    refresh_queue_url: str | None = None
 
     @field_validator("allowed_return_origins", mode="before")
     @classmethod
@@ -48,7 +53,7 @@ class Settings(BaseModel):
         """Secure cookies everywhere but the local stack's plain-http loopback API."""
         return not (self.public_base_url or "").startswith("http://")
 
-    @field_validator("public_base_url", "encryption_key_arn", mode="before")
+    @field_validator("public_base_url", "encryption_key_arn", "refresh_queue_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return value or None
@@ -78,6 +83,10 @@ _ENV_NAMES = {
     "backoff_max_seconds": "BACKOFF_MAX_SECONDS",
     "error_after_seconds": "ERROR_AFTER_SECONDS",
     "publish_refreshed_events": "PUBLISH_REFRESHED_EVENTS",
+    "refresh_window_minutes": "REFRESH_WINDOW_MINUTES",
+    "keepalive_hours": "KEEPALIVE_HOURS",
+    "due_shards": "DUE_SHARDS",
+    "refresh_queue_url": "REFRESH_QUEUE_URL",
 }
 
 

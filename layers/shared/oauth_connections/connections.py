@@ -23,6 +23,7 @@ from oauth_connections.models import (
     ConnectionOut,
     ConnectionPage,
     ConnectionUpdate,
+    check_grant,
     check_secret_for_method,
 )
 from oauth_connections.observability import logger
@@ -63,6 +64,7 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         scopes=list(record.scopes or []),
         scope_delimiter=record.scope_delimiter,
         token_auth_method=record.token_auth_method,
+        grant_type=record.grant_type,
         use_pkce=record.use_pkce,
         extra_authorize_params=dict(record.extra_authorize_params or {}),
         allowed_urls=list(record.allowed_urls or []),
@@ -178,6 +180,7 @@ def update_connection(
         )
     try:
         check_secret_for_method(record.token_auth_method, has_secret=record.client_secret_ciphertext is not None)
+        check_grant(record.grant_type, record.token_auth_method)
     except ValueError as error:
         raise ValidationFailedError(str(error)) from error
     storage.save_connection(record, old_name=old_name)

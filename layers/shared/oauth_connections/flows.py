@@ -14,7 +14,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from oauth_connections import oauth, storage, tokens
@@ -49,6 +49,14 @@ class FlowError(ServiceError):
 class AuthorizationStart:
     redirect_url: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class DirectConnection:
+    """A client-credentials connection connects at once, without a browser."""
+
+    status: str
+    token_expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -110,13 +118,17 @@ def _flow_context(record: FlowRecord) -> EncryptionContext:
 # ------------------------------------------------------------------ 1. start (authenticated)
 
 
-def start_authorization(settings: Settings, caller: Caller, connection_id: str, return_url: str) -> AuthorizationStart:
-    if not return_url_allowed(return_url, settings.allowed_return_origins):
-        raise InvalidRequestError("return_url is not under an allowed frontend origin", code="invalid_return_url")
+def start_authorization(
+    settings: Settings, caller: Caller, connection_id: str, return_url: str | None
+) -> AuthorizationStart | DirectConnection:
     if not is_id(connection_id, ID_PREFIX):
         raise NotFoundError("connection not found")
     storage.bind_table(settings.connections_table_name)
     connection = storage.load_connection(caller.tenant_id, connection_id)
+    if connection.grant_type == "client_credentials":
+        return connect_with_client_credentials(settings, connection)
+    if not return_url or not return_url_allowed(return_url, settings.allowed_return_origins):
+        raise InvalidRequestError("return_url is not under an allowed frontend origin", code="invalid_return_url")
     if not connection.authorization_url:
         raise InvalidRequestError("the connection has no authorization_url", code="not_authorizable")
     handle = secrets.token_urlsafe(32)
@@ -289,3 +301,19 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         raise fail("connection_not_found", "The connection changed or no longer exists.") from error
     logger.info("connection connected", extra=context)
     return with_query(back, status="connected", connection_id=flow.connection_id)
+
+
+def connect_with_client_credentials(settings: Settings, connection: storage.ConnectionRecord) -> DirectConnection:
+    client = tokens.client_settings(settings, connection)
+    try:
+        token_set = oauth.client_credentials(client, policy=url_policy(), timeout=settings.outbound_timeout_seconds)
+    except oauth.ProviderRejectedError as error:
+        raise InvalidRequestError(
+            f"the provider refused the client credentials: {error.error}", code=error.error
+        ) from error
+    tokens.store_connected(settings, connection.tenant_id, connection.connection_id, token_set)
+    logger.info(
+        "connection connected", extra={"tenant_id": connection.tenant_id, "connection_id": connection.connection_id}
+    )
+    expires = datetime.fromtimestamp(token_set.expires_at, UTC) if token_set.expires_at else None
+    return DirectConnection(status="connected", token_expires_at=expires)

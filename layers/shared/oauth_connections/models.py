@@ -13,6 +13,7 @@ from oauth_connections.errors import UnsafeUrlError
 from oauth_connections.netguard import UrlPolicy, check_url
 
 type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+type GrantType = Literal["authorization_code", "client_credentials"]
 type ConnectionStatus = Literal["pending", "connected", "reauthorization_required", "error"]
 
 RESERVED_AUTHORIZE_PARAMS = frozenset(
@@ -80,6 +81,9 @@ class ConnectionSettings(_Strict):
     scopes: Annotated[list[Scope], Field(max_length=100)] = []
     scope_delimiter: Literal[" ", ","] = " "
     token_auth_method: TokenAuthMethod = "client_secret_basic"
+    grant_type: GrantType = Field(
+        default="authorization_code", description="client_credentials connects without a browser"
+    )
     use_pkce: bool = True
     extra_authorize_params: ExtraParams = {}
     allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] = []
@@ -89,6 +93,7 @@ class ConnectionCreate(ConnectionSettings):
     @model_validator(mode="after")
     def _secret_matches_auth_method(self) -> ConnectionCreate:
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
+        check_grant(self.grant_type, self.token_auth_method)
         if self.token_url is None and self.issuer is None:
             raise ValueError("token_url is required unless an issuer is given")
         return self
@@ -106,6 +111,7 @@ class ConnectionUpdate(_Strict):
     scopes: Annotated[list[Scope], Field(max_length=100)] | None = None
     scope_delimiter: Literal[" ", ","] | None = None
     token_auth_method: TokenAuthMethod | None = None
+    grant_type: GrantType | None = None
     use_pkce: bool | None = None
     extra_authorize_params: ExtraParams | None = None
     allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | None = None
@@ -119,6 +125,11 @@ class ConnectionUpdate(_Strict):
         if not self.model_fields_set:
             raise ValueError("no field to update")
         return self
+
+
+def check_grant(grant_type: str, method: str) -> None:
+    if grant_type == "client_credentials" and method == "none":
+        raise ValueError("the client_credentials grant needs client authentication (a client_secret)")
 
 
 def check_secret_for_method(method: str, *, has_secret: bool) -> None:
@@ -141,6 +152,7 @@ class ConnectionOut(BaseModel):
     scopes: list[str]
     scope_delimiter: str
     token_auth_method: TokenAuthMethod
+    grant_type: GrantType
     use_pkce: bool
     extra_authorize_params: dict[str, str]
     allowed_urls: list[str]
@@ -170,11 +182,19 @@ class ErrorBody(BaseModel):
 
 
 class AuthorizeRequest(_Strict):
-    return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
-        description="Where the browser returns after the provider; must be under an allowed frontend origin"
+    return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        description="Where the browser returns after the provider; must be under an allowed frontend origin "
+        "(required for the authorization_code grant)",
     )
 
 
 class AuthorizeResponse(BaseModel):
-    redirect_url: str = Field(description="Navigate the browser here; single-use, expires at expires_at")
-    expires_at: datetime
+    redirect_url: str | None = Field(
+        default=None, description="Navigate the browser here; single-use, expires at expires_at"
+    )
+    expires_at: datetime | None = Field(default=None, description="When redirect_url expires")
+    status: ConnectionStatus | None = Field(
+        default=None, description="client_credentials connections: the status after fetching the token"
+    )
+    token_expires_at: datetime | None = Field(default=None, description="client_credentials: token expiry")

@@ -332,3 +332,16 @@ def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, tim
             id_token=fresh.id_token or current.id_token,
         )
     return fresh
+
+
+def client_credentials(client: ClientSettings, *, policy: UrlPolicy, timeout: float) -> TokenSet:
+    """The client-credentials grant (RFC 6749 §4.4): a token for the app itself, no browser involved."""
+    session = _session(client, policy)
+    extra: dict[str, Any] = {"scope": client.scope_delimiter.join(client.scopes)} if client.scopes else {}
+    now = time.time()
+    token = _call_token_endpoint(
+        lambda: session.fetch_token(
+            client.token_url, grant_type="client_credentials", timeout=timeout, allow_redirects=False, **extra
+        )
+    )
+    return _token_set(token, fallback_scopes=client.scopes, now=now)

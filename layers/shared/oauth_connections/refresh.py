@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from oauth_connections import events, oauth, storage, tokens
+from oauth_connections import events, oauth, schedule, storage, tokens
 from oauth_connections.config import Settings
 from oauth_connections.errors import ServiceError
 from oauth_connections.models import url_policy
@@ -75,8 +75,8 @@ def cooldown_error(record: ConnectionRecord) -> TokenError | None:
     return None
 
 
-def refresh_connection(settings: Settings, record: ConnectionRecord, *, reason: str) -> Refreshed:
-    """Refresh the connection's tokens, or wait for whoever is already doing it."""
+def refresh_connection(settings: Settings, record: ConnectionRecord, *, reason: str, wait: bool = True) -> Refreshed:
+    """Refresh the connection's tokens, or wait for whoever is already doing it (unless `wait` is off)."""
     deadline = time.monotonic() + settings.refresh_wait_seconds
     seen = int(record.token_version or 0)
     pause = 0.05
@@ -93,7 +93,7 @@ def refresh_connection(settings: Settings, record: ConnectionRecord, *, reason: 
         owner = uuid.uuid4().hex
         if storage.acquire_lease(record, owner, utcnow() + timedelta(seconds=settings.refresh_lease_seconds)):
             return _refresh_as_holder(settings, record, owner, seen, reason)
-        if time.monotonic() >= deadline:
+        if not wait or time.monotonic() >= deadline:
             raise TokenError("provider_unavailable", "another refresh is still in progress", retry_after=1)
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
@@ -106,9 +106,12 @@ def _refresh_as_holder(settings: Settings, record: ConnectionRecord, owner: str,
     client = tokens.client_settings(settings, record)
     started = time.monotonic()
     try:
-        if current is None:
+        if record.grant_type == "client_credentials":
+            fresh = oauth.client_credentials(client, policy=url_policy(), timeout=settings.outbound_timeout_seconds)
+        elif current is None:
             raise oauth.ProviderRejectedError("invalid_grant", "the connection has no tokens")
-        fresh = oauth.refresh(client, current, policy=url_policy(), timeout=settings.outbound_timeout_seconds)
+        else:
+            fresh = oauth.refresh(client, current, policy=url_policy(), timeout=settings.outbound_timeout_seconds)
     except oauth.ProviderRejectedError as error:
         if error.permanent:
             _mark_reauthorization_required(settings, record, owner, error.error)
@@ -127,15 +130,18 @@ def _refresh_as_holder(settings: Settings, record: ConnectionRecord, owner: str,
 
     tokens.apply_tokens(settings, record, fresh)
     now = utcnow()
+    record.refreshed_at, record.status, record.next_attempt_at = now, "connected", None
     actions: list[Any] = [
         R.tokens_ciphertext.set(record.tokens_ciphertext),
         R.token_version.set(seen + 1),
+        R.has_refresh_token.set(record.has_refresh_token),
         R.refreshed_at.set(now),
         R.status.set("connected"),
         R.consecutive_failures.set(0),
         R.next_attempt_at.remove(),
         R.failing_since.remove(),
         R.status_reason.remove(),
+        *schedule.apply_due(settings, record),
     ]
     actions.append(R.expires_at.set(record.expires_at) if record.expires_at else R.expires_at.remove())
     actions.append(
@@ -164,10 +170,16 @@ def _refresh_as_holder(settings: Settings, record: ConnectionRecord, owner: str,
 
 def _mark_reauthorization_required(settings: Settings, record: ConnectionRecord, owner: str, error: str) -> None:
     """A permanent refusal: the tokens stay stored (never lost), but the connection needs the user again."""
+    record.status = "reauthorization_required"
     storage.release_lease(
         record,
         owner,
-        [R.status.set("reauthorization_required"), R.status_reason.set(error), R.next_attempt_at.remove()],
+        [
+            R.status.set("reauthorization_required"),
+            R.status_reason.set(error),
+            R.next_attempt_at.remove(),
+            *schedule.apply_due(settings, record),
+        ],
     )
     logger.warning("reauthorization required", extra={"connection_id": record.connection_id, "error_code": error})
     events.publish(
@@ -187,11 +199,13 @@ def _record_transient_failure(
     now = utcnow()
     failing_since = record.failing_since or now
     delay = backoff_seconds(settings, failures, retry_after)
+    record.next_attempt_at = now + timedelta(seconds=delay)
     actions: list[Any] = [
         R.consecutive_failures.set(failures),
-        R.next_attempt_at.set(now + timedelta(seconds=delay)),
+        R.next_attempt_at.set(record.next_attempt_at),
         R.failing_since.set(failing_since),
         R.status_reason.set(reason[:200]),
+        *schedule.apply_due(settings, record),
     ]
     became_error = record.status != "error" and (now - failing_since).total_seconds() >= settings.error_after_seconds
     if became_error:

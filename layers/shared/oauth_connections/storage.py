@@ -26,6 +26,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import Connection
 from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -61,6 +62,21 @@ class _TableModel(Model):
     sk = UnicodeAttribute(range_key=True)
 
 
+class DueIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
+    """Sparse, sharded index of the connections the scheduled refresh must look at, by when.
+
+    Only connections with something to do carry `due_shard`/`due_at`; a sweep queries each shard for
+    `due_at <= now`, never scanning the table.
+    """
+
+    class Meta:
+        index_name = "DueIndex"
+        projection = KeysOnlyProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = UTCDateTimeAttribute(range_key=True)
+
+
 class ConnectionRecord(_TableModel):
     tenant_id = UnicodeAttribute()
     connection_id = UnicodeAttribute()
@@ -79,12 +95,14 @@ class ConnectionRecord(_TableModel):
     use_pkce = BooleanAttribute(default=True)
     extra_authorize_params = JSONAttribute(default=dict)
     allowed_urls = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    grant_type = UnicodeAttribute(default="authorization_code")
     status = UnicodeAttribute(default="pending")
     granted_scopes = ListAttribute[str](of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     expires_at = UTCDateTimeAttribute(null=True)
     connected_at = UTCDateTimeAttribute(null=True)
     tokens_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
     token_version = NumberAttribute(default=0)
+    has_refresh_token = BooleanAttribute(default=False)
     refreshed_at = UTCDateTimeAttribute(null=True)
     # Single-flight refresh: whoever holds an unexpired lease is the only caller talking to the provider.
     lease_owner = UnicodeAttribute(null=True)
@@ -94,6 +112,9 @@ class ConnectionRecord(_TableModel):
     consecutive_failures = NumberAttribute(default=0)
     failing_since = UTCDateTimeAttribute(null=True)
     status_reason = UnicodeAttribute(null=True)
+    due_shard = UnicodeAttribute(null=True)
+    due_at = UTCDateTimeAttribute(null=True)
+    due_index = DueIndex()
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
@@ -337,3 +358,14 @@ def release_lease(record: ConnectionRecord, owner: str, actions: list[Any]) -> b
         [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
         ConnectionRecord.pk.exists() & (ConnectionRecord.lease_owner == owner),
     )
+
+
+def due_page(
+    shard: str, until: datetime, limit: int, start: dict[str, Any] | None
+) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    """One page of (tenant_id, connection_id) due in a shard by `until`, and where to continue."""
+    result = ConnectionRecord.due_index.query(
+        shard, ConnectionRecord.due_at <= until, limit=limit, page_size=limit, last_evaluated_key=start
+    )
+    keys = [(item.pk.removeprefix(TENANT_PREFIX), item.sk.removeprefix(CONNECTION_PREFIX)) for item in result]
+    return keys, result.last_evaluated_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import cast
 
-from oauth_connections import events, oauth, storage
+from oauth_connections import events, oauth, schedule, storage
 from oauth_connections.config import Settings
 from oauth_connections.crypto import EncryptionContext, envelope_for
 from oauth_connections.errors import ConflictError
@@ -46,6 +46,7 @@ def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: oauth.
         token_set.to_json(), token_context(record)
     )
     record.token_version = int(record.token_version or 0) + 1
+    record.has_refresh_token = bool(token_set.refresh_token)
     record.expires_at = datetime.fromtimestamp(token_set.expires_at, UTC) if token_set.expires_at else None
     record.granted_scopes = list(token_set.scopes) if token_set.scopes is not None else None
 
@@ -61,6 +62,11 @@ def store_connected(settings: Settings, tenant_id: str, connection_id: str, toke
         apply_tokens(settings, record, token_set)
         record.status = "connected"
         record.connected_at = storage.utcnow()
+        record.status_reason = None
+        record.next_attempt_at = None
+        record.consecutive_failures = 0
+        record.failing_since = None
+        schedule.apply_due(settings, record)
         try:
             storage.save_connection(record)
             break

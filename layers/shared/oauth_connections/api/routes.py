@@ -163,13 +163,25 @@ start_authorization_router = Router()
     "/connections/<connection_id>/authorize",
     summary="Start connecting: get the URL to send the browser to",
     description="The browser must navigate to `redirect_url` (a tab or a popup); it is single-use and short-lived.",
-    responses=documented_responses(200, "Where to send the browser", AuthorizeResponse, 400, 401, 404, 413, 422),
+    responses=documented_responses(
+        200,
+        "Where to send the browser (or, for client_credentials, the new status)",
+        AuthorizeResponse,
+        400,
+        401,
+        404,
+        413,
+        422,
+        503,
+    ),
 )
 def start_authorization(
     connection_id: ConnectionId, request: Annotated[AuthorizeRequest, Body()]
 ) -> Response[AuthorizeResponse]:
     caller = current_caller(start_authorization_router)
     start = flows.start_authorization(get_settings(), caller, connection_id, request.return_url)
+    if isinstance(start, flows.DirectConnection):
+        return _json(200, AuthorizeResponse(status=start.status, token_expires_at=start.token_expires_at))
     return _json(200, AuthorizeResponse(redirect_url=start.redirect_url, expires_at=start.expires_at))
 
 

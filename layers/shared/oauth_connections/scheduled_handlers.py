@@ -1,0 +1,37 @@
+"""Boundaries of the scheduled refresh: the sweep on a schedule, the worker on the queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from oauth_connections import scheduled
+from oauth_connections.config import get_settings
+from oauth_connections.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handle_sweep(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    result = scheduled.sweep(get_settings())
+    return {"enqueued": result.enqueued, "shards": result.shards}
+
+
+def _process_record(record: SQSRecord) -> str:
+    outcome = scheduled.process(get_settings(), json.loads(record.body))
+    logger.info("scheduled refresh", extra={"outcome": outcome, "message_id": record.message_id})
+    return outcome
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handle_refresh_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    processor = BatchProcessor(event_type=EventType.SQS)
+    response = process_partial_response(event=event, record_handler=_process_record, processor=processor, context=context)
+    return dict(response)
