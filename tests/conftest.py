@@ -56,6 +56,8 @@ def aws_endpoint() -> Iterator[str]:
 class Resources:
     table_name: str
     key_arn: str
+    refresh_queue_url: str = ""
+    refresh_dead_letter_queue_url: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +79,8 @@ def resources(aws_endpoint: str) -> Resources:
     return Resources(
         table_name=str(provisioner.attributes["ConnectionsTable"]["Ref"]),
         key_arn=str(provisioner.attributes["EncryptionKey"]["Arn"]),
+        refresh_queue_url=str(provisioner.attributes["RefreshQueue"]["Ref"]),
+        refresh_dead_letter_queue_url=str(provisioner.attributes["RefreshDeadLetterQueue"]["Ref"]),
     )
 
 
@@ -87,6 +91,7 @@ def service_env(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
     monkeypatch.setenv("CONNECTIONS_TABLE_NAME", resources.table_name)
     monkeypatch.setenv("ENCRYPTION_KEY_ARN", resources.key_arn)
+    monkeypatch.setenv("REFRESH_QUEUE_URL", resources.refresh_queue_url)
     monkeypatch.setenv("TENANT_CLAIM", "tenant_id")
     monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
     monkeypatch.delenv("ALLOW_INSECURE_LOOPBACK_URLS", raising=False)

@@ -40,6 +40,17 @@ def test_storage_models_match_the_table_definition() -> None:
         assert range_key.attr_type == types[range_key.attr_name]
         ttl = [a.attr_name for a in attributes.values() if isinstance(a, TTLAttribute)]
         assert ttl in ([], [table["TimeToLiveSpecification"]["AttributeName"]])
+    indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+    model_indexes = {index.Meta.index_name: index for index in storage.ConnectionRecord._indexes.values()}
+    assert set(indexes) == set(model_indexes)
+    for name, index in model_indexes.items():
+        schema = {k["KeyType"]: k["AttributeName"] for k in indexes[name]["KeySchema"]}
+        attributes = index._get_schema()["key_schema"]
+        assert {k["KeyType"]: k["AttributeName"] for k in attributes} == schema
+        for key in schema.values():
+            model_attribute = storage.ConnectionRecord.get_attributes()[key]
+            assert model_attribute.attr_type == types[key]
+        assert indexes[name]["Projection"]["ProjectionType"] == index.Meta.projection.projection_type
     assert table["TimeToLiveSpecification"]["Enabled"] is True
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert table["SSESpecification"]["SSEEnabled"] is True
