@@ -206,6 +206,10 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
         "/connections/{connection_id}",
         "/connections/{connection_id}/authorize",
         "/connections/{connection_id}/refresh",
+        "/feeds",
+        "/feeds/{feed_id}",
+        "/feeds/{feed_id}/run",
+        "/feeds/{feed_id}/runs",
     }
     assert set(paths["/connections"]) == {"get", "post"}
     assert set(paths["/connections/{connection_id}"]) == {"get", "patch", "delete"}

@@ -40,6 +40,14 @@ class Settings(BaseModel):
     keepalive_hours: int = Field(default=24, ge=1)
     due_shards: int = Field(default=16, ge=1, le=256)
     refresh_queue_url: str | None = None
+    # Feeds.
+    feeds_bucket_name: str | None = None
+    feed_queue_url: str | None = None
+    feed_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    feed_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    feed_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    feed_max_seconds: float = Field(default=240.0, gt=0)
+    feed_runs_kept_days: int = Field(default=90, ge=1)
 
     @field_validator("allowed_return_origins", mode="before")
     @classmethod
@@ -53,7 +61,14 @@ class Settings(BaseModel):
         """Secure cookies everywhere but the local stack's plain-http loopback API."""
         return not (self.public_base_url or "").startswith("http://")
 
-    @field_validator("public_base_url", "encryption_key_arn", "refresh_queue_url", mode="before")
+    @field_validator(
+        "public_base_url",
+        "encryption_key_arn",
+        "refresh_queue_url",
+        "feeds_bucket_name",
+        "feed_queue_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return value or None
@@ -87,6 +102,13 @@ _ENV_NAMES = {
     "keepalive_hours": "KEEPALIVE_HOURS",
     "due_shards": "DUE_SHARDS",
     "refresh_queue_url": "REFRESH_QUEUE_URL",
+    "feeds_bucket_name": "FEEDS_BUCKET_NAME",
+    "feed_queue_url": "FEED_QUEUE_URL",
+    "feed_max_bytes": "FEED_MAX_BYTES",
+    "feed_connect_timeout_seconds": "FEED_CONNECT_TIMEOUT_SECONDS",
+    "feed_read_timeout_seconds": "FEED_READ_TIMEOUT_SECONDS",
+    "feed_max_seconds": "FEED_MAX_SECONDS",
+    "feed_runs_kept_days": "FEED_RUNS_KEPT_DAYS",
 }
 
 

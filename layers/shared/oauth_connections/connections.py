@@ -139,14 +139,19 @@ def encode_cursor(connection_id: str) -> str:
     return base64.urlsafe_b64encode(connection_id.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor_of(cursor: str, prefix: str) -> str:
+    """The id a page cursor continues after; only ids of the expected kind are accepted."""
     try:
-        connection_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        item_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as error:
         raise InvalidRequestError("invalid cursor", code="invalid_cursor") from error
-    if not is_id(connection_id, ID_PREFIX):
+    if not is_id(item_id, prefix):
         raise InvalidRequestError("invalid cursor", code="invalid_cursor")
-    return connection_id
+    return item_id
+
+
+def decode_cursor(cursor: str) -> str:
+    return decode_cursor_of(cursor, ID_PREFIX)
 
 
 def list_connections(settings: Settings, caller: Caller, limit: int, cursor: str | None) -> ConnectionPage:

@@ -33,5 +33,7 @@ def _process_record(record: SQSRecord) -> str:
 @metrics.log_metrics
 def handle_refresh_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     processor = BatchProcessor(event_type=EventType.SQS)
-    response = process_partial_response(event=event, record_handler=_process_record, processor=processor, context=context)
+    response = process_partial_response(
+        event=event, record_handler=_process_record, processor=processor, context=context
+    )
     return dict(response)

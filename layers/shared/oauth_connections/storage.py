@@ -25,7 +25,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
@@ -34,6 +34,9 @@ from oauth_connections.errors import ConflictError, NotFoundError
 
 TENANT_PREFIX = "TENANT#"
 CONNECTION_PREFIX = "CONNECTION#"
+FEED_PREFIX = "FEED#"
+FEED_RUNS_PREFIX = "FEEDRUNS#"
+RUN_PREFIX = "RUN#"
 NAME_PREFIX = "NAME#"
 FLOW_PREFIX = "FLOW#"
 STATE_PREFIX = "STATE#"
@@ -147,7 +150,74 @@ class FlowRecord(_TableModel):
     expires_at_epoch = TTLAttribute()
 
 
-MODELS: tuple[type[_TableModel], ...] = (ConnectionRecord, ConnectionNameRecord, FlowRecord)
+class FeedDueIndex(GlobalSecondaryIndex["FeedRecord"]):  # type: ignore[no-untyped-call]
+    """The same sparse DueIndex, seen from feeds (their shards are FEED#nnn)."""
+
+    class Meta:
+        index_name = "DueIndex"
+        projection = KeysOnlyProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = UTCDateTimeAttribute(range_key=True)
+
+
+class FeedRecord(_TableModel):
+    """A tenant's product feed: pk=TENANT#<tenant>, sk=FEED#<id>; in the DueIndex under FEED shards."""
+
+    tenant_id = UnicodeAttribute()
+    feed_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    url = UnicodeAttribute()
+    connection_id = UnicodeAttribute(null=True)
+    schedule = UnicodeAttribute()  # "rate:<minutes>" or "cron:<expression>"
+    format = UnicodeAttribute()
+    enabled = BooleanAttribute(default=True)
+    next_run_at = UTCDateTimeAttribute(null=True)
+    due_shard = UnicodeAttribute(null=True)
+    due_at = UTCDateTimeAttribute(null=True)
+    due_index = FeedDueIndex()
+    etag = UnicodeAttribute(null=True)
+    last_modified = UnicodeAttribute(null=True)
+    last_run_id = UnicodeAttribute(null=True)
+    last_status = UnicodeAttribute(null=True)
+    last_run_at = UTCDateTimeAttribute(null=True)
+    last_good_key = UnicodeAttribute(null=True)
+    last_good_version = UnicodeAttribute(null=True)
+    last_good_at = UTCDateTimeAttribute(null=True)
+    last_items = NumberAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    version = VersionAttribute()
+
+
+class FeedRunRecord(_TableModel):
+    """One fetch of a feed: pk=FEEDRUNS#<tenant>#<feed>, sk=RUN#<time-ordered id>; expires (TTL)."""
+
+    tenant_id = UnicodeAttribute()
+    feed_id = UnicodeAttribute()
+    run_id = UnicodeAttribute()
+    trigger = UnicodeAttribute()
+    status = UnicodeAttribute()  # running | succeeded | not_modified | failed
+    http_status = NumberAttribute(null=True)
+    bytes = NumberAttribute(default=0)
+    items = NumberAttribute(null=True)
+    duration_ms = NumberAttribute(null=True)
+    s3_key = UnicodeAttribute(null=True)
+    s3_version = UnicodeAttribute(null=True)
+    error_code = UnicodeAttribute(null=True)
+    error_message = UnicodeAttribute(null=True)
+    started_at = UTCDateTimeAttribute()
+    finished_at = UTCDateTimeAttribute(null=True)
+    expires_at_epoch = TTLAttribute()
+
+
+MODELS: tuple[type[_TableModel], ...] = (
+    ConnectionRecord,
+    ConnectionNameRecord,
+    FlowRecord,
+    FeedRecord,
+    FeedRunRecord,
+)
 
 
 class _Binding:
@@ -369,3 +439,72 @@ def due_page(
     )
     keys = [(item.pk.removeprefix(TENANT_PREFIX), item.sk.removeprefix(CONNECTION_PREFIX)) for item in result]
     return keys, result.last_evaluated_key
+
+
+# ------------------------------------------------------------------ feeds
+
+
+def feed_key(tenant_id: str, feed_id: str) -> tuple[str, str]:
+    return tenant_key(tenant_id), f"{FEED_PREFIX}{feed_id}"
+
+
+def load_feed(tenant_id: str, feed_id: str, *, consistent: bool = False) -> FeedRecord:
+    try:
+        return FeedRecord.get(*feed_key(tenant_id, feed_id), consistent_read=consistent)
+    except FeedRecord.DoesNotExist as error:
+        raise NotFoundError("feed not found") from error
+
+
+def insert_feed(record: FeedRecord) -> None:
+    record.save(condition=FeedRecord.pk.does_not_exist())
+
+
+def save_feed(record: FeedRecord) -> None:
+    record.updated_at = utcnow()
+    try:
+        record.save()
+    except PutError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            raise ConflictError("the feed was changed concurrently", code="stale_update") from error
+        raise
+
+
+def update_feed(record: FeedRecord, actions: list[Any]) -> None:
+    """Record a run's outcome on the feed without touching its settings (last writer of these fields wins)."""
+    record.update(actions=[*actions, FeedRecord.updated_at.set(utcnow())], add_version_condition=False)
+
+
+def delete_feed(record: FeedRecord) -> None:
+    try:
+        record.delete()
+    except DeleteError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            raise ConflictError("the feed was changed concurrently", code="stale_update") from error
+        raise
+
+
+def page_feeds(tenant_id: str, limit: int, after_id: str | None) -> tuple[list[FeedRecord], str | None]:
+    pk = tenant_key(tenant_id)
+    start = {"pk": {"S": pk}, "sk": {"S": f"{FEED_PREFIX}{after_id}"}} if after_id else None
+    result = FeedRecord.query(
+        pk, FeedRecord.sk.startswith(FEED_PREFIX), limit=limit, last_evaluated_key=start, page_size=limit
+    )
+    items = list(result)
+    last = result.last_evaluated_key
+    return items, last["sk"]["S"].removeprefix(FEED_PREFIX) if last else None
+
+
+def runs_key(tenant_id: str, feed_id: str) -> str:
+    return f"{FEED_RUNS_PREFIX}{tenant_id}#{feed_id}"
+
+
+def save_run(record: FeedRunRecord) -> None:
+    record.save()
+
+
+def latest_runs(tenant_id: str, feed_id: str, limit: int) -> list[FeedRunRecord]:
+    return list(
+        FeedRunRecord.query(
+            runs_key(tenant_id, feed_id), FeedRunRecord.sk.startswith(RUN_PREFIX), scan_index_forward=False, limit=limit
+        )
+    )

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from oauth_connections import connections, flows
+from oauth_connections import connections, feeds, flows
 from oauth_connections.api.http import current_caller, documented_responses
 from oauth_connections.config import get_settings
 from oauth_connections.errors import InvalidRequestError
@@ -23,6 +23,12 @@ from oauth_connections.models import (
     ConnectionOut,
     ConnectionPage,
     ConnectionUpdate,
+    FeedCreate,
+    FeedOut,
+    FeedPage,
+    FeedRunList,
+    FeedRunQueued,
+    FeedUpdate,
 )
 
 ConnectionId = Annotated[str, Path(max_length=64, description="Connection id (con_...)")]
@@ -274,6 +280,110 @@ def oauth_callback() -> Response[Any]:
     return _redirect(location, [spent])
 
 
+# ------------------------------------------------------------------ feeds
+
+FeedId = Annotated[str, Path(max_length=64, description="Feed id (feed_...)")]
+
+list_feeds_router = Router()
+
+
+@list_feeds_router.get(
+    "/feeds",
+    summary="List the tenant's product feeds",
+    responses=documented_responses(200, "A page of feeds", FeedPage, 400, 401, 422),
+)
+def list_feeds(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+) -> Response[FeedPage]:
+    caller = current_caller(list_feeds_router)
+    return _json(200, feeds.list_feeds(get_settings(), caller, limit, cursor))
+
+
+get_feed_router = Router()
+
+
+@get_feed_router.get(
+    "/feeds/<feed_id>",
+    summary="Get one feed",
+    responses=documented_responses(200, "The feed", FeedOut, 401, 404, 422),
+)
+def get_feed(feed_id: FeedId) -> Response[FeedOut]:
+    view = feeds.get_feed(get_settings(), current_caller(get_feed_router), feed_id)
+    return _json(200, view, etag=view.version)
+
+
+create_feed_router = Router()
+
+
+@create_feed_router.post(
+    "/feeds",
+    summary="Register a product feed, public or protected by one of the tenant's connections",
+    responses=documented_responses(201, "Created", FeedOut, 400, 401, 413, 422),
+)
+def create_feed(request: Annotated[FeedCreate, Body()]) -> Response[FeedOut]:
+    view = feeds.create_feed(get_settings(), current_caller(create_feed_router), request)
+    return _json(201, view, etag=view.version)
+
+
+update_feed_router = Router()
+
+
+@update_feed_router.patch(
+    "/feeds/<feed_id>",
+    summary="Change some settings of a feed",
+    responses=documented_responses(200, "Updated", FeedOut, 400, 401, 404, 409, 412, 413, 422),
+)
+def update_feed(
+    feed_id: FeedId,
+    request: Annotated[FeedUpdate, Body()],
+    if_match: Annotated[str | None, Header(alias="if-match", max_length=64)] = None,
+) -> Response[FeedOut]:
+    caller = current_caller(update_feed_router)
+    view = feeds.update_feed(get_settings(), caller, feed_id, request, _parse_if_match(if_match))
+    return _json(200, view, etag=view.version)
+
+
+delete_feed_router = Router()
+
+
+@delete_feed_router.delete(
+    "/feeds/<feed_id>",
+    summary="Delete a feed (its stored objects expire by the bucket's lifecycle)",
+    responses=documented_responses(204, "Deleted", None, 401, 404, 409, 422),
+)
+def delete_feed(feed_id: FeedId) -> Response[None]:
+    feeds.delete_feed(get_settings(), current_caller(delete_feed_router), feed_id)
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+run_feed_router = Router()
+
+
+@run_feed_router.post(
+    "/feeds/<feed_id>/run",
+    summary="Fetch the feed now",
+    responses=documented_responses(202, "Queued", FeedRunQueued, 401, 404, 422),
+)
+def run_feed(feed_id: FeedId) -> Response[FeedRunQueued]:
+    feeds.run_now(get_settings(), current_caller(run_feed_router), feed_id)
+    return _json(202, FeedRunQueued())
+
+
+list_feed_runs_router = Router()
+
+
+@list_feed_runs_router.get(
+    "/feeds/<feed_id>/runs",
+    summary="The latest runs of a feed, newest first",
+    responses=documented_responses(200, "Runs", FeedRunList, 401, 404, 422),
+)
+def list_feed_runs(
+    feed_id: FeedId, limit: Annotated[int, Query(ge=1, le=100, description="How many runs")] = 20
+) -> Response[FeedRunList]:
+    return _json(200, feeds.list_runs(get_settings(), current_caller(list_feed_runs_router), feed_id, limit))
+
+
 API_ROUTERS = (
     list_connections_router,
     get_connection_router,
@@ -284,5 +394,12 @@ API_ROUTERS = (
     start_authorization_router,
     authorize_redirect_router,
     oauth_callback_router,
+    list_feeds_router,
+    get_feed_router,
+    create_feed_router,
+    update_feed_router,
+    delete_feed_router,
+    run_feed_router,
+    list_feed_runs_router,
     openapi_router,
 )

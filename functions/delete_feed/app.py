@@ -1,0 +1,6 @@
+"""DELETE /feeds/{feed_id}."""
+
+from oauth_connections.api.http import http_handler
+from oauth_connections.api.routes import delete_feed_router
+
+lambda_handler = http_handler(delete_feed_router)

@@ -1,0 +1,38 @@
+"""Boundaries of the scheduled feed fetch: the dispatcher on a schedule, the fetcher on the queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from oauth_connections import feed_fetch, feeds
+from oauth_connections.config import get_settings
+from oauth_connections.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handle_dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return {"queued": feeds.dispatch_due(get_settings())}
+
+
+def _fetch_record(record: SQSRecord) -> str:
+    body = json.loads(record.body)
+    return feed_fetch.run_feed(
+        get_settings(), str(body["tenant_id"]), str(body["feed_id"]), str(body.get("trigger", "schedule"))
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handle_fetch_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    processor = BatchProcessor(event_type=EventType.SQS)
+    return dict(
+        process_partial_response(event=event, record_handler=_fetch_record, processor=processor, context=context)
+    )
