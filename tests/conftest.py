@@ -58,6 +58,8 @@ class Resources:
     key_arn: str
     refresh_queue_url: str = ""
     refresh_dead_letter_queue_url: str = ""
+    feeds_bucket: str = ""
+    feed_queue_url: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +83,8 @@ def resources(aws_endpoint: str) -> Resources:
         key_arn=str(provisioner.attributes["EncryptionKey"]["Arn"]),
         refresh_queue_url=str(provisioner.attributes["RefreshQueue"]["Ref"]),
         refresh_dead_letter_queue_url=str(provisioner.attributes["RefreshDeadLetterQueue"]["Ref"]),
+        feeds_bucket=str(provisioner.attributes["FeedsBucket"]["Ref"]),
+        feed_queue_url=str(provisioner.attributes["FeedFetchQueue"]["Ref"]),
     )
 
 
@@ -92,6 +96,8 @@ def service_env(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("CONNECTIONS_TABLE_NAME", resources.table_name)
     monkeypatch.setenv("ENCRYPTION_KEY_ARN", resources.key_arn)
     monkeypatch.setenv("REFRESH_QUEUE_URL", resources.refresh_queue_url)
+    monkeypatch.setenv("FEEDS_BUCKET_NAME", resources.feeds_bucket)
+    monkeypatch.setenv("FEED_QUEUE_URL", resources.feed_queue_url)
     monkeypatch.setenv("TENANT_CLAIM", "tenant_id")
     monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
     monkeypatch.delenv("ALLOW_INSECURE_LOOPBACK_URLS", raising=False)
@@ -160,6 +166,7 @@ class InProcessApi:
         body: Any = None,
         raw_body: str | None = None,
         connection_id: str | None = None,
+        feed_id: str | None = None,
         query: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         claims: dict[str, Any] | None = None,
@@ -177,10 +184,11 @@ class InProcessApi:
             event["body"] = json.dumps(body)
         else:
             event.pop("body", None)
-        if connection_id is not None:
-            path = event["rawPath"].replace(event["pathParameters"]["connection_id"], connection_id)
-            event["rawPath"] = event["requestContext"]["http"]["path"] = path
-            event["pathParameters"] = {"connection_id": connection_id}
+        for name, value in (("connection_id", connection_id), ("feed_id", feed_id)):
+            if value is not None:
+                path = event["rawPath"].replace(event["pathParameters"][name], value)
+                event["rawPath"] = event["requestContext"]["http"]["path"] = path
+                event["pathParameters"] = {name: value}
         event["queryStringParameters"] = query
         event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in (query or {}).items())
         event["headers"] = {k: v for k, v in event["headers"].items() if k != "if-match"} | (headers or {})

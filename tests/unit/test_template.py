@@ -45,8 +45,8 @@ def test_storage_models_match_the_table_definition() -> None:
     assert set(indexes) == set(model_indexes)
     for name, index in model_indexes.items():
         schema = {k["KeyType"]: k["AttributeName"] for k in indexes[name]["KeySchema"]}
-        attributes = index._get_schema()["key_schema"]
-        assert {k["KeyType"]: k["AttributeName"] for k in attributes} == schema
+        key_schema_of_model = index._get_schema()["key_schema"]
+        assert {k["KeyType"]: k["AttributeName"] for k in key_schema_of_model} == schema
         for key in schema.values():
             model_attribute = storage.ConnectionRecord.get_attributes()[key]
             assert model_attribute.attr_type == types[key]

@@ -31,9 +31,12 @@ def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
             start = end = int(span)
             if step_text:
                 end = high
-        if name == "day of week" and end == 7:
-            end = 6 if start <= 6 else 0
-            values.add(0)
+        if name == "day of week" and end == 7:  # 7 is Sunday too
+            if (7 - start) % step == 0:
+                values.add(0)
+            if start == 7:
+                continue
+            end = 6
         if not (low <= start <= end <= high) or step < 1:
             raise CronError(f"{name} field {text!r} is out of range {low}-{high}")
         values.update(range(start, end + 1, step))

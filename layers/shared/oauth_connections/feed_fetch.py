@@ -197,6 +197,8 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
         raise FetchFailed("invalid_content", str(error)[:300], http_status=200) from error
     except (requests.RequestException, OSError) as error:
         upload.abort()
+        if _is_timeout(error):
+            raise FetchFailed("timeout", "the feed server stopped sending", http_status=200) from error
         raise FetchFailed(
             "download_failed", f"the download broke off: {type(error).__name__}", http_status=200
         ) from error
@@ -212,6 +214,15 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
         s3_version=version,
         etag=response.headers.get("ETag"),
         last_modified=response.headers.get("Last-Modified"),
+    )
+
+
+def _is_timeout(error: BaseException) -> bool:
+    import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    return isinstance(error, (requests.Timeout, ReadTimeoutError, TimeoutError)) or any(
+        isinstance(arg, BaseException) and _is_timeout(arg) for arg in error.args
     )
 
 
