@@ -11,6 +11,7 @@ from oauth_connections import storage
 from oauth_connections.config import Settings
 from oauth_connections.crypto import EncryptionContext, envelope_for
 from oauth_connections.errors import (
+    DecryptionError,
     InvalidRequestError,
     NotFoundError,
     PreconditionFailedError,
@@ -201,7 +202,9 @@ def update_connection(
 
 
 def delete_connection(settings: Settings, caller: Caller, connection_id: str) -> None:
+    """Revoke the grant at the provider when it can be, then delete the connection whatever the answer."""
     record = _load(settings, caller, connection_id)
+    revoke_tokens(settings, record)
     storage.remove_connection(record)
     logger.info("connection deleted", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
 
@@ -217,3 +220,35 @@ def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> Conne
         raise refresh.TokenError("not_connected", "the connection has not been authorized yet")
     refreshed = refresh.refresh_connection(settings, record, reason="requested")
     return to_view(refreshed.record, caller)
+
+
+def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
+    """RFC 7009: revoke the refresh token (which ends the grant), else the access token. Best effort."""
+    from oauth_connections import oauth, tokens
+    from oauth_connections.models import url_policy
+
+    if not record.revocation_url or record.tokens_ciphertext is None:
+        return False
+    context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id}
+    try:
+        token_set = tokens.decrypt_tokens(settings, record)
+        if token_set is None:
+            return False
+        token, hint = (
+            (token_set.refresh_token, "refresh_token")
+            if token_set.refresh_token
+            else (token_set.access_token, "access_token")
+        )
+        oauth.revoke(
+            tokens.client_settings(settings, record),
+            record.revocation_url,
+            token,
+            hint,
+            policy=url_policy(),
+            timeout=settings.outbound_timeout_seconds,
+        )
+    except (oauth.ProviderUnavailableError, DecryptionError) as error:
+        logger.warning("revocation failed; deleting anyway", extra=context | {"reason": error.message})
+        return False
+    logger.info("tokens revoked", extra=context)
+    return True

@@ -345,3 +345,22 @@ def client_credentials(client: ClientSettings, *, policy: UrlPolicy, timeout: fl
         )
     )
     return _token_set(token, fallback_scopes=client.scopes, now=now)
+
+
+def revoke(
+    client: ClientSettings, revocation_url: str, token: str, hint: str, *, policy: UrlPolicy, timeout: float
+) -> None:
+    """RFC 7009 revocation; raises ProviderUnavailableError when the provider does not confirm it."""
+    import requests
+
+    session = _session(client, policy)
+    try:
+        response = session.revoke_token(
+            revocation_url, token=token, token_type_hint=hint, timeout=timeout, allow_redirects=False
+        )
+    except UnsafeUrlError as error:
+        raise ProviderUnavailableError(f"revocation endpoint refused by the URL guard: {error.message}") from error
+    except requests.RequestException as error:
+        raise ProviderUnavailableError(f"revocation endpoint unreachable: {type(error).__name__}") from error
+    if response.status_code != 200:
+        raise ProviderUnavailableError(f"revocation endpoint answered HTTP {response.status_code}")
