@@ -1,0 +1,225 @@
+"""Least privilege, read from template.yaml: each function has exactly the IAM actions it needs."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pytest
+
+from tests.unit.test_template import resources, template
+
+# What each function may do. KMS decryption is also bound to purposes of the encryption context.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "ListConnectionsFunction": {"actions": {"dynamodb:Query"}},
+    "GetConnectionFunction": {"actions": {"dynamodb:GetItem"}},
+    "CreateConnectionFunction": {"actions": {"dynamodb:PutItem", "kms:GenerateDataKey"}, "encrypt": {"client_secret"}},
+    "UpdateConnectionFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+            "kms:GenerateDataKey",
+        },
+        "encrypt": {"client_secret"},
+    },
+    "DeleteConnectionFunction": {
+        "actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "kms:Decrypt"},
+        "decrypt": {"tokens", "client_secret"},
+    },
+    "OpenApiFunction": {"actions": set()},
+    "StartAuthorizationFunction": {
+        "actions": {"dynamodb:GetItem", "dynamodb:PutItem", "kms:Decrypt", "kms:GenerateDataKey", "events:PutEvents"},
+        "decrypt": {"client_secret"},
+        "encrypt": {"tokens"},
+    },
+    "AuthorizeRedirectFunction": {
+        "actions": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "kms:GenerateDataKey"},
+        "encrypt": {"flow"},
+    },
+    "OAuthCallbackFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "decrypt": {"flow", "client_secret"},
+        "encrypt": {"tokens"},
+    },
+    "GetTokenFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "decrypt": {"tokens", "client_secret"},
+        "encrypt": {"tokens"},
+    },
+    "RefreshConnectionFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "decrypt": {"tokens", "client_secret"},
+        "encrypt": {"tokens"},
+    },
+    "RefreshSchedulerFunction": {"actions": {"dynamodb:Query", "sqs:SendMessage"}},
+    "RefreshWorkerFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "decrypt": {"tokens", "client_secret"},
+        "encrypt": {"tokens"},
+    },
+    "ListFeedsFunction": {"actions": {"dynamodb:Query"}},
+    "GetFeedFunction": {"actions": {"dynamodb:GetItem"}},
+    "CreateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
+    "UpdateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
+    "DeleteFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:DeleteItem"}},
+    "RunFeedFunction": {"actions": {"dynamodb:GetItem", "sqs:SendMessage"}},
+    "ListFeedRunsFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
+    "FeedDispatcherFunction": {
+        "actions": {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"}
+    },
+    "FeedFetchFunction": {
+        "actions": {
+            "lambda:InvokeFunction",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "s3:PutObject",
+            "s3:AbortMultipartUpload",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "encrypt_via_s3": True,
+    },
+}
+PLAINTEXT_TOKEN_READERS = {name for name, spec in EXPECTED.items() if "tokens" in spec.get("decrypt", set())}
+
+
+@cache
+def statements(function: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for policy in resources("AWS::Serverless::Function")[function]["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Statement" in policy:
+            found += policy["Statement"]
+        elif policy == {"Ref": "GetTokenInvokePolicy"}:
+            managed = template()["Resources"]["GetTokenInvokePolicy"]["Properties"]["PolicyDocument"]
+            found += managed["Statement"]
+        else:
+            pytest.fail(f"{function} uses a policy the test cannot read: {policy}")
+    return found
+
+
+def actions_of(function: str) -> set[str]:
+    result: set[str] = set()
+    for statement in statements(function):
+        action = statement["Action"]
+        result.update([action] if isinstance(action, str) else action)
+    return result
+
+
+def purposes(function: str, action: str) -> set[str]:
+    found: set[str] = set()
+    for statement in statements(function):
+        listed = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        if action in listed:
+            condition = statement.get("Condition", {}).get("StringEquals", {})
+            value = condition.get("kms:EncryptionContext:purpose")
+            assert value or "kms:ViaService" in condition, f"{function}: {action} without a condition"
+            if value:
+                found.update([value] if isinstance(value, str) else value)
+    return found
+
+
+def test_every_function_is_covered() -> None:
+    assert set(resources("AWS::Serverless::Function")) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_actions_are_exactly_the_needed_ones(function: str) -> None:
+    assert actions_of(function) == EXPECTED[function]["actions"]
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_no_wildcards(function: str) -> None:
+    for statement in statements(function):
+        assert statement["Effect"] == "Allow"
+        listed = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        assert not any("*" in action for action in listed)
+        assert statement["Resource"] != "*"
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_kms_use_is_bound_to_purposes(function: str) -> None:
+    spec = EXPECTED[function]
+    assert purposes(function, "kms:Decrypt") == spec.get("decrypt", set())
+    if not spec.get("encrypt_via_s3"):
+        assert purposes(function, "kms:GenerateDataKey") == spec.get("encrypt", set())
+
+
+def test_only_token_users_can_decrypt_tokens() -> None:
+    assert PLAINTEXT_TOKEN_READERS == {
+        "DeleteConnectionFunction",
+        "GetTokenFunction",
+        "RefreshConnectionFunction",
+        "RefreshWorkerFunction",
+    }
+    readers = {name for name in EXPECTED if "kms:Decrypt" in actions_of(name)}
+    writers = {name for name in EXPECTED if "kms:GenerateDataKey" in actions_of(name)}
+    read_only_api = {
+        "ListConnectionsFunction",
+        "GetConnectionFunction",
+        "ListFeedsFunction",
+        "GetFeedFunction",
+        "OpenApiFunction",
+    }
+    assert not read_only_api & (readers | writers)
+
+
+def test_key_policy_delegates_to_iam_only() -> None:
+    key = template()["Resources"]["EncryptionKey"]["Properties"]
+    statements_of_key = key["KeyPolicy"]["Statement"]
+    assert len(statements_of_key) == 1
+    principal = statements_of_key[0]["Principal"]["AWS"]
+    assert principal == {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    assert key["EnableKeyRotation"] is True
+
+
+def test_invoke_policy_names_only_get_token() -> None:
+    document = template()["Resources"]["GetTokenInvokePolicy"]["Properties"]["PolicyDocument"]
+    assert document["Statement"] == [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["GetTokenFunction", "Arn"]}}
+    ]
+
+
+def test_api_is_throttled_and_bodies_are_limited() -> None:
+    api = template()["Resources"]["HttpApi"]["Properties"]
+    assert api["DefaultRouteSettings"]["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    assert api["DefaultRouteSettings"]["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert template()["Globals"]["Function"]["Environment"]["Variables"]["MAX_BODY_BYTES"] == {
+        "Ref": "MaxRequestBodyBytes"
+    }
+
+
+def test_public_routes_are_only_the_browser_ones() -> None:
+    public = set()
+    for name, function in resources("AWS::Serverless::Function").items():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi" and event["Properties"].get("Auth", {}).get("Authorizer") == "NONE":
+                public.add(name)
+    assert public == {"AuthorizeRedirectFunction", "OAuthCallbackFunction"}
