@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import boto3
 
 from oauth_connections import oauth, storage, tokens
@@ -26,7 +24,7 @@ def active(provider: OidcProvider, token: str | None) -> bool:
 
 
 def gone(resources: Resources, tenant: str, connection_id: str) -> bool:
-    item: dict[str, Any] = boto3.client("dynamodb").get_item(
+    item = boto3.client("dynamodb").get_item(
         TableName=resources.table_name,
         Key={"pk": {"S": f"TENANT#{tenant}"}, "sk": {"S": f"CONNECTION#{connection_id}"}},
     )

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from oauth_connections.config import get_settings
@@ -100,21 +101,23 @@ class ConnectionCreate(ConnectionSettings):
 
 
 class ConnectionUpdate(_Strict):
-    name: Name | None = None
-    description: Description | None = None
-    client_id: ClientId | None = None
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+
+    name: Name | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    client_id: ClientId | SkipJsonSchema[None] = None
     client_secret: ClientSecret | None = Field(default=None, description="Write-only; null removes it")
     issuer: SafeUrl | None = None
     authorization_url: SafeUrl | None = None
-    token_url: SafeUrl | None = None
+    token_url: SafeUrl | SkipJsonSchema[None] = None
     revocation_url: SafeUrl | None = None
-    scopes: Annotated[list[Scope], Field(max_length=100)] | None = None
-    scope_delimiter: Literal[" ", ","] | None = None
-    token_auth_method: TokenAuthMethod | None = None
-    grant_type: GrantType | None = None
-    use_pkce: bool | None = None
-    extra_authorize_params: ExtraParams | None = None
-    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | None = None
+    scopes: Annotated[list[Scope], Field(max_length=100)] | SkipJsonSchema[None] = None
+    scope_delimiter: Literal[" ", ","] | SkipJsonSchema[None] = None
+    token_auth_method: TokenAuthMethod | SkipJsonSchema[None] = None
+    grant_type: GrantType | SkipJsonSchema[None] = None
+    use_pkce: bool | SkipJsonSchema[None] = None
+    extra_authorize_params: ExtraParams | SkipJsonSchema[None] = None
+    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> ConnectionUpdate:
@@ -240,12 +243,14 @@ class FeedCreate(FeedSettings):
 
 
 class FeedUpdate(_Strict):
-    name: Name | None = None
-    url: SafeUrl | None = None
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+
+    name: Name | SkipJsonSchema[None] = None
+    url: SafeUrl | SkipJsonSchema[None] = None
     connection_id: ConnectionRef | None = None
-    schedule: FeedSchedule | None = None
-    format: FeedFormat | None = None
-    enabled: bool | None = None
+    schedule: FeedSchedule | SkipJsonSchema[None] = None
+    format: FeedFormat | SkipJsonSchema[None] = None
+    enabled: bool | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> FeedUpdate:

@@ -31,7 +31,7 @@ from oauth_connections.models import (
     FeedUpdate,
 )
 
-ConnectionId = Annotated[str, Path(max_length=64, description="Connection id (con_...)")]
+ConnectionId = Annotated[str, Path(pattern=r"^con_[0-9a-hjkmnp-tv-z]{26}$", description="Connection id (con_...)")]
 AUTH_ERRORS = (401,)
 
 
@@ -282,7 +282,7 @@ def oauth_callback() -> Response[Any]:
 
 # ------------------------------------------------------------------ feeds
 
-FeedId = Annotated[str, Path(max_length=64, description="Feed id (feed_...)")]
+FeedId = Annotated[str, Path(pattern=r"^feed_[0-9a-hjkmnp-tv-z]{26}$", description="Feed id (feed_...)")]
 
 list_feeds_router = Router()
 
