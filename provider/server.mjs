@@ -20,6 +20,7 @@
 //
 // Test-observability endpoints (this test/demo server only):
 //   GET  /__stats            token endpoint counters (see emptyStats below)
+//   GET  /demo/catalog.xml   a demo YML catalog (1,000 offers) for a bearer token this server issued
 //   POST /__stats/reset      zero the counters
 //   POST /__config           JSON body {"token_endpoint_delay_ms": N} changes the delay at runtime
 //
@@ -165,6 +166,10 @@ function buildProvider(issuer, config, state) {
   });
 
   provider.use(async (ctx, next) => {
+    if (ctx.path === '/demo/catalog.xml' && ctx.method === 'GET') {
+      await serveDemoCatalog(ctx, provider);
+      return;
+    }
     if (ctx.path === '/__stats' && ctx.method === 'GET') {
       ctx.set('cache-control', 'no-store');
       ctx.body = state.stats;
@@ -278,3 +283,40 @@ main().catch((err) => {
   console.error(`provider failed to start: ${err instanceof ConfigError ? err.message : err.stack}`);
   process.exit(1);
 });
+
+// A protected product feed for the local demo: a YML catalog served only for a valid access token
+// issued by this provider, with an ETag so conditional requests get 304.
+const DEMO_OFFERS = 1000;
+const demoCatalog = (() => {
+  const offers = [];
+  for (let i = 1; i <= DEMO_OFFERS; i += 1) {
+    offers.push(`<offer id="${i}" available="true"><name>Demo product ${i}</name>` +
+      `<price>${(i * 1.5).toFixed(2)}</price><currencyId>EUR</currencyId><categoryId>1</categoryId></offer>`);
+  }
+  return '<?xml version="1.0" encoding="UTF-8"?>\n<yml_catalog date="2026-11-28 00:00"><shop>' +
+    '<name>Demo shop</name><company>Demo</company><url>http://127.0.0.1/</url>' +
+    '<currencies><currency id="EUR" rate="1"/></currencies><categories><category id="1">Demo</category></categories>' +
+    `<offers>${offers.join('')}</offers></shop></yml_catalog>\n`;
+})();
+const demoEtag = '"demo-catalog-1"';
+
+async function serveDemoCatalog(ctx, provider) {
+  const header = ctx.get('authorization') || '';
+  const token = header.startsWith('Bearer ') ? header.slice(7) : '';
+  const found = token
+    ? (await provider.AccessToken.find(token)) ?? (await provider.ClientCredentials.find(token))
+    : undefined;
+  if (!found || found.isExpired) {
+    ctx.status = 401;
+    ctx.set('www-authenticate', 'Bearer error="invalid_token"');
+    return;
+  }
+  ctx.set('etag', demoEtag);
+  ctx.set('cache-control', 'no-store');
+  if (ctx.get('if-none-match') === demoEtag) {
+    ctx.status = 304;
+    return;
+  }
+  ctx.type = 'application/xml';
+  ctx.body = demoCatalog;
+}
