@@ -37,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--sweep-connections", type=int, default=300)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
     args = parser.parse_args()
 
@@ -50,6 +51,7 @@ def main() -> None:
         rows = [
             *bench_warm_retrieval(env, args.iterations),
             *bench_refresh(env),
+            *bench_sweep(env, args.sweep_connections),
             *bench_cold_starts(env, args.cold_runs),
         ]
     table = render(rows)
@@ -128,6 +130,34 @@ def bench_refresh(env: Any) -> list[tuple[str, str, str]]:
             "refresh latency p50 (local token endpoint)",
             f"{statistics.median(durations):.2f} ms",
             f"{runs} forced refreshes",
+        ),
+    ]
+
+
+def bench_sweep(env: Any, count: int) -> list[tuple[str, str, str]]:
+    """One sweep over `count` due connections, then one worker draining the queue in batches of 10."""
+    ids = env.due_connections(count)
+    started = time.perf_counter()
+    queued, sweep_calls = counted(env.sweep)
+    sweep_seconds = time.perf_counter() - started
+    assert queued == count, (queued, count)
+    started = time.perf_counter()
+    (refreshed, batches), worker_calls = counted(env.drain_refresh_queue)
+    worker_seconds = time.perf_counter() - started
+    assert refreshed == len(ids), (refreshed, len(ids))
+    per = {name: n / refreshed for name, n in sorted(worker_calls.items()) if not name.startswith("sqs.")}
+    return [
+        ("sweep: due connections queued", f"{queued} in {sweep_seconds * 1000:.0f} ms", str(dict(sweep_calls))),
+        (
+            "scheduled refresh throughput, one worker",
+            f"{refreshed / worker_seconds:.0f} connections/s",
+            f"{batches} batches of 10 against a local token endpoint",
+        ),
+        ("DynamoDB calls per scheduled refresh", f"{per_service(worker_calls, 'dynamodb') / refreshed:g}", str(per)),
+        (
+            "KMS calls per scheduled refresh",
+            f"{per_service(worker_calls, 'kms') / refreshed:g}",
+            "a data key per new token set",
         ),
     ]
 

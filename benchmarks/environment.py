@@ -82,6 +82,7 @@ class Environment:
         provisioner.provision()
         os.environ["CONNECTIONS_TABLE_NAME"] = str(provisioner.attributes["ConnectionsTable"]["Ref"])
         os.environ["ENCRYPTION_KEY_ARN"] = str(provisioner.attributes["EncryptionKey"]["Arn"])
+        os.environ["REFRESH_QUEUE_URL"] = str(provisioner.attributes["RefreshQueue"]["Ref"])
         self.endpoint = ScriptedTokenEndpoint().start()
         self.endpoint.default = Scripted(
             200,
@@ -143,6 +144,52 @@ class Environment:
         event = {"tenant_id": self.tenant, "connection_id": connection_id, "force_refresh": force}
         result: dict[str, Any] = self._handler("get_token")(event, LambdaContext())
         return result
+
+    def due_connections(self, count: int) -> list[str]:
+        """Connections whose tokens expire within the refresh window, so the next sweep queues them."""
+        return [self.connected_connection(expires_in=120, token_url=self.token_endpoint_url) for _ in range(count)]
+
+    def sweep(self) -> int:
+        from tests.conftest import LambdaContext
+
+        result: dict[str, Any] = self._handler("refresh_scheduler")({}, LambdaContext())
+        return int(result["enqueued"])
+
+    def drain_refresh_queue(self) -> tuple[int, int]:
+        """Deliver the refresh queue to the worker function in batches of 10, as the event source would."""
+        from tests.conftest import LambdaContext
+
+        sqs = boto3.client("sqs")
+        queue_url = os.environ["REFRESH_QUEUE_URL"]
+        refreshed = batches = 0
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return refreshed, batches
+            event = {
+                "Records": [
+                    {
+                        "messageId": m["MessageId"],
+                        "receiptHandle": m["ReceiptHandle"],
+                        "body": m["Body"],
+                        "attributes": {},
+                        "messageAttributes": {},
+                        "md5OfBody": m["MD5OfBody"],
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": "arn:aws:sqs:eu-central-1:123456789012:bench",
+                        "awsRegion": "eu-central-1",
+                    }
+                    for m in messages
+                ]
+            }
+            result = self._handler("refresh_worker")(event, LambdaContext())
+            assert not result["batchItemFailures"], result
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+            refreshed += len(messages)
+            batches += 1
 
     # ---- cold, in fresh interpreters
     def functions(self) -> list[str]:
