@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--sweep-connections", type=int, default=300)
+    parser.add_argument("--feed-mb", type=int, default=100, help="feed size of the feed memory benchmark")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
     args = parser.parse_args()
 
@@ -54,6 +55,9 @@ def main() -> None:
             *bench_sweep(env, args.sweep_connections),
             *bench_cold_starts(env, args.cold_runs),
         ]
+    from benchmarks.feed_memory import measure as bench_feed_memory
+
+    rows += bench_feed_memory(args.feed_mb)
     table = render(rows)
     print(table)
     if not args.no_write:

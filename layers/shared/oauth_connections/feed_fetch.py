@@ -164,6 +164,7 @@ def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
 
 def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcome:
     import requests
+    import urllib3.exceptions
 
     assert settings.feeds_bucket_name
     key = object_key(record)
@@ -180,14 +181,19 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
             and int(declared) > settings.feed_max_bytes
         ):
             raise FetchFailed("too_large", f"the feed is larger than {settings.feed_max_bytes} bytes", http_status=200)
-        for chunk in response.iter_content(CHUNK_BYTES):
+        raw = response.raw
+        while True:
+            if time.monotonic() > deadline:
+                raise FetchFailed("timeout", "the feed took too long to download", http_status=200)
+            # read1 returns what has arrived (decoded), so a trickling server cannot outlast the deadline.
+            chunk = raw.read1(CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                break
             total += len(chunk)
             if total > settings.feed_max_bytes:
                 raise FetchFailed(
                     "too_large", f"the feed is larger than {settings.feed_max_bytes} bytes", http_status=200
                 )
-            if time.monotonic() > deadline:
-                raise FetchFailed("timeout", "the feed took too long to download", http_status=200)
             checker.feed(chunk)
             upload.write(chunk)
         items = checker.finish()
@@ -195,7 +201,7 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
     except FeedContentError as error:
         upload.abort()
         raise FetchFailed("invalid_content", str(error)[:300], http_status=200) from error
-    except (requests.RequestException, OSError) as error:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
         upload.abort()
         if _is_timeout(error):
             raise FetchFailed("timeout", "the feed server stopped sending", http_status=200) from error

@@ -31,6 +31,7 @@ class XmlChecker:
         self.yml = yml
         self.parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         self.path: list[str] = []
+        self.elements: list[ET.Element] = []
         self.offers = 0
         self.seen_offers_list = False
         self.root: str | None = None
@@ -43,8 +44,7 @@ class XmlChecker:
             raise FeedContentError(f"malformed XML: {error}") from error
 
     def _drain(self) -> None:
-        for event, item in cast(list[tuple[str, ET.Element]], list(self.parser.read_events())):
-            element = item
+        for event, element in cast(list[tuple[str, ET.Element]], list(self.parser.read_events())):
             if event == "start":
                 tag = element.tag
                 if self.root is None:
@@ -52,18 +52,18 @@ class XmlChecker:
                     if self.yml and tag != "yml_catalog":
                         raise FeedContentError(f"a YML catalog's root element is yml_catalog, not {tag}")
                 self.path.append(tag)
-                if self.path[-3:] == ["yml_catalog", "shop", "offers"] and len(self.path) == 3:
+                self.elements.append(element)
+                if self.path == ["yml_catalog", "shop", "offers"]:
                     self.seen_offers_list = True
-            else:
-                if (
-                    len(self.path) == 4
-                    and self.path[:3] == ["yml_catalog", "shop", "offers"]
-                    and element.tag == "offer"
-                ):
-                    self.offers += 1
-                self.path.pop()
-                if len(self.path) >= 3:
-                    element.clear()  # keep memory flat: offers are counted, not kept
+                continue
+            if self.path[:3] == ["yml_catalog", "shop", "offers"] and len(self.path) == 4 and element.tag == "offer":
+                self.offers += 1
+            self.path.pop()
+            self.elements.pop()
+            # Keep memory flat: a finished element is dropped from its parent (it is always the last child).
+            element.clear()
+            if self.elements and len(self.elements[-1]) and self.elements[-1][-1] is element:
+                del self.elements[-1][-1]
 
     def finish(self) -> int | None:
         try:
