@@ -171,7 +171,7 @@ def test_concurrent_patches_never_overwrite_silently(api: InProcessApi) -> None:
         handler = http_handler(update_connection_router)
         own = json.loads(json.dumps(event)) | {"body": json.dumps({"description": f"writer {i}"})}
         barrier.wait()
-        statuses.append(handler(own, LambdaContext())["statusCode"])
+        statuses.append(handler(own, LambdaContext())["statusCode"])  # type: ignore[arg-type]
 
     threads = [threading.Thread(target=patch, args=(i,)) for i in range(8)]
     for t in threads:
