@@ -11,6 +11,7 @@ from oauth_connections import storage
 from oauth_connections.config import Settings
 from oauth_connections.crypto import EncryptionContext, envelope_for
 from oauth_connections.errors import (
+    ConflictError,
     DecryptionError,
     InvalidRequestError,
     NotFoundError,
@@ -165,31 +166,50 @@ def list_connections(settings: Settings, caller: Caller, limit: int, cursor: str
     )
 
 
+UPDATE_ATTEMPTS = 3
+
+
 def update_connection(
     settings: Settings, caller: Caller, connection_id: str, request: ConnectionUpdate, if_match: int | None
 ) -> ConnectionOut:
+    """Apply a partial update under the version read.
+
+    With If-Match, a changed version is refused (412). Without it, the change is a merge: when a
+    concurrent write (a token refresh, say) moved the version, the change is applied again on top.
+    """
     record = _load(settings, caller, connection_id)
-    if if_match is not None and if_match != record.version:
-        raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
     changes = request.model_dump(include=request.model_fields_set, exclude={"client_secret"})
     if changes.get("issuer"):
         _discover_into(settings, changes, set(changes) - {"issuer"})
     elif "issuer" in changes:
         changes["iss_parameter_supported"] = False
-    old_name = record.name
-    for field, value in changes.items():
-        setattr(record, field, value)
-    if "client_secret" in request.model_fields_set:
-        secret = request.client_secret
-        record.client_secret_ciphertext = (
-            _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
-        )
-    try:
-        check_secret_for_method(record.token_auth_method, has_secret=record.client_secret_ciphertext is not None)
-        check_grant(record.grant_type, record.token_auth_method)
-    except ValueError as error:
-        raise ValidationFailedError(str(error)) from error
-    storage.save_connection(record, old_name=old_name)
+    secret_changed = "client_secret" in request.model_fields_set
+    secret = request.client_secret
+    ciphertext = _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
+    for attempt in range(UPDATE_ATTEMPTS):
+        if if_match is not None and if_match != record.version:
+            raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
+        old_name = record.name
+        for field, value in changes.items():
+            setattr(record, field, value)
+        if secret_changed:
+            record.client_secret_ciphertext = ciphertext
+        try:
+            check_secret_for_method(record.token_auth_method, has_secret=record.client_secret_ciphertext is not None)
+            check_grant(record.grant_type, record.token_auth_method)
+        except ValueError as error:
+            raise ValidationFailedError(str(error)) from error
+        try:
+            storage.save_connection(record, old_name=old_name)
+            break
+        except ConflictError as error:
+            if error.code != "stale_update" or attempt == UPDATE_ATTEMPTS - 1:
+                raise
+            if if_match is not None:
+                raise PreconditionFailedError(
+                    "the connection has changed since it was read", code="stale_update"
+                ) from error
+            record = storage.load_connection(caller.tenant_id, connection_id, consistent=True)
     logger.info(
         "connection updated",
         extra={

@@ -1,6 +1,7 @@
 """When a connection is next due for the scheduled refresh (the sparse DueIndex of storage.py).
 
-- tokens with a known expiry: `refresh window` before they expire;
+- tokens with a known expiry: `refresh window` before they expire, but never before half their life
+  has passed (so a token that lives shorter than the window is not due the moment it is stored);
 - after a transient failure: when the backoff ends (`next_attempt_at`), not sooner;
 - tokens without a known expiry but refreshable (a refresh token, or the client-credentials grant):
   a keep-alive check once per `keepalive` period, so they never die silently;
@@ -33,9 +34,15 @@ def next_due(settings: Settings, record: ConnectionRecord) -> datetime | None:
     if retry_at is not None:
         return retry_at
     expires_at = cast(datetime | None, record.expires_at)
+    obtained = cast(datetime | None, record.refreshed_at or record.connected_at)
     if expires_at is not None:
-        return expires_at - timedelta(minutes=settings.refresh_window_minutes)
-    last = record.refreshed_at or record.connected_at
+        due = expires_at - timedelta(minutes=settings.refresh_window_minutes)
+        if obtained is not None and obtained < expires_at:
+            # Tokens shorter-lived than the window would be due the moment they are stored: refresh
+            # them no earlier than halfway through their life instead.
+            due = max(due, obtained + (expires_at - obtained) / 2)
+        return due
+    last = obtained
     return last + timedelta(hours=settings.keepalive_hours) if last else None
 
 

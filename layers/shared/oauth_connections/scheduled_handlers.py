@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -24,6 +25,7 @@ def handle_sweep(event: dict[str, Any], context: LambdaContext) -> dict[str, Any
 
 def _process_record(record: SQSRecord) -> str:
     outcome = scheduled.process(get_settings(), json.loads(record.body))
+    metrics.add_metric(name="RefreshMessagesProcessed", unit=MetricUnit.Count, value=1)
     logger.info("scheduled refresh", extra={"outcome": outcome, "message_id": record.message_id})
     return outcome
 

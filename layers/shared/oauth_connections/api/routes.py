@@ -182,10 +182,11 @@ start_authorization_router = Router()
     ),
 )
 def start_authorization(
-    connection_id: ConnectionId, request: Annotated[AuthorizeRequest, Body()]
+    connection_id: ConnectionId, request: Annotated[AuthorizeRequest | None, Body()] = None
 ) -> Response[AuthorizeResponse]:
     caller = current_caller(start_authorization_router)
-    start = flows.start_authorization(get_settings(), caller, connection_id, request.return_url)
+    return_url = request.return_url if request else None
+    start = flows.start_authorization(get_settings(), caller, connection_id, return_url)
     if isinstance(start, flows.DirectConnection):
         return _json(200, AuthorizeResponse(status=start.status, token_expires_at=start.token_expires_at))
     return _json(200, AuthorizeResponse(redirect_url=start.redirect_url, expires_at=start.expires_at))
