@@ -15,17 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
 
-os.environ.update(
-    AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",
-    AWS_REGION="eu-central-1",
-    AWS_DEFAULT_REGION="eu-central-1",
-    POWERTOOLS_SERVICE_NAME="oauth-connections",
-    POWERTOOLS_LOG_LEVEL="WARNING",
-    POWERTOOLS_TRACE_DISABLED="true",
-    POWERTOOLS_METRICS_NAMESPACE="OAuthConnectionsBench",
-    ALLOW_INSECURE_LOOPBACK_URLS="true",
-)
+import tests.conftest  # noqa: E402, F401 - the test environment: fake credentials, no tracing
+
+os.environ["ALLOW_INSECURE_LOOPBACK_URLS"] = "true"  # the local token endpoint and feed server are on loopback
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -128,12 +128,20 @@ class Environment:
         return connection_id
 
     def age(self, connection_id: str) -> None:
-        from oauth_connections import storage
+        """Time travel: the tokens were obtained an hour ago, and are due as they then would be."""
+        from oauth_connections import schedule, storage
+        from oauth_connections.config import get_settings
 
         record = storage.load_connection(self.tenant, connection_id, consistent=True)
         past = datetime.now(UTC) - timedelta(hours=1)
+        record.refreshed_at = record.connected_at = past
+        due = schedule.apply_due(get_settings(), record)
         record.update(
-            actions=[storage.ConnectionRecord.refreshed_at.set(past), storage.ConnectionRecord.connected_at.set(past)]
+            actions=[
+                storage.ConnectionRecord.refreshed_at.set(past),
+                storage.ConnectionRecord.connected_at.set(past),
+                *due,
+            ]
         )
 
     def get_token(self, connection_id: str, *, force: bool = False, aged: bool = False) -> dict[str, Any]:
@@ -147,7 +155,10 @@ class Environment:
 
     def due_connections(self, count: int) -> list[str]:
         """Connections whose tokens expire within the refresh window, so the next sweep queues them."""
-        return [self.connected_connection(expires_in=120, token_url=self.token_endpoint_url) for _ in range(count)]
+        ids = [self.connected_connection(expires_in=120, token_url=self.token_endpoint_url) for _ in range(count)]
+        for connection_id in ids:
+            self.age(connection_id)
+        return ids
 
     def sweep(self) -> int:
         from tests.conftest import LambdaContext

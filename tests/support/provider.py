@@ -425,3 +425,25 @@ class OidcProvider:
             f"{self.issuer}/__config", json={"token_endpoint_delay_ms": delay_ms}, timeout=_HTTP_TIMEOUT
         )
         response.raise_for_status()
+
+
+AUTH_METHOD_CLIENTS: dict[str, tuple[str, str | None]] = {
+    "client_secret_basic": (BASIC_CLIENT_ID, BASIC_CLIENT_SECRET),
+    "client_secret_post": (POST_CLIENT_ID, POST_CLIENT_SECRET),
+    "none": (PUBLIC_CLIENT_ID, None),
+}
+
+
+def connection_body(issuer: str, method: str = "client_secret_basic", **extra: Any) -> dict[str, Any]:
+    """The body of POST /connections for one of the standard clients, endpoints discovered from `issuer`."""
+    client_id, secret = AUTH_METHOD_CLIENTS[method]
+    body: dict[str, Any] = {
+        "name": f"provider {method} {secrets.token_hex(4)}",
+        "client_id": client_id,
+        "token_auth_method": method,
+        "issuer": issuer,
+        "scopes": ["api.read", "api.write"],
+    }
+    if secret:
+        body["client_secret"] = secret
+    return body | extra

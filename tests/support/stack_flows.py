@@ -18,24 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from devstack import Stack
-from tests.support.provider import (
-    BASIC_CLIENT_ID,
-    BASIC_CLIENT_SECRET,
-    POST_CLIENT_ID,
-    POST_CLIENT_SECRET,
-    PUBLIC_CLIENT_ID,
-    OidcProvider,
-)
+from tests.support.provider import AUTH_METHOD_CLIENTS, OidcProvider, connection_body
 from tests.support.stack_fixtures import ApiClient
 from tests.support.user_agent import AuthorizationResult, walk_authorization
 
 CALLBACK_PATH = "/oauth2/callback"
 GET_TOKEN = "GetTokenFunction"
-CLIENTS: dict[str, tuple[str, str | None]] = {
-    "client_secret_basic": (BASIC_CLIENT_ID, BASIC_CLIENT_SECRET),
-    "client_secret_post": (POST_CLIENT_ID, POST_CLIENT_SECRET),
-    "none": (PUBLIC_CLIENT_ID, None),
-}
+CLIENTS = AUTH_METHOD_CLIENTS
 # How the storage layer writes datetimes (pynamodb's UTCDateTimeAttribute).
 _STORED_DATETIME = "%Y-%m-%dT%H:%M:%S.%f%z"
 
@@ -67,18 +56,7 @@ def create_connection(
     api: ApiClient, provider: OidcProvider, method: str = "client_secret_basic", **extra: Any
 ) -> dict[str, Any]:
     """A connection to the real provider, its endpoints discovered from the issuer by the service."""
-    client_id, secret = CLIENTS[method]
-    body: dict[str, Any] = {
-        "name": f"provider {method} {uuid.uuid4().hex[:8]}",
-        "client_id": client_id,
-        "token_auth_method": method,
-        "issuer": provider.issuer,
-        "scopes": ["api.read", "api.write"],
-    }
-    if secret:
-        body["client_secret"] = secret
-    body |= extra
-    response = api.post("/connections", json=body)
+    response = api.post("/connections", json=connection_body(provider.issuer, method, **extra))
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created

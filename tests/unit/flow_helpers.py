@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -10,40 +9,18 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 
 from tests.conftest import InProcessApi, Resources
-from tests.support.provider import (
-    BASIC_CLIENT_ID,
-    BASIC_CLIENT_SECRET,
-    POST_CLIENT_ID,
-    POST_CLIENT_SECRET,
-    PUBLIC_CLIENT_ID,
-    OidcProvider,
-)
+from tests.support.provider import AUTH_METHOD_CLIENTS, OidcProvider, connection_body
 from tests.support.user_agent import AuthorizationResult, walk_authorization
 
 CALLBACK = "https://api.example.com/oauth2/callback"
 RETURN_URL = "https://app.example.com/settings/connections?tab=crm"
-CLIENTS = {
-    "client_secret_basic": (BASIC_CLIENT_ID, BASIC_CLIENT_SECRET),
-    "client_secret_post": (POST_CLIENT_ID, POST_CLIENT_SECRET),
-    "none": (PUBLIC_CLIENT_ID, None),
-}
+CLIENTS = AUTH_METHOD_CLIENTS
 
 
 def create_connection(
     api: InProcessApi, provider: OidcProvider, method: str = "client_secret_basic", **extra: Any
 ) -> dict[str, Any]:
-    client_id, secret = CLIENTS[method]
-    body: dict[str, Any] = {
-        "name": f"provider {method} {time.time_ns()}",
-        "client_id": client_id,
-        "token_auth_method": method,
-        "issuer": provider.issuer,
-        "scopes": ["api.read", "api.write"],
-    }
-    if secret:
-        body["client_secret"] = secret
-    body |= extra
-    response = api.call("create_connection", body=body)
+    response = api.call("create_connection", body=connection_body(provider.issuer, method, **extra))
     assert response.status == 201, response.text
     return response.json()
 
