@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oauth_connections import storage
-from oauth_connections.config import Settings
+from oauth_connections.config import Settings, url_policy
 from oauth_connections.crypto import EncryptionContext, envelope_for
 from oauth_connections.errors import (
     ConflictError,
@@ -19,7 +19,7 @@ from oauth_connections.errors import (
     UnsafeUrlError,
     ValidationFailedError,
 )
-from oauth_connections.ids import is_id, new_id
+from oauth_connections.ids import CONNECTION_ID_PREFIX, is_id, new_id
 from oauth_connections.models import (
     ConnectionCreate,
     ConnectionOut,
@@ -31,7 +31,6 @@ from oauth_connections.models import (
 from oauth_connections.observability import logger
 from oauth_connections.storage import ConnectionRecord
 
-ID_PREFIX = "con"
 CALLBACK_PATH = "/oauth2/callback"
 
 
@@ -82,7 +81,7 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
 
 
 def _load(settings: Settings, caller: Caller, connection_id: str) -> ConnectionRecord:
-    if not is_id(connection_id, ID_PREFIX):
+    if not is_id(connection_id, CONNECTION_ID_PREFIX):
         raise NotFoundError("connection not found")
     _bind(settings)
     return storage.load_connection(caller.tenant_id, connection_id)
@@ -91,7 +90,6 @@ def _load(settings: Settings, caller: Caller, connection_id: str) -> ConnectionR
 def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str]) -> None:
     """Fill the endpoints the tenant did not give from the issuer's metadata (each URL vetted)."""
     from oauth_connections import oauth
-    from oauth_connections.models import url_policy
     from oauth_connections.netguard import check_url
 
     policy = url_policy()
@@ -115,7 +113,7 @@ def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str
 
 def create_connection(settings: Settings, caller: Caller, request: ConnectionCreate) -> ConnectionOut:
     _bind(settings)
-    connection_id = new_id(ID_PREFIX)
+    connection_id = new_id(CONNECTION_ID_PREFIX)
     fields = request.model_dump(exclude={"client_secret"})
     if request.issuer:
         _discover_into(settings, fields, {f for f in request.model_fields_set if fields.get(f) is not None})
@@ -153,7 +151,7 @@ def decode_cursor_of(cursor: str, prefix: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    return decode_cursor_of(cursor, ID_PREFIX)
+    return decode_cursor_of(cursor, CONNECTION_ID_PREFIX)
 
 
 def list_connections(settings: Settings, caller: Caller, limit: int, cursor: str | None) -> ConnectionPage:
@@ -245,7 +243,6 @@ def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> Conne
 def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
     """RFC 7009: revoke the refresh token (which ends the grant), else the access token. Best effort."""
     from oauth_connections import oauth, tokens
-    from oauth_connections.models import url_policy
 
     if not record.revocation_url or record.tokens_ciphertext is None:
         return False

@@ -11,12 +11,11 @@ from functools import cache
 from typing import Any, cast
 
 from oauth_connections import events, storage
-from oauth_connections.config import Settings
+from oauth_connections.config import Settings, url_policy
 from oauth_connections.errors import ConfigurationError, NotFoundError, UnsafeUrlError
 from oauth_connections.feed_formats import FeedContentError, checker_for
 from oauth_connections.feeds import R, schedule_next
 from oauth_connections.ids import new_id
-from oauth_connections.models import url_policy
 from oauth_connections.observability import logger
 from oauth_connections.storage import FeedRecord, FeedRunRecord, utcnow
 

@@ -10,18 +10,17 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from oauth_connections import connections, storage
+from oauth_connections import storage
 from oauth_connections.config import Settings
 from oauth_connections.connections import Caller, decode_cursor_of, encode_cursor
 from oauth_connections.cron import next_run
 from oauth_connections.errors import ConfigurationError, NotFoundError, PreconditionFailedError, ValidationFailedError
-from oauth_connections.ids import is_id, new_id
+from oauth_connections.ids import CONNECTION_ID_PREFIX, FEED_ID_PREFIX, is_id, new_id
 from oauth_connections.models import FeedCreate, FeedOut, FeedPage, FeedRunList, FeedRunOut, FeedUpdate
 from oauth_connections.netguard import is_under
 from oauth_connections.observability import logger, metrics
 from oauth_connections.storage import FeedRecord, utcnow
 
-ID_PREFIX = "feed"
 SHARD_PREFIX = "FEED#"
 R = FeedRecord
 
@@ -73,7 +72,7 @@ def _check_connection(caller: Caller, connection_id: str | None, url: str) -> No
     """A feed may only use its own tenant's connection, and only for a URL the connection allows."""
     if connection_id is None:
         return
-    if not is_id(connection_id, connections.ID_PREFIX):
+    if not is_id(connection_id, CONNECTION_ID_PREFIX):
         raise ValidationFailedError("connection_id names no connection of this tenant")
     try:
         connection = storage.load_connection(caller.tenant_id, connection_id)
@@ -84,7 +83,7 @@ def _check_connection(caller: Caller, connection_id: str | None, url: str) -> No
 
 
 def _load(settings: Settings, caller: Caller, feed_id: str) -> FeedRecord:
-    if not is_id(feed_id, ID_PREFIX):
+    if not is_id(feed_id, FEED_ID_PREFIX):
         raise NotFoundError("feed not found")
     storage.bind_table(settings.connections_table_name)
     return storage.load_feed(caller.tenant_id, feed_id)
@@ -93,7 +92,7 @@ def _load(settings: Settings, caller: Caller, feed_id: str) -> FeedRecord:
 def create_feed(settings: Settings, caller: Caller, request: FeedCreate) -> FeedOut:
     storage.bind_table(settings.connections_table_name)
     _check_connection(caller, request.connection_id, request.url)
-    feed_id = new_id(ID_PREFIX)
+    feed_id = new_id(FEED_ID_PREFIX)
     now = utcnow()
     record = FeedRecord(
         *storage.feed_key(caller.tenant_id, feed_id),
@@ -120,7 +119,7 @@ def get_feed(settings: Settings, caller: Caller, feed_id: str) -> FeedOut:
 
 def list_feeds(settings: Settings, caller: Caller, limit: int, cursor: str | None) -> FeedPage:
     storage.bind_table(settings.connections_table_name)
-    after = decode_cursor_of(cursor, ID_PREFIX) if cursor else None
+    after = decode_cursor_of(cursor, FEED_ID_PREFIX) if cursor else None
     records, next_id = storage.page_feeds(caller.tenant_id, limit, after)
     return FeedPage(items=[to_view(r) for r in records], next_cursor=encode_cursor(next_id) if next_id else None)
 

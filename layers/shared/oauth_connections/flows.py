@@ -18,12 +18,11 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from oauth_connections import oauth, storage, tokens
-from oauth_connections.config import Settings
-from oauth_connections.connections import ID_PREFIX, Caller
+from oauth_connections.config import Settings, url_policy
+from oauth_connections.connections import Caller
 from oauth_connections.crypto import EncryptionContext, envelope_for
 from oauth_connections.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceError
-from oauth_connections.ids import is_id
-from oauth_connections.models import url_policy
+from oauth_connections.ids import CONNECTION_ID_PREFIX, is_id
 from oauth_connections.observability import logger
 from oauth_connections.storage import FLOW_PREFIX, FLOW_SORT_KEY, STATE_PREFIX, FlowRecord, utcnow
 
@@ -121,7 +120,7 @@ def _flow_context(record: FlowRecord) -> EncryptionContext:
 def start_authorization(
     settings: Settings, caller: Caller, connection_id: str, return_url: str | None
 ) -> AuthorizationStart | DirectConnection:
-    if not is_id(connection_id, ID_PREFIX):
+    if not is_id(connection_id, CONNECTION_ID_PREFIX):
         raise NotFoundError("connection not found")
     storage.bind_table(settings.connections_table_name)
     connection = storage.load_connection(caller.tenant_id, connection_id)

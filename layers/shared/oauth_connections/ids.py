@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+CONNECTION_ID_PREFIX = "con"
+FEED_ID_PREFIX = "feed"
+# What a tenant id may look like (it comes from the authorizer's claims or a trusted caller).
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
 
 
 def _base32(value: int, length: int) -> str:

@@ -9,9 +9,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from oauth_connections.config import get_settings
+from oauth_connections.config import url_policy
 from oauth_connections.errors import UnsafeUrlError
-from oauth_connections.netguard import UrlPolicy, check_url
+from oauth_connections.netguard import check_url
 
 type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 type GrantType = Literal["authorization_code", "client_credentials"]
@@ -31,10 +31,6 @@ RESERVED_AUTHORIZE_PARAMS = frozenset(
         "request_uri",
     }
 )
-
-
-def url_policy() -> UrlPolicy:
-    return UrlPolicy(allow_insecure_loopback=get_settings().allow_insecure_loopback_urls)
 
 
 def _safe_url(value: str) -> str:

@@ -22,9 +22,8 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from oauth_connections import events, oauth, schedule, storage, tokens
-from oauth_connections.config import Settings
+from oauth_connections.config import Settings, url_policy
 from oauth_connections.errors import ServiceError
-from oauth_connections.models import url_policy
 from oauth_connections.observability import logger
 from oauth_connections.storage import ConnectionRecord, utcnow
 

@@ -15,13 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from oauth_connections import storage, tokens
 from oauth_connections.config import Settings
-from oauth_connections.connections import ID_PREFIX
 from oauth_connections.errors import NotFoundError
-from oauth_connections.ids import is_id
+from oauth_connections.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
 from oauth_connections.refresh import TokenError, refresh_connection
 from oauth_connections.storage import utcnow
 
-TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@\-]{1,128}$")]
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN.pattern)]
 
 
 class GetTokenRequest(BaseModel):
@@ -50,7 +49,7 @@ def parse_request(event: Any) -> GetTokenRequest:
 
 
 def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
-    if not is_id(request.connection_id, ID_PREFIX):
+    if not is_id(request.connection_id, CONNECTION_ID_PREFIX):
         raise TokenError("not_found", "connection not found")
     storage.bind_table(settings.connections_table_name)
     try:

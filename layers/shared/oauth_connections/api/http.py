@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, cast
@@ -21,12 +20,11 @@ from pydantic import BaseModel
 from oauth_connections.config import get_settings
 from oauth_connections.connections import CALLBACK_PATH, Caller
 from oauth_connections.errors import PayloadTooLargeError, ServiceError, UnauthorizedError
+from oauth_connections.ids import TENANT_PATTERN
 from oauth_connections.models import ErrorBody
 from oauth_connections.observability import logger, tracer
 
 type Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
-
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
 
 
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
