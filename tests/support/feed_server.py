@@ -38,6 +38,7 @@ from functools import cache
 from types import TracebackType
 from typing import Any, Self
 
+from tests.support.loopback import LoopbackServer
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
 
 CATALOG_DATE = "2025-03-01T09:00"
@@ -265,7 +266,7 @@ def provider_introspection(
     return active
 
 
-class FeedServer:
+class FeedServer(LoopbackServer):
     def __init__(
         self, *, introspect: Callable[[str], bool] | None = None, introspection_cache_seconds: float = 2.0
     ) -> None:
@@ -288,34 +289,13 @@ class FeedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, name="feed-server", daemon=True)
-
-    # -- lifecycle
-    def start(self) -> Self:
-        self._thread.start()
-        return self
+        self._serve(Handler, "feed-server")
 
     def stop(self) -> None:
         self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().stop()
 
     # -- configuration and observation
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 

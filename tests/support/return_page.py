@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import http.server
-import threading
-from types import TracebackType
-from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support.loopback import LoopbackServer
 
-class ReturnPage:
+
+class ReturnPage(LoopbackServer):
     def __init__(self, path: str = "/done") -> None:
         self.path = path
         self.requests: list[str] = []  # request targets (path and query), in order
@@ -48,26 +47,8 @@ class ReturnPage:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="return-page", daemon=True)
+        self._serve(Handler, "return-page")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
+        return f"http://127.0.0.1:{self.port}{self.path}"

@@ -11,13 +11,13 @@ import http.server
 import json
 import socket
 import struct
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
+
+from tests.support.loopback import LoopbackServer
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Recorded:
     headers: dict[str, str]
 
 
-class ScriptedTokenEndpoint:
+class ScriptedTokenEndpoint(LoopbackServer):
     def __init__(self) -> None:
         self.answers: deque[Scripted | object] = deque()
         self.requests: list[Recorded] = []
@@ -81,27 +81,11 @@ class ScriptedTokenEndpoint:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(Handler, "token-endpoint")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"http://127.0.0.1:{self.port}/token"
 
     def queue(self, *answers: Scripted | object) -> None:
         self.answers.extend(answers)
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.stop()

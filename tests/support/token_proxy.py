@@ -13,11 +13,12 @@ from __future__ import annotations
 import http.server
 import threading
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 from urllib.parse import parse_qsl
 
 import requests
+
+from tests.support.loopback import LoopbackServer
 
 _FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization", "Accept")
 _RELAYED_RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Pragma", "Retry-After", "WWW-Authenticate")
@@ -33,7 +34,7 @@ class HeldRequest:
     action: Literal["forward", "drop"] | None = None
 
 
-class HoldingTokenProxy:
+class HoldingTokenProxy(LoopbackServer):
     def __init__(self, upstream_url: str) -> None:
         self.upstream_url = upstream_url
         self.hold_refreshes = False
@@ -64,13 +65,7 @@ class HoldingTokenProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="token-proxy", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        self._serve(Handler, "token-proxy")
 
     @property
     def url(self) -> str:
@@ -107,22 +102,9 @@ class HoldingTokenProxy:
         handler.end_headers()
         handler.wfile.write(upstream.content)
 
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         for held in list(self._held):
             if held.action is None:
                 self.drop(held)
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
         self._upstream.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
