@@ -444,6 +444,17 @@ def due_page(
 # ------------------------------------------------------------------ feeds
 
 
+def due_feeds_page(
+    shard: str, until: datetime, limit: int, start: dict[str, Any] | None
+) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    """One page of (tenant_id, feed_id) due in a feed shard by `until`, and where to continue."""
+    result = FeedRecord.due_index.query(
+        shard, FeedRecord.due_at <= until, limit=limit, page_size=limit, last_evaluated_key=start
+    )
+    keys = [(item.pk.removeprefix(TENANT_PREFIX), item.sk.removeprefix(FEED_PREFIX)) for item in result]
+    return keys, result.last_evaluated_key
+
+
 def feed_key(tenant_id: str, feed_id: str) -> tuple[str, str]:
     return tenant_key(tenant_id), f"{FEED_PREFIX}{feed_id}"
 
