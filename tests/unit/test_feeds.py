@@ -517,3 +517,22 @@ def test_a_run_without_its_bucket_setting_ends_failed(
     failed = latest_run(fetcher_env, feed["id"])
     assert (failed["status"], failed["error_code"]) == ("failed", "configuration_error")
     assert failed["error_message"] == "the run failed unexpectedly (ConfigurationError)"
+
+
+def test_a_feed_deleted_during_its_run_stays_deleted(
+    fetcher_env: InProcessApi, feed_server: str, service_env: Resources
+) -> None:
+    feed = fetcher_env.call("create_feed", body=feed_body(url=feed_server + "/catalog.xml")).json()
+
+    def delete_meanwhile(**kwargs: Any) -> None:
+        assert fetcher_env.call("delete_feed", feed_id=feed["id"]).status == 204
+
+    events = feed_fetch._s3().meta.events
+    events.register("before-call.s3.PutObject", delete_meanwhile, unique_id="delete-meanwhile")
+    try:
+        assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "succeeded"
+    finally:
+        events.unregister("before-call.s3.PutObject", unique_id="delete-meanwhile")
+    key = {"pk": {"S": f"TENANT#{fetcher_env.tenant}"}, "sk": {"S": f"FEED#{feed['id']}"}}
+    assert "Item" not in boto3.client("dynamodb").get_item(TableName=service_env.table_name, Key=key)
+    assert fetcher_env.call("list_feeds").json()["items"] == []

@@ -361,5 +361,6 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
             R.due_shard.set(record.due_shard),
             R.due_at.set(record.due_at),
         ]
-    storage.update_feed(record, actions)
+    if not storage.update_feed(record, actions):
+        logger.info("feed deleted during its run", extra=context)
     return str(run.status)

@@ -217,7 +217,7 @@ def dispatch_due(settings: Settings, fired_at: datetime | None = None) -> int:
                 if record.due_at is None or record.due_at > now:
                     continue
                 schedule_next(settings, record, now)
-                storage.update_feed(
+                moved = storage.update_feed(
                     record,
                     [
                         R.next_run_at.set(record.next_run_at),
@@ -225,6 +225,8 @@ def dispatch_due(settings: Settings, fired_at: datetime | None = None) -> int:
                         R.due_at.set(record.due_at),
                     ],
                 )
+                if not moved:
+                    continue  # deleted since it was read
                 enqueue_fetch(settings, tenant_id, feed_id, "schedule")
                 queued += 1
             if not start:

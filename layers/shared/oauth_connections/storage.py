@@ -480,9 +480,24 @@ def save_feed(record: FeedRecord) -> None:
         raise
 
 
-def update_feed(record: FeedRecord, actions: list[Any]) -> None:
-    """Record a run's outcome on the feed without touching its settings (last writer of these fields wins)."""
-    record.update(actions=[*actions, FeedRecord.updated_at.set(utcnow())], add_version_condition=False)
+def update_feed(record: FeedRecord, actions: list[Any]) -> bool:
+    """Record a run's outcome on the feed without touching its settings (last writer of these fields wins).
+
+    False if the feed was deleted meanwhile: an update never brings back a fragment of a deleted feed.
+    """
+    from pynamodb.exceptions import UpdateError
+
+    try:
+        record.update(
+            actions=[*actions, FeedRecord.updated_at.set(utcnow())],
+            condition=FeedRecord.pk.exists(),
+            add_version_condition=False,
+        )
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def delete_feed(record: FeedRecord) -> None:
