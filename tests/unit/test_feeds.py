@@ -21,6 +21,7 @@ from oauth_connections.config import get_settings
 from oauth_connections.cron import Cron, CronError, next_run
 from oauth_connections.feed_formats import FeedContentError, checker_for
 from tests.conftest import InProcessApi, LambdaContext, Resources, load_handler, sample_event
+from tests.support.feed_server import FeedServer, Trickle
 from tests.support.provider import OidcProvider
 from tests.unit.flow_helpers import create_connection
 
@@ -536,3 +537,28 @@ def test_a_feed_deleted_during_its_run_stays_deleted(
     key = {"pk": {"S": f"TENANT#{fetcher_env.tenant}"}, "sk": {"S": f"FEED#{feed['id']}"}}
     assert "Item" not in boto3.client("dynamodb").get_item(TableName=service_env.table_name, Key=key)
     assert fetcher_env.call("list_feeds").json()["items"] == []
+
+
+class ShortInvocation(LambdaContext):
+    """An invocation with little time left: the download must stop in time to record its run."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((feed_fetch.RECORD_RESERVE_SECONDS + 2) * 1000)
+
+
+def test_a_download_stops_before_the_invocation_ends_and_is_recorded(fetcher_env: InProcessApi) -> None:
+    with FeedServer() as server:
+        url = server.serve("/trickle.yml", Trickle(seconds=8, interval=0.2))
+        feed = fetcher_env.call("create_feed", body=feed_body(url=url)).json()
+        event = sample_event("feed_fetch")
+        event["Records"][0]["body"] = json.dumps(
+            {"tenant_id": fetcher_env.tenant, "feed_id": feed["id"], "trigger": "schedule"}
+        )
+        started = time.monotonic()
+        result = load_handler("feed_fetch")(event, ShortInvocation())
+        elapsed = time.monotonic() - started
+    assert result == {"batchItemFailures": []}
+    assert elapsed < 6  # about 2 s of download, well before the 8 s the feed takes
+    failed = latest_run(fetcher_env, feed["id"])
+    assert (failed["status"], failed["error_code"]) == ("failed", "timeout")
+    assert failed["error_message"] == "the feed took too long to download"
