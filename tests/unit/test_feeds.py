@@ -335,19 +335,18 @@ def test_oversized_feed_stops_at_the_limit(fetcher_env: InProcessApi, feed_serve
 
 
 def dispatched(resources: Resources, feed_ids: set[str]) -> list[dict[str, Any]]:
-    """Take the queued fetches of these feeds off the feed queue (other tests' messages stay)."""
+    """Drain the feed queue (other tests' feeds come due too); the queued fetches of these feeds."""
     sqs = boto3.client("sqs")
     found: list[dict[str, Any]] = []
-    while True:
-        messages = sqs.receive_message(
-            QueueUrl=resources.feed_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0
-        ).get("Messages", [])
-        mine = [m for m in messages if json.loads(m["Body"])["feed_id"] in feed_ids]
-        for message in mine:
-            found.append(json.loads(message["Body"]))
+    while messages := sqs.receive_message(QueueUrl=resources.feed_queue_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for message in messages:
+            body = json.loads(message["Body"])
+            if body["feed_id"] in feed_ids:
+                found.append(body)
             sqs.delete_message(QueueUrl=resources.feed_queue_url, ReceiptHandle=message["ReceiptHandle"])
-        if not mine:
-            return found
+    return found
 
 
 def dispatch(fired_at: datetime) -> dict[str, Any]:
