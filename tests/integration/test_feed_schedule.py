@@ -134,7 +134,7 @@ def test_a_cron_feed_is_fetched_by_its_schedule_then_not_modified(
     assert view["last_good_at"] is not None
 
 
-def test_a_feed_whose_connection_was_deleted_fails_once_per_run_and_is_not_redelivered(
+def test_a_feed_whose_connection_was_deleted_fails_and_leaves_its_schedule(
     scheduled_stack: Stack, api: ApiClient, feed_server: FeedServer
 ) -> None:
     path = f"/protected/{uuid.uuid4().hex[:8]}/catalog.yml"
@@ -158,18 +158,21 @@ def test_a_feed_whose_connection_was_deleted_fails_once_per_run_and_is_not_redel
     assert deleted.status_code == 204, deleted.text
 
     wait_for("failed scheduled run", lambda: finished_runs(api, feed_id))
-    stop_schedule(api, feed_id)
+    view = wait_for(
+        "stopped schedule", lambda: (found := api.get(f"/feeds/{feed_id}").json())["enabled"] is False and found
+    )
+    assert (view["next_run_at"], view["last_status"]) == (None, "failed")
+    # Every queued fetch is done (none waits for redelivery), and no further run comes.
     wait_for("empty feed queue", lambda: queue_depth(scheduled_stack, "FeedFetchQueue") == 0)
-
     runs = finished_runs(api, feed_id)
+    time.sleep(3 * 60 / SPEEDUP)  # three more firings of the dispatcher
     response = api.get(f"/feeds/{feed_id}/runs", params={"limit": 100})
-    assert all(run["status"] != "running" for run in response.json()["items"]), response.json()
+    assert len(response.json()["items"]) == len(runs), response.json()
     for run in runs:
         assert run["trigger"] == "schedule", run
         assert (run["status"], run["error_code"]) == ("failed", "connection_not_found"), run
         assert "no longer exists" in run["error_message"], run
         assert run["finished_at"] and run["s3_key"] is None, run
+    assert queue_depth(scheduled_stack, "FeedFetchQueue") == 0
     assert queue_depth(scheduled_stack, "FeedFetchDeadLetterQueue") == 0
     assert feed_server.requests_to(path) == []  # no token, so no request
-    view = api.get(f"/feeds/{feed_id}").json()
-    assert view["last_status"] == "failed"

@@ -354,7 +354,12 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
     run.duration_ms = int((time.monotonic() - clock) * 1000)
     storage.save_run(run)
     actions.append(R.last_status.set(run.status))
-    if trigger == "manual" and record.enabled:
+    if run.error_code == "connection_not_found" and record.enabled:
+        # The connection will not come back (ids are never reused): stop the schedule instead of failing forever.
+        record.enabled = False
+        actions += [R.enabled.set(False), R.next_run_at.remove(), R.due_shard.remove(), R.due_at.remove()]
+        logger.info("feed schedule stopped: its connection no longer exists", extra=context)
+    elif trigger == "manual" and record.enabled:
         schedule_next(settings, record, utcnow())
         actions += [
             R.next_run_at.set(record.next_run_at),
