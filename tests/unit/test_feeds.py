@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from oauth_connections import feed_fetch, storage
 from oauth_connections.config import get_settings
 from oauth_connections.cron import Cron, CronError, next_run
 from oauth_connections.feed_formats import FeedContentError, checker_for
-from tests.conftest import InProcessApi, Resources
+from tests.conftest import InProcessApi, LambdaContext, Resources, load_handler, sample_event
+from tests.support.feed_server import FeedServer, Trickle
 from tests.support.provider import OidcProvider
 from tests.unit.flow_helpers import create_connection
 
@@ -25,6 +29,7 @@ CATALOG_HEAD = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<yml_catalog date="2026-11-28 10:00"><shop><name>Shop</name><offers>'
 )
 CATALOG_TAIL = b"</offers></shop></yml_catalog>\n"
+BIG_OFFERS = 120_000  # about 10 MB: a multipart upload of two parts
 
 
 def catalog(offers: int) -> bytes:
@@ -236,6 +241,7 @@ def feed_server() -> Iterator[str]:
                 "/catalog.gz.xml": catalog(700),
                 "/broken.xml": catalog(10)[:-30],
                 "/huge.xml": catalog(40_000),
+                "/big.xml": catalog(BIG_OFFERS),
             },
             "sent": {},
         },
@@ -323,3 +329,235 @@ def test_oversized_feed_stops_at_the_limit(fetcher_env: InProcessApi, feed_serve
     _, run = fetch(fetcher_env, feed_server + "/huge.xml")
     assert run["error_code"] == "too_large"
     assert run["bytes"] == 0 or run["bytes"] <= 1024 * 1024 + feed_fetch.CHUNK_BYTES
+
+
+# ------------------------------------------------------------------ the dispatcher
+
+
+def dispatched(resources: Resources, feed_ids: set[str]) -> list[dict[str, Any]]:
+    """Drain the feed queue (other tests' feeds come due too); the queued fetches of these feeds."""
+    sqs = boto3.client("sqs")
+    found: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=resources.feed_queue_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for message in messages:
+            body = json.loads(message["Body"])
+            if body["feed_id"] in feed_ids:
+                found.append(body)
+            sqs.delete_message(QueueUrl=resources.feed_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
+def dispatch(fired_at: datetime) -> dict[str, Any]:
+    event = sample_event("feed_dispatcher") | {"time": fired_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    result: dict[str, Any] = load_handler("feed_dispatcher")(event, LambdaContext())
+    return result
+
+
+def test_the_dispatcher_queues_each_due_feed_once_per_slot(api: InProcessApi, service_env: Resources) -> None:
+    feed = api.call("create_feed", body=feed_body(schedule="* * * * *")).json()
+    off = api.call("create_feed", body=feed_body(name="off", schedule="* * * * *", enabled=False)).json()
+    ids = {feed["id"], off["id"]}
+    now = datetime.now(UTC)
+    overdue = now - timedelta(minutes=1)
+    storage.load_feed(api.tenant, feed["id"]).update(
+        actions=[storage.FeedRecord.next_run_at.set(overdue), storage.FeedRecord.due_at.set(overdue)]
+    )
+
+    dispatch(now - timedelta(minutes=5))  # a late delivery of an old firing: the function's clock decides
+    assert dispatched(service_env, ids) == [{"tenant_id": api.tenant, "feed_id": feed["id"], "trigger": "schedule"}]
+    assert datetime.fromisoformat(api.call("get_feed", feed_id=feed["id"]).json()["next_run_at"]) > now
+
+    later = now + timedelta(minutes=2)  # a firing stamped ahead of the clock (the local stack's faster one)
+    assert dispatch(later)["queued"] >= 1
+    assert [m["feed_id"] for m in dispatched(service_env, ids)] == [feed["id"]]
+    moved = api.call("get_feed", feed_id=feed["id"]).json()
+    assert datetime.fromisoformat(moved["next_run_at"]) == (later + timedelta(minutes=1)).replace(
+        second=0, microsecond=0
+    )
+
+    dispatch(later)  # the same slot again: the feed has moved on
+    assert dispatched(service_env, ids) == []
+    dispatch(later + timedelta(minutes=1))
+    assert [m["feed_id"] for m in dispatched(service_env, ids)] == [feed["id"]]
+
+
+def test_due_feed_keys_name_the_feed(api: InProcessApi, service_env: Resources) -> None:
+    feed = api.call("create_feed", body=feed_body(schedule="* * * * *")).json()
+    record = storage.load_feed(api.tenant, feed["id"])
+    assert record.due_shard
+    keys: list[tuple[str, str]] = []
+    start = None
+    while True:
+        page, start = storage.due_feeds_page(record.due_shard, datetime.now(UTC) + timedelta(minutes=2), 100, start)
+        keys += page
+        if not start:
+            break
+    assert (api.tenant, feed["id"]) in keys
+
+
+# ------------------------------------------------------------------ every failure ends its run
+
+
+@pytest.fixture
+def big_fetcher_env(flow_api: InProcessApi, monkeypatch: pytest.MonkeyPatch) -> InProcessApi:
+    monkeypatch.setenv("FEED_MAX_BYTES", str(32 * 1024 * 1024))
+    get_settings.cache_clear()
+    return flow_api
+
+
+@contextmanager
+def s3_refuses(*operations: str) -> Iterator[None]:
+    """S3 answers AccessDenied to these operations (as it does when the role may not use the bucket's key)."""
+
+    def refuse(model: Any, **kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied by test"}}, model.name)
+
+    events = feed_fetch._s3().meta.events
+    for operation in operations:
+        events.register(f"before-call.s3.{operation}", refuse, unique_id=f"refuse-{operation}")
+    try:
+        yield
+    finally:
+        for operation in operations:
+            events.unregister(f"before-call.s3.{operation}", unique_id=f"refuse-{operation}")
+
+
+def unfinished_uploads(resources: Resources, key: str) -> list[str]:
+    """The ids of the multipart uploads of `key` nobody completed or aborted."""
+    answer = boto3.client("s3").list_multipart_uploads(Bucket=resources.feeds_bucket, Prefix=key)
+    return [upload["UploadId"] for upload in answer.get("Uploads", [])]
+
+
+def switch_url(api: InProcessApi, feed_id: str, url: str) -> None:
+    record = storage.load_feed(api.tenant, feed_id)
+    record.update(actions=[storage.FeedRecord.url.set(url), storage.FeedRecord.etag.remove()])
+
+
+def latest_run(api: InProcessApi, feed_id: str) -> dict[str, Any]:
+    run: dict[str, Any] = api.call("list_feed_runs", feed_id=feed_id).json()["items"][0]
+    return run
+
+
+@pytest.mark.parametrize(
+    ("path", "operation"),
+    [
+        ("/big.xml", "CreateMultipartUpload"),
+        ("/big.xml", "UploadPart"),
+        ("/big.xml", "CompleteMultipartUpload"),
+        ("/catalog.gz.xml", "PutObject"),
+    ],
+)
+def test_a_storage_failure_ends_the_run_aborts_the_upload_and_keeps_the_last_good_object(
+    big_fetcher_env: InProcessApi, feed_server: str, service_env: Resources, path: str, operation: str
+) -> None:
+    feed, good = fetch(big_fetcher_env, feed_server + "/catalog.xml")
+    before = object_of(service_env, good["s3_key"])
+    switch_url(big_fetcher_env, feed["id"], feed_server + path)
+    with s3_refuses(operation):
+        assert feed_fetch.run_feed(get_settings(), big_fetcher_env.tenant, feed["id"], "schedule") == "failed"
+    failed = latest_run(big_fetcher_env, feed["id"])
+    assert (failed["status"], failed["error_code"], failed["http_status"]) == ("failed", "storage_failed", 200)
+    assert failed["error_message"] == "the feed could not be stored: AccessDenied"
+    assert failed["finished_at"] and failed["s3_key"] is None
+    assert unfinished_uploads(service_env, good["s3_key"]) == []
+    after = object_of(service_env, good["s3_key"])
+    assert after["VersionId"] == before["VersionId"]
+    assert after["Body"].read() == catalog(500)
+    view = big_fetcher_env.call("get_feed", feed_id=feed["id"]).json()
+    assert (view["last_status"], view["last_items"]) == ("failed", 500)
+
+
+def test_an_abort_s3_refuses_still_ends_the_run(
+    big_fetcher_env: InProcessApi, feed_server: str, service_env: Resources
+) -> None:
+    feed, good = fetch(big_fetcher_env, feed_server + "/catalog.xml")
+    switch_url(big_fetcher_env, feed["id"], feed_server + "/big.xml")
+    with s3_refuses("CompleteMultipartUpload", "AbortMultipartUpload"):
+        assert feed_fetch.run_feed(get_settings(), big_fetcher_env.tenant, feed["id"], "schedule") == "failed"
+    assert latest_run(big_fetcher_env, feed["id"])["error_code"] == "storage_failed"
+    left = unfinished_uploads(service_env, good["s3_key"])
+    assert len(left) == 1  # the bucket's lifecycle rule removes it after a day
+    boto3.client("s3").abort_multipart_upload(Bucket=service_env.feeds_bucket, Key=good["s3_key"], UploadId=left[0])
+    assert object_of(service_env, good["s3_key"])["Body"].read() == catalog(500)
+
+
+def test_an_unreachable_token_service_ends_the_run(fetcher_env: InProcessApi, feed_server: str) -> None:
+    connection = fetcher_env.call(
+        "create_connection",
+        body={
+            "name": "shop",
+            "client_id": "feeds-client",
+            "client_secret": "feeds-secret",
+            "authorization_url": "https://auth.example.com/authorize",
+            "token_url": "https://auth.example.com/token",
+            "allowed_urls": [feed_server + "/"],
+        },
+    )
+    assert connection.status == 201, connection.text
+    feed = fetcher_env.call(
+        "create_feed", body=feed_body(url=feed_server + "/catalog.xml", connection_id=connection.json()["id"])
+    ).json()
+    # No GetTokenFunction exists on this embedded AWS: invoking it fails as a missing or denied function does.
+    assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "failed"
+    failed = latest_run(fetcher_env, feed["id"])
+    assert (failed["status"], failed["error_code"]) == ("failed", "token_service_failed")
+    assert failed["error_message"] == "the token service did not answer: ResourceNotFoundException"
+    assert failed["finished_at"]
+
+
+def test_a_run_without_its_bucket_setting_ends_failed(
+    fetcher_env: InProcessApi, feed_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = fetcher_env.call("create_feed", body=feed_body(url=feed_server + "/catalog.xml")).json()
+    monkeypatch.delenv("FEEDS_BUCKET_NAME")
+    get_settings.cache_clear()
+    assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "failed"
+    failed = latest_run(fetcher_env, feed["id"])
+    assert (failed["status"], failed["error_code"]) == ("failed", "configuration_error")
+    assert failed["error_message"] == "the run failed unexpectedly (ConfigurationError)"
+
+
+def test_a_feed_deleted_during_its_run_stays_deleted(
+    fetcher_env: InProcessApi, feed_server: str, service_env: Resources
+) -> None:
+    feed = fetcher_env.call("create_feed", body=feed_body(url=feed_server + "/catalog.xml")).json()
+
+    def delete_meanwhile(**kwargs: Any) -> None:
+        assert fetcher_env.call("delete_feed", feed_id=feed["id"]).status == 204
+
+    events = feed_fetch._s3().meta.events
+    events.register("before-call.s3.PutObject", delete_meanwhile, unique_id="delete-meanwhile")
+    try:
+        assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "succeeded"
+    finally:
+        events.unregister("before-call.s3.PutObject", unique_id="delete-meanwhile")
+    key = {"pk": {"S": f"TENANT#{fetcher_env.tenant}"}, "sk": {"S": f"FEED#{feed['id']}"}}
+    assert "Item" not in boto3.client("dynamodb").get_item(TableName=service_env.table_name, Key=key)
+    assert fetcher_env.call("list_feeds").json()["items"] == []
+
+
+class ShortInvocation(LambdaContext):
+    """An invocation with little time left: the download must stop in time to record its run."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((feed_fetch.RECORD_RESERVE_SECONDS + 2) * 1000)
+
+
+def test_a_download_stops_before_the_invocation_ends_and_is_recorded(fetcher_env: InProcessApi) -> None:
+    with FeedServer() as server:
+        url = server.serve("/trickle.yml", Trickle(seconds=8, interval=0.2))
+        feed = fetcher_env.call("create_feed", body=feed_body(url=url)).json()
+        event = sample_event("feed_fetch")
+        event["Records"][0]["body"] = json.dumps(
+            {"tenant_id": fetcher_env.tenant, "feed_id": feed["id"], "trigger": "schedule"}
+        )
+        started = time.monotonic()
+        result = load_handler("feed_fetch")(event, ShortInvocation())
+        elapsed = time.monotonic() - started
+    assert result == {"batchItemFailures": []}
+    assert elapsed < 6  # about 2 s of download, well before the 8 s the feed takes
+    failed = latest_run(fetcher_env, feed["id"])
+    assert (failed["status"], failed["error_code"]) == ("failed", "timeout")
+    assert failed["error_message"] == "the feed took too long to download"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from typing import Any
 
@@ -103,11 +104,20 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "s3:PutObject",
             "s3:AbortMultipartUpload",
             "kms:GenerateDataKey",
+            "kms:Decrypt",
             "events:PutEvents",
         },
         "encrypt_via_s3": True,
     },
 }
+
+# The feeds bucket is SSE-KMS under EncryptionKey with a bucket key. Through S3, a write needs a data key
+# (kms:GenerateDataKey) and, for the parts of a multipart upload, its decryption (kms:Decrypt); a read
+# needs kms:Decrypt. With a bucket key the encryption context S3 gives KMS is the bucket's ARN.
+BUCKET_WRITES = {"s3:PutObject"}
+BUCKET_READS = {"s3:GetObject", "s3:GetObjectVersion"}
+VIA_S3 = {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}
+BUCKET_CONTEXT = {"Fn::GetAtt": ["FeedsBucket", "Arn"]}
 
 
 @cache
@@ -223,3 +233,59 @@ def test_public_routes_are_only_the_browser_ones() -> None:
             if event["Type"] == "HttpApi" and event["Properties"].get("Auth", {}).get("Authorizer") == "NONE":
                 public.add(name)
     assert public == {"AuthorizeRedirectFunction", "OAuthCallbackFunction"}
+
+
+def listed_actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def names_feeds_bucket(resource: Any) -> bool:
+    return "FeedsBucket" in json.dumps(resource)
+
+
+def feeds_bucket_actions(function: str) -> set[str]:
+    return {
+        action
+        for statement in statements(function)
+        if names_feeds_bucket(statement["Resource"])
+        for action in listed_actions(statement)
+        if action.startswith("s3:")
+    }
+
+
+def via_s3_statements(function: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for statement in statements(function)
+        if statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService") is not None
+    ]
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_feeds_bucket_users_may_use_its_key_through_s3_as_s3_requires(function: str) -> None:
+    used = feeds_bucket_actions(function)
+    needed = set()
+    if used & BUCKET_WRITES:
+        needed = {"kms:GenerateDataKey", "kms:Decrypt"}
+    elif used & BUCKET_READS:
+        needed = {"kms:Decrypt"}
+    through_s3 = via_s3_statements(function)
+    assert {action for statement in through_s3 for action in listed_actions(statement)} == needed
+    for statement in through_s3:
+        assert statement["Resource"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+        assert statement["Condition"] == {
+            "StringEquals": {"kms:ViaService": VIA_S3, "kms:EncryptionContext:aws:s3:arn": BUCKET_CONTEXT}
+        }
+
+
+def test_the_feeds_bucket_has_a_writer_and_a_bucket_key_under_the_service_key() -> None:
+    writers = {name for name in EXPECTED if feeds_bucket_actions(name) & BUCKET_WRITES}
+    assert writers == {"FeedFetchFunction"}
+    encryption = template()["Resources"]["FeedsBucket"]["Properties"]["BucketEncryption"]
+    (rule,) = encryption["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": ["EncryptionKey", "Arn"]},
+    }
+    assert rule["BucketKeyEnabled"] is True  # what makes the bucket's ARN the encryption context

@@ -1,6 +1,10 @@
 """Fetching one feed: the consumer helper's token (or none for a public feed), the SSRF guard on the URL
 and every redirect, conditional requests, and a streamed, size-limited upload to S3 that only becomes
-the feed's object when the content checks out. A failed run never replaces the last good object."""
+the feed's object when the content checks out. A failed run never replaces the last good object.
+
+Every run that starts ends as a run record: whatever fails (the feed server, the token service, S3, or
+our own code) becomes a `failed` run with a code and a message, the staged upload is aborted, and the
+queue message is done. A redelivery would fail the same way, so none is asked for."""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ from datetime import timedelta
 from functools import cache
 from typing import Any, cast
 
-from oauth_connections import events, storage
+from oauth_connections import budget, events, storage
 from oauth_connections.config import Settings, url_policy
-from oauth_connections.errors import ConfigurationError, NotFoundError, UnsafeUrlError
+from oauth_connections.errors import ConfigurationError, NotFoundError, ServiceError, UnsafeUrlError
 from oauth_connections.feed_formats import FeedContentError, checker_for
 from oauth_connections.feeds import R, schedule_next
 from oauth_connections.ids import new_id
@@ -22,6 +26,7 @@ from oauth_connections.storage import FeedRecord, FeedRunRecord, utcnow
 CHUNK_BYTES = 1024 * 1024
 PART_BYTES = 8 * 1024 * 1024  # S3 multipart parts (at least 5 MiB each but the last)
 MAX_REDIRECTS = 5
+RECORD_RESERVE_SECONDS = 10.0  # a download stops this long before the invocation's end, to record its run
 EXTENSIONS = {"yml": "xml", "xml": "xml", "csv": "csv", "json": "json"}
 CONTENT_TYPES = {"yml": "application/xml", "xml": "application/xml", "csv": "text/csv", "json": "application/json"}
 
@@ -96,10 +101,17 @@ class StagedUpload:
         return cast(str | None, result.get("VersionId"))
 
     def abort(self) -> None:
+        """Drop what was staged. An abort S3 refuses is logged; the bucket's lifecycle rule removes the parts."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         self.buffer.clear()
-        if self.upload_id is not None:
-            _s3().abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-            self.upload_id = None
+        upload_id, self.upload_id = self.upload_id, None
+        if upload_id is None:
+            return
+        try:
+            _s3().abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+        except (BotoCoreError, ClientError) as error:
+            logger.warning("multipart upload not aborted", extra={"s3_key": self.key, "error": type(error).__name__})
 
 
 def object_key(record: FeedRecord) -> str:
@@ -118,6 +130,7 @@ def _session(settings: Settings, record: FeedRecord) -> Any:
 
 def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
     import requests
+    from botocore.exceptions import BotoCoreError, ClientError
 
     from oauth_connections import consumer
 
@@ -136,8 +149,15 @@ def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
         response = session.get(record.url, headers=headers, stream=True, timeout=timeout)
     except consumer.UrlNotAllowedError as error:
         raise FetchFailed("url_not_allowed", error.message) from error
+    except consumer.ConnectionNotFoundError as error:
+        raise FetchFailed(
+            "connection_not_found", "the feed's connection no longer exists: give the feed another one, or none"
+        ) from error
     except consumer.TokenServiceError as error:
-        raise FetchFailed(error.code, f"no token for the feed's connection: {error.message}") from error
+        code = "token_service_failed" if type(error) is consumer.TokenServiceError else error.code
+        raise FetchFailed(code, f"no token for the feed's connection: {error.message}") from error
+    except (BotoCoreError, ClientError) as error:  # invoking the token service itself failed
+        raise FetchFailed("token_service_failed", f"the token service did not answer: {_aws_error(error)}") from error
     except UnsafeUrlError as error:
         raise FetchFailed("unsafe_url", error.message) from error
     except requests.TooManyRedirects as error:
@@ -147,6 +167,8 @@ def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
     except requests.ConnectionError as error:
         cause = "refused by the URL guard" if "URL guard" in str(error) else "connection failed"
         raise FetchFailed("unsafe_url" if "URL guard" in str(error) else "unreachable", f"feed {cause}") from error
+    except requests.RequestException as error:
+        raise FetchFailed("request_failed", f"the request failed: {type(error).__name__}") from error
     with response:
         if response.status_code == 304:
             return FetchOutcome("not_modified", 304, etag=record.etag, last_modified=record.last_modified)
@@ -162,15 +184,12 @@ def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
 
 
 def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcome:
-    import requests
-    import urllib3.exceptions
-
     assert settings.feeds_bucket_name
     key = object_key(record)
     upload = StagedUpload(settings.feeds_bucket_name, key, CONTENT_TYPES.get(record.format, "application/octet-stream"))
     checker = checker_for(record.format)
     total = 0
-    deadline = time.monotonic() + settings.feed_max_seconds
+    deadline = time.monotonic() + budget.bounded(settings.feed_max_seconds, reserve=RECORD_RESERVE_SECONDS)
     try:
         declared = response.headers.get("Content-Length")
         if (
@@ -197,19 +216,12 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
             upload.write(chunk)
         items = checker.finish()
         version = upload.commit()
-    except FeedContentError as error:
-        upload.abort()
-        raise FetchFailed("invalid_content", str(error)[:300], http_status=200) from error
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-        upload.abort()
-        if _is_timeout(error):
-            raise FetchFailed("timeout", "the feed server stopped sending", http_status=200) from error
-        raise FetchFailed(
-            "download_failed", f"the download broke off: {type(error).__name__}", http_status=200
-        ) from error
     except FetchFailed:
         upload.abort()
         raise
+    except Exception as error:  # every failure aborts the upload, then is named by _store_failure
+        upload.abort()
+        raise _store_failure(error) from error
     return FetchOutcome(
         "succeeded",
         200,
@@ -220,6 +232,35 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
         etag=response.headers.get("ETag"),
         last_modified=response.headers.get("Last-Modified"),
     )
+
+
+def _store_failure(error: Exception) -> FetchFailed:
+    import requests
+    import urllib3.exceptions
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, FeedContentError):
+        return FetchFailed("invalid_content", str(error)[:300], http_status=200)
+    if isinstance(error, (BotoCoreError, ClientError)):
+        return FetchFailed("storage_failed", f"the feed could not be stored: {_aws_error(error)}", http_status=200)
+    if isinstance(error, (requests.RequestException, urllib3.exceptions.HTTPError, OSError)):
+        if _is_timeout(error):
+            return FetchFailed("timeout", "the feed server stopped sending", http_status=200)
+        return FetchFailed("download_failed", f"the download broke off: {type(error).__name__}", http_status=200)
+    return _unexpected(error, http_status=200)
+
+
+def _unexpected(error: Exception, *, http_status: int | None = None) -> FetchFailed:
+    """A failure nobody planned for: the run names its kind; the log has the trace (by run id)."""
+    code = error.code if isinstance(error, ServiceError) else "internal_error"
+    return FetchFailed(code, f"the run failed unexpectedly ({type(error).__name__})", http_status=http_status)
+
+
+def _aws_error(error: Exception) -> str:
+    """An AWS error's code (ClientError) or kind, never its message (which may name resources)."""
+    response = getattr(error, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code or type(error).__name__)
 
 
 def _is_timeout(error: BaseException) -> bool:
@@ -258,7 +299,10 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
     actions: list[Any] = [R.last_run_id.set(run_id), R.last_run_at.set(started)]
     try:
         outcome = fetch(settings, record)
-    except FetchFailed as failure:
+    except Exception as error:  # noqa: BLE001 - the run records every failure; the message is done
+        failure = error if isinstance(error, FetchFailed) else _unexpected(error)
+        if failure is not error:
+            logger.exception("feed run failed unexpectedly", extra=context)
         run.status, run.error_code, run.error_message = "failed", failure.code, failure.message[:300]
         run.http_status = failure.http_status
         logger.warning("feed fetch failed", extra=context | {"error_code": failure.code})
@@ -310,12 +354,18 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
     run.duration_ms = int((time.monotonic() - clock) * 1000)
     storage.save_run(run)
     actions.append(R.last_status.set(run.status))
-    if trigger == "manual" and record.enabled:
+    if run.error_code == "connection_not_found" and record.enabled:
+        # The connection will not come back (ids are never reused): stop the schedule instead of failing forever.
+        record.enabled = False
+        actions += [R.enabled.set(False), R.next_run_at.remove(), R.due_shard.remove(), R.due_at.remove()]
+        logger.info("feed schedule stopped: its connection no longer exists", extra=context)
+    elif trigger == "manual" and record.enabled:
         schedule_next(settings, record, utcnow())
         actions += [
             R.next_run_at.set(record.next_run_at),
             R.due_shard.set(record.due_shard),
             R.due_at.set(record.due_at),
         ]
-    storage.update_feed(record, actions)
+    if not storage.update_feed(record, actions):
+        logger.info("feed deleted during its run", extra=context)
     return str(run.status)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from oauth_connections import feed_fetch, feeds
+from oauth_connections import budget, feed_fetch, feeds
 from oauth_connections.config import get_settings
 from oauth_connections.observability import logger, metrics, tracer
 
@@ -18,7 +19,19 @@ from oauth_connections.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handle_dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return {"queued": feeds.dispatch_due(get_settings())}
+    return {"queued": feeds.dispatch_due(get_settings(), fired_at(event))}
+
+
+def fired_at(event: dict[str, Any]) -> datetime | None:
+    """The scheduled event's `time` (when the schedule fired), or None if it carries no readable one."""
+    stamp = event.get("time") if isinstance(event, dict) else None
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _fetch_record(record: SQSRecord) -> str:
@@ -32,6 +45,7 @@ def _fetch_record(record: SQSRecord) -> str:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handle_fetch_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    budget.start_invocation(context)
     processor = BatchProcessor(event_type=EventType.SQS)
     return dict(
         process_partial_response(event=event, record_handler=_fetch_record, processor=processor, context=context)

@@ -195,15 +195,20 @@ def run_now(settings: Settings, caller: Caller, feed_id: str) -> None:
     enqueue_fetch(settings, record.tenant_id, record.feed_id, "manual")
 
 
-def dispatch_due(settings: Settings) -> int:
-    """Queue every feed due now, moving its next run forward as it is queued (one fetch per slot)."""
+def dispatch_due(settings: Settings, fired_at: datetime | None = None) -> int:
+    """Queue every feed due now, moving its next run forward as it is queued (one fetch per slot).
+
+    `fired_at` is the schedule's own time of this firing; "now" is the later of it and the function's
+    clock. On AWS the two differ by the delivery delay only, so the function's clock decides. The local
+    stack's sped-up schedules stamp their faster clock, so under test feed schedules keep its pace too.
+    """
     storage.bind_table(settings.connections_table_name)
-    now = utcnow()
+    now = max(utcnow(), fired_at) if fired_at else utcnow()
     queued = 0
     for number in range(settings.due_shards):
         start: dict[str, Any] | None = None
         while True:
-            keys, start = storage.due_page(f"{SHARD_PREFIX}{number:03d}", now, 100, start)
+            keys, start = storage.due_feeds_page(f"{SHARD_PREFIX}{number:03d}", now, 100, start)
             for tenant_id, feed_id in keys:
                 try:
                     record = storage.load_feed(tenant_id, feed_id, consistent=True)
@@ -212,7 +217,7 @@ def dispatch_due(settings: Settings) -> int:
                 if record.due_at is None or record.due_at > now:
                     continue
                 schedule_next(settings, record, now)
-                storage.update_feed(
+                moved = storage.update_feed(
                     record,
                     [
                         R.next_run_at.set(record.next_run_at),
@@ -220,6 +225,8 @@ def dispatch_due(settings: Settings) -> int:
                         R.due_at.set(record.due_at),
                     ],
                 )
+                if not moved:
+                    continue  # deleted since it was read
                 enqueue_fetch(settings, tenant_id, feed_id, "schedule")
                 queued += 1
             if not start:

@@ -444,6 +444,17 @@ def due_page(
 # ------------------------------------------------------------------ feeds
 
 
+def due_feeds_page(
+    shard: str, until: datetime, limit: int, start: dict[str, Any] | None
+) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    """One page of (tenant_id, feed_id) due in a feed shard by `until`, and where to continue."""
+    result = FeedRecord.due_index.query(
+        shard, FeedRecord.due_at <= until, limit=limit, page_size=limit, last_evaluated_key=start
+    )
+    keys = [(item.pk.removeprefix(TENANT_PREFIX), item.sk.removeprefix(FEED_PREFIX)) for item in result]
+    return keys, result.last_evaluated_key
+
+
 def feed_key(tenant_id: str, feed_id: str) -> tuple[str, str]:
     return tenant_key(tenant_id), f"{FEED_PREFIX}{feed_id}"
 
@@ -469,9 +480,24 @@ def save_feed(record: FeedRecord) -> None:
         raise
 
 
-def update_feed(record: FeedRecord, actions: list[Any]) -> None:
-    """Record a run's outcome on the feed without touching its settings (last writer of these fields wins)."""
-    record.update(actions=[*actions, FeedRecord.updated_at.set(utcnow())], add_version_condition=False)
+def update_feed(record: FeedRecord, actions: list[Any]) -> bool:
+    """Record a run's outcome on the feed without touching its settings (last writer of these fields wins).
+
+    False if the feed was deleted meanwhile: an update never brings back a fragment of a deleted feed.
+    """
+    from pynamodb.exceptions import UpdateError
+
+    try:
+        record.update(
+            actions=[*actions, FeedRecord.updated_at.set(utcnow())],
+            condition=FeedRecord.pk.exists(),
+            add_version_condition=False,
+        )
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def delete_feed(record: FeedRecord) -> None:
