@@ -11,7 +11,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 
 IMPORT_CHECK = r"""
-import importlib.metadata, importlib.util, json
+import importlib.metadata, importlib.resources, importlib.util, json
 import oauth_connections_client as client
 from oauth_connections_client import netguard
 meta = importlib.metadata.metadata("oauth-connections-client")
@@ -19,6 +19,7 @@ print(json.dumps({
     "file": client.__file__,
     "service": importlib.util.find_spec("oauth_connections") is not None,
     "netguard_error": netguard.UnsafeUrlError is client.UnsafeUrlError,
+    "typed": importlib.resources.files(client).joinpath("py.typed").is_file(),
     "requires": sorted(meta.get_all("Requires-Dist") or []),
     "python": meta["Requires-Python"],
 }))
@@ -54,5 +55,6 @@ def test_the_wheel_installs_and_imports_without_the_service(tmp_path: Path) -> N
     assert Path(found["file"]).is_relative_to(site)
     assert found["service"] is False
     assert found["netguard_error"] is True
+    assert found["typed"] is True
     assert found["requires"] == ["boto3<2,>=1.34", "requests<3,>=2.32"]
     assert found["python"] == ">=3.13"
