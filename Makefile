@@ -18,13 +18,14 @@ DEV_USER := $(USER)
 endif
 TENANT ?= acme
 
-.PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench lock clean
+.PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench client lock clean
 
 help:
 	@echo "make run        start the local stack (embedded AWS, API on :3000, Lambda on :3001, demo provider)"
 	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
 	@echo "make dev-token TENANT=acme [USER=alice]   print a bearer token for the local API"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
+	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 
 setup: $(VENV)/.installed provider/node_modules/.installed .system-deps.installed
 
@@ -57,7 +58,7 @@ cfn: setup
 	$(BIN)/sam build --parallel --cached
 
 unit: setup
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit clients/python/tests $(PYTEST_ARGS)
 
 integration: setup
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
@@ -66,7 +67,7 @@ e2e: setup
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 test: lint types cfn
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests clients/python/tests $(PYTEST_ARGS)
 
 run: setup
 	$(PY) -m devstack run
@@ -75,7 +76,10 @@ dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)"
 
 bench: setup
-	PYTHONPATH=.:layers/shared $(PY) -m benchmarks
+	PYTHONPATH=.:layers/shared:clients/python/src $(PY) -m benchmarks
+
+client: setup
+	$(PY) clients/python/sync_netguard.py
 
 lock:
 	uv pip compile --python-version 3.13 --generate-hashes -q requirements/runtime.in -o layers/deps/requirements.txt

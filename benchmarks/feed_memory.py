@@ -9,7 +9,7 @@ measured at two feed sizes, it shows whether that cost grows with the feed.
 Peak RSS is the process's VmHWM (Linux). getrusage's ru_maxrss would be wrong here: at exec, Linux folds
 the parent's RSS into the child's ru_maxrss, and the parent runs moto, which holds every stored feed.
 
-    PYTHONPATH=.:layers/shared .venv/bin/python -m benchmarks.feed_memory [size_mb]
+    PYTHONPATH=.:layers/shared:clients/python/src .venv/bin/python -m benchmarks.feed_memory [size_mb]
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ CHILD_SCRIPT = r"""
 import json, resource, sys, time
 mode, url, tenant_id = sys.argv[1], sys.argv[2], sys.argv[3]
 import boto3, botocore, requests, urllib3, pynamodb.models
-from oauth_connections import consumer, feed_fetch, feed_formats, feeds, netguard, storage
+import oauth_connections_client
+from oauth_connections import feed_fetch, feed_formats, feeds, netguard, storage
 from oauth_connections.config import get_settings
 from oauth_connections.connections import Caller
 from oauth_connections.models import FeedCreate
@@ -107,7 +108,9 @@ class Moto:
 
     def child_env(self, max_bytes: int) -> dict[str, str]:
         return os.environ | {
-            "PYTHONPATH": os.pathsep.join([str(REPO / "layers" / "shared"), str(REPO)]),
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO / "layers" / "shared"), str(REPO / "clients" / "python" / "src"), str(REPO)]
+            ),
             "AWS_ENDPOINT_URL": self.url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

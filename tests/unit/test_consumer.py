@@ -1,4 +1,7 @@
-"""The consumer helper: typed token errors, and a session that sends the token only where it may go."""
+"""The consumer client against the service itself: GetTokenFunction's real handler, the real provider and store.
+
+The client's own tests (clients/python/tests) answer for the service with a fake; these check the two agree.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from oauth_connections import consumer
-from oauth_connections.netguard import UrlPolicy
+import oauth_connections_client as client
 from tests.conftest import InProcessApi, LambdaContext, load_handler
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
 from tests.unit.flow_helpers import connect, create_connection
 from tests.unit.test_get_token import age_tokens
 
-LOOPBACK = UrlPolicy(allow_insecure_loopback=True)
+LOOPBACK = client.UrlPolicy(allow_insecure_loopback=True)
 
 
 class InProcessLambda:
@@ -83,13 +85,13 @@ def resource(provider: OidcProvider) -> Iterator[tuple[str, type[_Resource]]]:
 @pytest.fixture
 def session_for(
     flow_api: InProcessApi, provider: OidcProvider, resource: tuple[str, type[_Resource]]
-) -> tuple[consumer.AuthorizedSession, InProcessLambda, type[_Resource], str]:
+) -> tuple[client.AuthorizedSession, InProcessLambda, type[_Resource], str]:
     base, handler = resource
     connection = create_connection(flow_api, provider, allowed_urls=[f"{base}/api/"])
     connect(flow_api, provider, connection)
     age_tokens(flow_api.tenant, connection["id"])
     transport = InProcessLambda()
-    session = consumer.AuthorizedSession(flow_api.tenant, connection["id"], policy=LOOPBACK, lambda_client=transport)
+    session = client.AuthorizedSession(flow_api.tenant, connection["id"], policy=LOOPBACK, lambda_client=transport)
     return session, transport, handler, base
 
 
@@ -105,16 +107,16 @@ def test_sends_the_bearer_token(session_for: Any) -> None:
 @pytest.mark.parametrize("path", ["/elsewhere", "/apix/contacts", "/"])
 def test_refuses_urls_outside_allowed_urls(session_for: Any, path: str) -> None:
     session, _, handler, base = session_for
-    with pytest.raises(consumer.UrlNotAllowedError):
+    with pytest.raises(client.UrlNotAllowedError):
         session.get(f"{base}{path}", timeout=5)
-    with pytest.raises(consumer.UrlNotAllowedError):
+    with pytest.raises(client.UrlNotAllowedError):
         session.get(f"http://localhost:{base.rsplit(':', 1)[1]}/api/contacts", timeout=5)
     assert handler.seen == []
 
 
 def test_refuses_a_redirect_outside_allowed_urls(session_for: Any) -> None:
     session, _, handler, base = session_for
-    with pytest.raises(consumer.UrlNotAllowedError):
+    with pytest.raises(client.UrlNotAllowedError):
         session.get(f"{base}/api/redirect", timeout=5)
     assert handler.seen == ["/api/redirect"]
 
@@ -137,12 +139,12 @@ def test_no_retry_loop_on_repeated_401(session_for: Any) -> None:
 
 def test_typed_errors(flow_api: InProcessApi, provider: OidcProvider) -> None:
     transport = InProcessLambda()
-    with pytest.raises(consumer.ConnectionNotFoundError):
-        consumer.get_access_token(flow_api.tenant, "con_" + "0" * 26, lambda_client=transport)
+    with pytest.raises(client.ConnectionNotFoundError):
+        client.get_access_token(flow_api.tenant, "con_" + "0" * 26, lambda_client=transport)
     pending = create_connection(flow_api, provider)
-    with pytest.raises(consumer.ConnectionNotConnectedError):
-        consumer.get_access_token(flow_api.tenant, pending["id"], lambda_client=transport)
-    with pytest.raises(consumer.InvalidTokenRequestError):
-        consumer.get_access_token(flow_api.tenant, pending["id"], min_valid_seconds=-5, lambda_client=transport)
-    token = repr(consumer.AccessToken("secret-value", "Bearer", None, (), ()))
+    with pytest.raises(client.ConnectionNotConnectedError):
+        client.get_access_token(flow_api.tenant, pending["id"], lambda_client=transport)
+    with pytest.raises(client.InvalidTokenRequestError):
+        client.get_access_token(flow_api.tenant, pending["id"], min_valid_seconds=-5, lambda_client=transport)
+    token = repr(client.AccessToken("secret-value", "Bearer", None, (), ()))
     assert "secret-value" not in token

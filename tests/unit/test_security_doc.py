@@ -14,7 +14,7 @@ def test_every_named_test_exists() -> None:
         if not line.startswith("| T"):
             continue
         current: str | None = None
-        for match in re.finditer(r"`(tests/[\w/]+\.py)(?:::(\w+))?|`::(\w+)", line):
+        for match in re.finditer(r"`((?:clients/python/)?tests/[\w/]+\.py)(?:::(\w+))?|`::(\w+)", line):
             path, name, short = match.groups()
             if path:
                 current = path

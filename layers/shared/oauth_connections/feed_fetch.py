@@ -1,4 +1,4 @@
-"""Fetching one feed: the consumer helper's token (or none for a public feed), the SSRF guard on the URL
+"""Fetching one feed: the consumer client's token (or none for a public feed), the SSRF guard on the URL
 and every redirect, conditional requests, and a streamed, size-limited upload to S3 that only becomes
 the feed's object when the content checks out. A failed run never replaces the last good object.
 
@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from oauth_connections import budget, events, storage
 from oauth_connections.config import Settings, url_policy
-from oauth_connections.errors import ConfigurationError, NotFoundError, ServiceError, UnsafeUrlError
+from oauth_connections.errors import ConfigurationError, NotFoundError, ServiceError
 from oauth_connections.feed_formats import FeedContentError, checker_for
 from oauth_connections.feeds import R, schedule_next
 from oauth_connections.ids import new_id
@@ -119,20 +119,20 @@ def object_key(record: FeedRecord) -> str:
 
 
 def _session(settings: Settings, record: FeedRecord) -> Any:
-    from oauth_connections.netguard import guarded_session
+    """The consumer client's sessions (the ClientLayer): this function calls feeds as other teams' functions do."""
+    import oauth_connections_client as client
 
+    policy = client.UrlPolicy(allow_insecure_loopback=url_policy().allow_insecure_loopback)
     if record.connection_id:
-        from oauth_connections.consumer import AuthorizedSession
-
-        return AuthorizedSession(record.tenant_id, record.connection_id, policy=url_policy())
-    return guarded_session(url_policy())
+        return client.AuthorizedSession(record.tenant_id, record.connection_id, policy=policy)
+    return client.guarded_session(policy)
 
 
 def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
     import requests
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from oauth_connections import consumer
+    import oauth_connections_client as client
 
     if not settings.feeds_bucket_name:
         raise ConfigurationError("FEEDS_BUCKET_NAME is not set")
@@ -147,18 +147,18 @@ def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
     timeout = (settings.feed_connect_timeout_seconds, settings.feed_read_timeout_seconds)
     try:
         response = session.get(record.url, headers=headers, stream=True, timeout=timeout)
-    except consumer.UrlNotAllowedError as error:
+    except client.UrlNotAllowedError as error:
         raise FetchFailed("url_not_allowed", error.message) from error
-    except consumer.ConnectionNotFoundError as error:
+    except client.ConnectionNotFoundError as error:
         raise FetchFailed(
             "connection_not_found", "the feed's connection no longer exists: give the feed another one, or none"
         ) from error
-    except consumer.TokenServiceError as error:
-        code = "token_service_failed" if type(error) is consumer.TokenServiceError else error.code
+    except client.TokenServiceError as error:
+        code = "token_service_failed" if type(error) is client.TokenServiceError else error.code
         raise FetchFailed(code, f"no token for the feed's connection: {error.message}") from error
     except (BotoCoreError, ClientError) as error:  # invoking the token service itself failed
         raise FetchFailed("token_service_failed", f"the token service did not answer: {_aws_error(error)}") from error
-    except UnsafeUrlError as error:
+    except client.UnsafeUrlError as error:
         raise FetchFailed("unsafe_url", error.message) from error
     except requests.TooManyRedirects as error:
         raise FetchFailed("too_many_redirects", "the feed redirects too often") from error
