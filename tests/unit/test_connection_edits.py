@@ -193,6 +193,21 @@ def test_connect_works_again_after_the_grant_ended(
 # ------------------------------------------------------------------ where the stored secret may go
 
 
+@pytest.mark.parametrize(
+    ("url", "same"),
+    [
+        ("https://LOGIN.crm.example.com:443/oauth/other", True),
+        ("https://login.crm.example.com/revoke?x=1", True),
+        ("http://login.crm.example.com/oauth/token", False),
+        ("https://login.crm.example.com:8443/oauth/token", False),
+        ("https://crm.example.com/oauth/token", False),
+        ("https://login.crm.example.com.evil.example.com/oauth/token", False),
+    ],
+)
+def test_an_origin_is_scheme_host_and_port(url: str, same: bool) -> None:
+    assert (grants.origin(url) == grants.origin("https://login.crm.example.com/oauth/token")) is same
+
+
 @pytest.mark.parametrize("field", ["token_url", "revocation_url", "issuer"])
 @pytest.mark.parametrize("state", ["pending", "connected"])
 def test_moving_a_secret_endpoint_to_another_origin_needs_its_secret(
