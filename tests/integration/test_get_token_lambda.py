@@ -50,10 +50,10 @@ class Connected:
         return {"tenant_id": self.tenant, "connection_id": self.connection_id} | fields
 
 
-def connect_new(api: ApiClient, provider: OidcProvider) -> Connected:
+def connect_new(api: ApiClient, provider: OidcProvider, **extra: Any) -> Connected:
     tenant = new_tenant("token")
     client = api.as_tenant(tenant)
-    connection = create_connection(client, provider)
+    connection = create_connection(client, provider, **extra)
     connect(client, connection["id"], RETURN_URL)
     return Connected(api.stack, tenant, connection["id"], client)
 
@@ -217,10 +217,7 @@ def test_lease_holder_killed_mid_refresh_is_taken_over(
     test kills the holder's worker process, and the proxy drops the request without forwarding it.
     """
     stack = lease_stack
-    connected = connect_new(lease_api, provider)
-    path = f"/connections/{connected.connection_id}"
-    patched = connected.api.patch(path, json={"token_url": token_proxy.url})
-    assert patched.status_code == 200 and patched.json()["token_url"] == token_proxy.url, patched.text
+    connected = connect_new(lease_api, provider, token_url=token_proxy.url)
     original = get_token(stack, connected.tenant, connected.connection_id)["access_token"]
     age_tokens(stack, connected.tenant, connected.connection_id)
     before, revoked = refreshes(provider), grants_revoked(provider)

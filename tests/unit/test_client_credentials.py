@@ -128,7 +128,7 @@ def test_client_credentials_connect_retrieve_refresh_and_refused_secret(
     sweep()
     assert queue.drain(tenant).processed == []
 
-    # Connecting with the wrong secret is refused; with the right one it connects again.
+    # Connecting with the wrong secret is refused; the right one recovers the connection at once.
     refused = flow_api.call("start_authorization", connection_id=connection_id, body={})
     assert refused.status == 400, refused.text
     assert refused.json()["error"]["code"] == "invalid_client"
@@ -136,7 +136,7 @@ def test_client_credentials_connect_retrieve_refresh_and_refused_secret(
     fixed = flow_api.call(
         "update_connection", connection_id=connection_id, body={"client_secret": SERVICE_CLIENT_SECRET}
     )
-    assert fixed.status == 200
+    assert fixed.status == 200 and fixed.json()["status"] == "connected", fixed.text
     assert flow_api.call("start_authorization", connection_id=connection_id, body={}).json()["status"] == "connected"
     record = load(tenant, connection_id)
     assert record.status == "connected" and record.due_at is not None

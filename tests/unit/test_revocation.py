@@ -49,13 +49,10 @@ def test_delete_goes_on_when_revocation_fails(
 ) -> None:
     from tests.conftest import free_port
 
-    connection = create_connection(flow_api, provider)
-    connect(flow_api, provider, connection)
     unreachable = f"http://127.0.0.1:{free_port()}/revoke"
-    assert (
-        flow_api.call("update_connection", connection_id=connection["id"], body={"revocation_url": unreachable}).status
-        == 200
-    )
+    connection = create_connection(flow_api, provider, revocation_url=unreachable)
+    assert connection["revocation_url"] == unreachable
+    connect(flow_api, provider, connection)
     assert flow_api.call("delete_connection", connection_id=connection["id"]).status == 204
     assert gone(service_env, flow_api.tenant, connection["id"])
 

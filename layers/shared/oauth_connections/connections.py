@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 from dataclasses import dataclass
 from typing import Any
 
-from oauth_connections import storage
+from oauth_connections import grants, storage
 from oauth_connections.config import Settings, url_policy
 from oauth_connections.crypto import EncryptionContext, envelope_for
 from oauth_connections.errors import (
@@ -88,7 +89,10 @@ def _load(settings: Settings, caller: Caller, connection_id: str) -> ConnectionR
 
 
 def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str]) -> None:
-    """Fill the endpoints the tenant did not give from the issuer's metadata (each URL vetted)."""
+    """Set the endpoints the tenant did not give from the issuer's metadata (each URL vetted).
+
+    An endpoint the metadata does not name is cleared: one left from another issuer is not this one's.
+    """
     from oauth_connections import oauth
     from oauth_connections.netguard import check_url
 
@@ -100,10 +104,10 @@ def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str
         "revocation_url": metadata.revocation_endpoint,
     }
     for field, url in discovered.items():
-        if field in explicit or url is None:
+        if field in explicit:
             continue
         try:
-            fields[field] = check_url(url, policy)
+            fields[field] = check_url(url, policy) if url else None
         except UnsafeUrlError as error:
             raise oauth.DiscoveryError(f"the metadata's {field} is refused: {error.message}") from error
     fields["iss_parameter_supported"] = metadata.iss_parameter_supported
@@ -165,6 +169,8 @@ def list_connections(settings: Settings, caller: Caller, limit: int, cursor: str
 
 
 UPDATE_ATTEMPTS = 3
+GRANT_ENDED_REASON = "settings_changed"
+RECOVERABLE_REASON = "invalid_client"
 
 
 def update_connection(
@@ -174,6 +180,8 @@ def update_connection(
 
     With If-Match, a changed version is refused (412). Without it, the change is a merge: when a
     concurrent write (a token refresh, say) moved the version, the change is applied again on top.
+    A change of a grant setting ends the grant (see grants.py); a new client secret retries a
+    connection the provider refused because of its client.
     """
     record = _load(settings, caller, connection_id)
     changes = request.model_dump(include=request.model_fields_set, exclude={"client_secret"})
@@ -188,6 +196,9 @@ def update_connection(
         if if_match is not None and if_match != record.version:
             raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
         old_name = record.name
+        secret_origins = grants.secret_origins(record)
+        ended = grants.changed_grant_fields(record, changes) if record.tokens_ciphertext is not None else []
+        before = copy.deepcopy(record) if ended else None
         for field, value in changes.items():
             setattr(record, field, value)
         if secret_changed:
@@ -197,6 +208,13 @@ def update_connection(
             check_grant(record.grant_type, record.token_auth_method)
         except ValueError as error:
             raise ValidationFailedError(str(error)) from error
+        grants.check_secret_destinations(
+            secret_origins,
+            record,
+            keeps_stored_secret=not secret_changed and record.client_secret_ciphertext is not None,
+        )
+        if ended:
+            _drop_grant(settings, record)
         try:
             storage.save_connection(record, old_name=old_name)
             break
@@ -216,7 +234,81 @@ def update_connection(
             "fields": sorted(request.model_fields_set),
         },
     )
+    if before is not None:
+        _announce_grant_ended(settings, before, ended)
+    elif secret is not None and record.status == "reauthorization_required":
+        record = _retry_with_new_secret(settings, record)
     return to_view(record, caller)
+
+
+def _drop_grant(settings: Settings, record: ConnectionRecord) -> None:
+    """End the grant in the same write as the edit: no tokens, no lease, nothing due, pending again.
+
+    The token version moves on, so a refresh that read the old settings cannot store its answer, and
+    the lease is cleared, so such a refresh cannot record its outcome on the edited connection either.
+    """
+    from oauth_connections import schedule
+
+    record.tokens_ciphertext = None
+    record.token_version = int(record.token_version or 0) + 1
+    record.has_refresh_token = False
+    record.expires_at = None
+    record.granted_scopes = None
+    record.connected_at = None
+    record.refreshed_at = None
+    record.lease_owner = None
+    record.lease_expires_at = None
+    record.next_attempt_at = None
+    record.consecutive_failures = 0
+    record.failing_since = None
+    record.status = "pending"
+    record.status_reason = GRANT_ENDED_REASON
+    schedule.apply_due(settings, record)
+
+
+def _announce_grant_ended(settings: Settings, before: ConnectionRecord, fields: list[str]) -> None:
+    """Revoke the dropped grant with the settings it was issued under (best effort), and say so."""
+    from oauth_connections import events
+
+    revoked = revoke_tokens(settings, before)
+    logger.info(
+        "grant ended by an edit",
+        extra={"tenant_id": before.tenant_id, "connection_id": before.connection_id, "fields": fields},
+    )
+    events.publish(
+        settings.event_bus_name,
+        "connection.grant_ended",
+        tenant_id=before.tenant_id,
+        connection_id=before.connection_id,
+        status="pending",
+        reason=GRANT_ENDED_REASON,
+        changed_fields=fields,
+        revoked=revoked,
+    )
+
+
+def _retry_with_new_secret(settings: Settings, record: ConnectionRecord) -> ConnectionRecord:
+    """A connection refused for its client secret tries one refresh with the new one."""
+    from oauth_connections import events, refresh
+
+    if record.status_reason != RECOVERABLE_REASON:
+        return record
+    context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id}
+    try:
+        refreshed = refresh.refresh_connection(settings, record, reason="client_secret_changed", retry_refused=True)
+    except refresh.TokenError as error:
+        logger.warning("the new client secret did not recover the connection", extra=context | {"code": error.code})
+        return storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
+    logger.info("the new client secret recovered the connection", extra=context)
+    events.publish(
+        settings.event_bus_name,
+        "connection.connected",
+        tenant_id=record.tenant_id,
+        connection_id=record.connection_id,
+        status="connected",
+        reason="client_secret_changed",
+    )
+    return refreshed.record
 
 
 def delete_connection(settings: Settings, caller: Caller, connection_id: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from oauth_connections import oauth, storage, tokens
+from oauth_connections import grants, oauth, storage, tokens
 from oauth_connections.config import Settings, url_policy
 from oauth_connections.connections import Caller
 from oauth_connections.crypto import EncryptionContext, envelope_for
@@ -141,6 +141,7 @@ def start_authorization(
             return_url=return_url,
             redirect_uri=caller.callback_url,
             status="created",
+            grant_fingerprint=grants.fingerprint(connection),
             expires_at=expires_at,
             expires_at_epoch=expires_at,
         )
@@ -190,6 +191,8 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
         connection = storage.load_connection(started.tenant_id, started.connection_id)
     except NotFoundError as error:
         raise FlowError("connection_not_found", "The connection no longer exists.") from error
+    if started.grant_fingerprint != grants.fingerprint(connection):
+        raise FlowError("connection_changed", "The connection's settings changed since this sign-in started.")
     state = secrets.token_urlsafe(32)
     cookie = secrets.token_urlsafe(32)
     verifier, challenge = _pkce_pair() if connection.use_pkce else (None, None)
@@ -202,6 +205,7 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
         redirect_uri=started.redirect_uri,
         status="redirected",
         cookie_hash=_digest(cookie),
+        grant_fingerprint=started.grant_fingerprint,
         expires_at=started.expires_at,
         expires_at_epoch=started.expires_at,
     )
@@ -256,6 +260,9 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         connection = storage.load_connection(flow.tenant_id, flow.connection_id, consistent=True)
     except NotFoundError as error:
         raise fail("connection_not_found", "The connection no longer exists.") from error
+    # The code goes only to the token endpoint, with the secret, that the flow was started for.
+    if flow.grant_fingerprint != grants.fingerprint(connection):
+        raise fail("connection_changed", "The connection's settings changed since this sign-in started.")
 
     iss = params.get("iss")
     if connection.issuer and iss is not None and iss != connection.issuer:
@@ -295,9 +302,10 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         ) from error
 
     try:
-        tokens.store_connected(settings, flow.tenant_id, flow.connection_id, token_set)
+        tokens.store_connected(settings, flow.tenant_id, flow.connection_id, token_set, grant=flow.grant_fingerprint)
     except (NotFoundError, ConflictError) as error:
-        raise fail("connection_not_found", "The connection changed or no longer exists.") from error
+        code = "connection_changed" if error.code == "connection_changed" else "connection_not_found"
+        raise fail(code, "The connection changed or no longer exists.") from error
     logger.info("connection connected", extra=context)
     return with_query(back, status="connected", connection_id=flow.connection_id)
 
@@ -310,7 +318,9 @@ def connect_with_client_credentials(settings: Settings, connection: storage.Conn
         raise InvalidRequestError(
             f"the provider refused the client credentials: {error.error}", code=error.error
         ) from error
-    tokens.store_connected(settings, connection.tenant_id, connection.connection_id, token_set)
+    tokens.store_connected(
+        settings, connection.tenant_id, connection.connection_id, token_set, grant=grants.fingerprint(connection)
+    )
     logger.info(
         "connection connected", extra={"tenant_id": connection.tenant_id, "connection_id": connection.connection_id}
     )

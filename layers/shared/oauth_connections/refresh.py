@@ -74,14 +74,21 @@ def cooldown_error(record: ConnectionRecord) -> TokenError | None:
     return None
 
 
-def refresh_connection(settings: Settings, record: ConnectionRecord, *, reason: str, wait: bool = True) -> Refreshed:
-    """Refresh the connection's tokens, or wait for whoever is already doing it (unless `wait` is off)."""
+def refresh_connection(
+    settings: Settings, record: ConnectionRecord, *, reason: str, wait: bool = True, retry_refused: bool = False
+) -> Refreshed:
+    """Refresh the connection's tokens, or wait for whoever is already doing it (unless `wait` is off).
+
+    `retry_refused` tries once more a connection the provider refused (a new client secret may fix it).
+    """
     deadline = time.monotonic() + settings.refresh_wait_seconds
     seen = int(record.token_version or 0)
     pause = 0.05
     while True:
-        if record.status == "reauthorization_required":
+        if record.status == "reauthorization_required" and not retry_refused:
             raise TokenError("reauthorization_required", "the connection must be authorized again")
+        if record.tokens_ciphertext is None:  # an edit ended the grant while we waited
+            raise TokenError("not_connected", "the connection has not been authorized yet")
         if int(record.token_version or 0) != seen:
             current = tokens.decrypt_tokens(settings, record)
             if current is not None:
@@ -170,7 +177,7 @@ def _refresh_as_holder(settings: Settings, record: ConnectionRecord, owner: str,
 def _mark_reauthorization_required(settings: Settings, record: ConnectionRecord, owner: str, error: str) -> None:
     """A permanent refusal: the tokens stay stored (never lost), but the connection needs the user again."""
     record.status = "reauthorization_required"
-    storage.release_lease(
+    recorded = storage.release_lease(
         record,
         owner,
         [
@@ -180,6 +187,8 @@ def _mark_reauthorization_required(settings: Settings, record: ConnectionRecord,
             *schedule.apply_due(settings, record),
         ],
     )
+    if not recorded:  # the lease is no longer ours (it ran out, or an edit ended the grant)
+        return
     logger.warning("reauthorization required", extra={"connection_id": record.connection_id, "error_code": error})
     events.publish(
         settings.event_bus_name,

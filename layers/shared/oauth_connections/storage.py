@@ -146,6 +146,8 @@ class FlowRecord(_TableModel):
     status = UnicodeAttribute()  # created -> redirected -> consumed
     cookie_hash = UnicodeAttribute(null=True)
     code_verifier_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    # The connection's grant settings when the flow started (grants.fingerprint): an edit since refuses it.
+    grant_fingerprint = UnicodeAttribute(null=True)
     expires_at = UTCDateTimeAttribute()
     expires_at_epoch = TTLAttribute()
 

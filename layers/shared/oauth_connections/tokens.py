@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import cast
 
-from oauth_connections import events, oauth, schedule, storage
+from oauth_connections import events, grants, oauth, schedule, storage
 from oauth_connections.config import Settings
 from oauth_connections.crypto import EncryptionContext, envelope_for
 from oauth_connections.errors import ConflictError
@@ -51,14 +51,20 @@ def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: oauth.
     record.granted_scopes = list(token_set.scopes) if token_set.scopes is not None else None
 
 
-def store_connected(settings: Settings, tenant_id: str, connection_id: str, token_set: oauth.TokenSet) -> None:
+def store_connected(
+    settings: Settings, tenant_id: str, connection_id: str, token_set: oauth.TokenSet, *, grant: str | None = None
+) -> None:
     """Store fresh tokens from an authorization and mark the connection connected.
 
     A concurrent settings change bumps the version; the tokens are then re-applied on the new version,
-    so neither the change nor the tokens are lost.
+    so neither the change nor the tokens are lost. `grant` is the fingerprint of the settings the tokens
+    were obtained under: when an edit changed them meanwhile, the tokens belong to the old settings and
+    are refused (ConflictError `connection_changed`).
     """
     for attempt in range(SAVE_ATTEMPTS):
         record = storage.load_connection(tenant_id, connection_id, consistent=True)
+        if grant is not None and grants.fingerprint(record) != grant:
+            raise ConflictError("the connection's grant settings changed meanwhile", code="connection_changed")
         apply_tokens(settings, record, token_set)
         record.status = "connected"
         record.connected_at = storage.utcnow()

@@ -107,7 +107,10 @@ update_connection_router = Router()
 @update_connection_router.patch(
     "/connections/<connection_id>",
     summary="Change some settings of a connection",
-    description="Send `If-Match` with the ETag you read to have a stale update refused with 412.",
+    description="Send `If-Match` with the ETag you read to have a stale update refused with 412. Changing "
+    "client_id, issuer, an endpoint, token_auth_method or grant_type ends the grant (the connection is pending "
+    "again); moving the token or revocation endpoint to another origin needs client_secret in the same request "
+    "(422 client_secret_required).",
     responses=documented_responses(200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 422),
 )
 def update_connection(
