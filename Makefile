@@ -17,13 +17,15 @@ else
 DEV_USER := $(USER)
 endif
 TENANT ?= acme
+# SCOPES given (even empty): the token carries exactly these; not given: every scope a route requires.
+DEV_TOKEN_SCOPES := $(if $(filter undefined,$(origin SCOPES)),,--scopes "$(SCOPES)")
 
 .PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench client lock clean
 
 help:
 	@echo "make run        start the local stack (embedded AWS, API on :3000, Lambda on :3001, demo provider)"
 	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
-	@echo "make dev-token TENANT=acme [USER=alice]   print a bearer token for the local API"
+	@echo "make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]   print a bearer token for the local API"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
 	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 
@@ -73,7 +75,7 @@ run: setup
 	$(PY) -m devstack run
 
 dev-token: setup
-	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)"
+	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)" $(DEV_TOKEN_SCOPES)
 
 bench: setup
 	PYTHONPATH=.:layers/shared:clients/python/src $(PY) -m benchmarks

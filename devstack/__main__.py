@@ -34,10 +34,11 @@ def _parse_claim(text: str) -> tuple[str, Any]:
 
 def _token(arguments: argparse.Namespace) -> int:
     from devstack.stack_info import token_settings
-    from devstack.tokens import load_or_create_key, mint
+    from devstack.tokens import load_or_create_key, mint, scope_claim
 
     state_dir = Path(arguments.state_dir).resolve() if arguments.state_dir else config.default_state_dir()
     settings = token_settings(state_dir, Path(arguments.template))
+    scopes = settings.scopes if arguments.scopes is None else arguments.scopes.replace(",", " ").split()
     token = mint(
         load_or_create_key(state_dir),
         issuer=settings.issuer,
@@ -46,7 +47,7 @@ def _token(arguments: argparse.Namespace) -> int:
         tenant_claim=settings.tenant_claim,
         tenant_id=arguments.tenant,
         expires_in=arguments.expires_in,
-        claims=dict(arguments.claim or []),
+        claims=scope_claim(scopes) | dict(arguments.claim or []),
     )
     sys.stdout.write(token + ("\n" if sys.stdout.isatty() else ""))
     sys.stdout.flush()
@@ -73,7 +74,7 @@ def _banner(stack: Any) -> str:
         f"  Schedules       {schedules}",
         f"  Logs            {state}/logs/",
         "",
-        "  Bearer token:   make dev-token TENANT=acme [USER=alice]",
+        "  Bearer token:   make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]",
         '  Try:            curl -H "Authorization: Bearer $(make -s dev-token TENANT=acme)" \\',
         f"                       {stack.api_url}/connections",
         "",
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     token.add_argument("--tenant", required=True)
     token.add_argument("--user", default="dev-user")
+    token.add_argument(
+        "--scopes",
+        help='the scope claim, space- or comma-separated (default: every scope a route requires; "": none)',
+    )
     token.add_argument("--expires-in", type=int, default=3600, help="seconds (default 3600)")
     token.add_argument("--claim", action="append", type=_parse_claim, help="extra claim NAME=VALUE (JSON value ok)")
 

@@ -25,7 +25,7 @@ from devstack.provider import DemoProvider, provider_available
 from devstack.runtime import FunctionSpec, InvocationResult, LambdaRuntime
 from devstack.stack_info import STACK_FILE
 from devstack.template import load_template, parameter_values
-from devstack.tokens import SigningKey, load_or_create_key, mint
+from devstack.tokens import SigningKey, load_or_create_key, mint, scope_claim
 from devstack.triggers import (
     Schedule,
     Scheduler,
@@ -249,6 +249,11 @@ class Stack:
     def tenant_claim(self) -> str:
         return str(self.parameters.get("TenantClaim", "tenant_id"))
 
+    @property
+    def route_scopes(self) -> list[str]:
+        """Every scope some route requires: a token carrying them all may call every route."""
+        return sorted({scope for route in self.routes for scope in route.scopes})
+
     def mint_token(
         self,
         tenant_id: str,
@@ -261,7 +266,8 @@ class Stack:
         key: SigningKey | None = None,
     ) -> str:
         """A bearer token the local API accepts (unless the arguments make it invalid on purpose).
-        ``claims`` are added last; a claim given as None is removed."""
+        It carries every route scope (``route_scopes``) in its ``scope`` claim, if there are any.
+        ``claims`` are added last; a claim given as None is removed (``scope=None``: no scopes)."""
         signing_key = key or self.signing_key
         if signing_key is None:
             signing_key = self.signing_key = load_or_create_key(self.state_dir)
@@ -273,7 +279,7 @@ class Stack:
             tenant_claim=self.tenant_claim,
             tenant_id=tenant_id,
             expires_in=expires_in,
-            claims=claims,
+            claims=scope_claim(self.route_scopes) | dict(claims or {}),
         )
 
     # ------------------------------------------------------------------ observation
@@ -392,6 +398,7 @@ class Stack:
             "issuer": self.issuer,
             "audience": self.audience,
             "tenant_claim": self.tenant_claim,
+            "scopes": self.route_scopes,
             "started_at": time.time(),
         }
         path = self.state_dir / STACK_FILE

@@ -1,4 +1,4 @@
-"""What a token needs to know about the local stack (issuer, audience, tenant claim), cheaply.
+"""What a token needs to know about the local stack (issuer, audience, tenant claim, scopes), cheaply.
 
 From the ``stack.json`` of a stack running from the state dir, else from the template and the
 same port settings ``run`` would use. Imports no AWS libraries (``make dev-token`` stays fast).
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import config
-from devstack.template import load_template, parameter_values
+from devstack.template import load_template, parameter_values, route_scopes
 
 STACK_FILE = "stack.json"
 
@@ -23,6 +23,7 @@ class TokenSettings:
     issuer: str
     audience: list[str]
     tenant_claim: str
+    scopes: list[str]  # every scope some route requires
 
 
 def running_stack_info(state_dir: Path) -> dict[str, Any] | None:
@@ -38,16 +39,20 @@ def running_stack_info(state_dir: Path) -> dict[str, Any] | None:
 def token_settings(state_dir: Path, template_path: Path) -> TokenSettings:
     info = running_stack_info(state_dir)
     if info is not None:
-        return TokenSettings(str(info["issuer"]), list(info["audience"]), str(info["tenant_claim"]))
+        return TokenSettings(
+            str(info["issuer"]), list(info["audience"]), str(info["tenant_claim"]), list(info["scopes"])
+        )
     fields = {
         "api_url": config.api_url_for(config.env_port("API_PORT", config.DEFAULT_API_PORT)),
         "lambda_url": config.api_url_for(config.env_port("LAMBDA_PORT", config.DEFAULT_LAMBDA_PORT)),
         "aws_url": config.api_url_for(config.env_port("AWS_PORT", config.DEFAULT_AWS_PORT)),
     }
-    parameters = parameter_values(load_template(template_path), {}, fields)
+    template = load_template(template_path)
+    parameters = parameter_values(template, {}, fields)
     audience = parameters.get("JwtAudience", [])
     return TokenSettings(
         str(parameters.get("JwtIssuer", "")),
         list(audience) if isinstance(audience, list) else [str(audience)],
         str(parameters.get("TenantClaim", "tenant_id")),
+        route_scopes(template, parameters),
     )

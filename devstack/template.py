@@ -411,3 +411,27 @@ def function_properties(template: Mapping[str, Any], resource: Mapping[str, Any]
 def http_api_properties(template: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any]:
     global_api = ((template.get("Globals") or {}).get("HttpApi")) or {}
     return merge_globals(global_api, resource.get("Properties") or {})
+
+
+def route_scopes(template: Mapping[str, Any], parameters: Mapping[str, Any]) -> list[str]:
+    """Every scope some HttpApi route of the template requires, as deployed with these parameters.
+
+    Only parameters and conditions may name a scope (a token tool knows no resource ids).
+    """
+
+    def unavailable(logical_id: str, attribute: str | None) -> Any:
+        raise UnresolvedReference(logical_id, attribute)
+
+    resolver = Resolver(
+        parameters=parameters,
+        attribute=unavailable,
+        conditions=template.get("Conditions"),
+        mappings=template.get("Mappings"),
+    )
+    scopes: set[str] = set()
+    for _, resource in resources_of_type(template, "AWS::Serverless::Function"):
+        for event in ((resource.get("Properties") or {}).get("Events") or {}).values():
+            if isinstance(event, dict) and event.get("Type") == "HttpApi":
+                auth = (event.get("Properties") or {}).get("Auth") or {}
+                scopes.update(str(scope) for scope in resolver.resolve(auth.get("AuthorizationScopes") or []))
+    return sorted(scopes)

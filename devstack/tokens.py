@@ -166,7 +166,13 @@ def verify(
     return claims
 
 
+def scope_claim(scopes: Sequence[str]) -> dict[str, Any]:
+    """The claims that give a token these scopes: a space-separated ``scope`` (none without scopes)."""
+    return {"scope": " ".join(scopes) if scopes else None}
+
+
 def token_scopes(claims: Mapping[str, Any]) -> list[str]:
+    """A token's scopes as an HTTP API JWT authorizer reads them: ``scope`` (space-separated) or ``scp``."""
     scope = claims.get("scope", claims.get("scp"))
     if isinstance(scope, str):
         return scope.split()

@@ -65,10 +65,33 @@ def test_token_without_bearer_prefix_is_accepted(fixture_api: ApiClient, fixture
     assert fixture_api.get("/items/1", headers={"Authorization": token}).status_code == 200
 
 
-def test_authorization_scopes(fixture_api: ApiClient) -> None:
-    assert fixture_api.as_tenant("acme").get("/scoped").status_code == 403
-    event = _event(fixture_api.as_tenant("acme", scope="items.read other").get("/scoped"))
-    assert event["requestContext"]["authorizer"]["jwt"]["scopes"] == ["items.read", "other"]
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"scope": None}, id="no-scope"),
+        pytest.param({"scope": "other items.write"}, id="other-scopes"),
+        pytest.param({"scope": None, "scp": ["other"]}, id="other-scp"),
+        pytest.param({"scope": "items.read.all"}, id="prefix-is-not-a-match"),
+    ],
+)
+def test_a_token_without_the_route_scope_is_forbidden(fixture_api: ApiClient, claims: dict[str, Any]) -> None:
+    response = fixture_api.as_tenant("acme", **claims).get("/scoped")
+    assert response.status_code == 403
+    assert response.json() == {"message": "Forbidden"}
+
+
+@pytest.mark.parametrize(
+    ("claims", "scopes"),
+    [
+        pytest.param({"scope": "items.read other"}, ["items.read", "other"], id="scope-string"),
+        pytest.param({"scope": None, "scp": ["other", "items.read"]}, ["other", "items.read"], id="scp-list"),
+        pytest.param({"scope": None, "scp": "items.read"}, ["items.read"], id="scp-string"),
+        pytest.param({}, ["items.read"], id="default-token-carries-every-route-scope"),
+    ],
+)
+def test_a_token_with_the_route_scope_passes(fixture_api: ApiClient, claims: dict[str, Any], scopes: list[str]) -> None:
+    event = _event(fixture_api.as_tenant("acme", **claims).get("/scoped"))
+    assert event["requestContext"]["authorizer"]["jwt"]["scopes"] == scopes
 
 
 def test_route_without_authorizer(fixture_api: ApiClient) -> None:

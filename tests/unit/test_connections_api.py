@@ -223,6 +223,7 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
         "/feeds/{feed_id}",
         "/feeds/{feed_id}/run",
         "/feeds/{feed_id}/runs",
+        "/openapi.json",
     }
     assert set(paths["/connections"]) == {"get", "post"}
     assert set(paths["/connections/{connection_id}"]) == {"get", "patch", "delete"}
@@ -231,3 +232,43 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
     create_schema = document["components"]["schemas"]["ConnectionCreate"]
     assert "client_secret" in create_schema["properties"]
     assert "client_secret" not in document["components"]["schemas"]["ConnectionOut"]["properties"]
+
+
+def _served_document(api: InProcessApi, monkeypatch: pytest.MonkeyPatch, **environment: str) -> dict[str, Any]:
+    from oauth_connections.config import get_settings
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    response = api.call("openapi")
+    assert response.status == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def test_openapi_document_names_the_scopes_of_each_operation(
+    api: InProcessApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = _served_document(api, monkeypatch, READ_SCOPE="crm/read", MANAGE_SCOPE="crm/admin")
+    scheme = document["components"]["securitySchemes"]["platformJwt"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+    paths = document["paths"]
+    either = [{"platformJwt": ["crm/read"]}, {"platformJwt": ["crm/admin"]}]
+    assert paths["/connections"]["get"]["security"] == either
+    assert paths["/feeds/{feed_id}/runs"]["get"]["security"] == either
+    assert paths["/openapi.json"]["get"]["security"] == either
+    assert paths["/connections"]["post"]["security"] == [{"platformJwt": ["crm/admin"]}]
+    assert paths["/feeds/{feed_id}/run"]["post"]["security"] == [{"platformJwt": ["crm/admin"]}]
+    forbidden = paths["/connections/{connection_id}"]["delete"]["responses"]["403"]
+    assert forbidden["content"]["application/json"]["schema"]["properties"]["message"]["const"] == "Forbidden"
+
+
+def test_openapi_document_without_scopes_asks_only_for_the_token(
+    api: InProcessApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = _served_document(api, monkeypatch, REQUIRE_SCOPES="false")
+    operations = [operation for methods in document["paths"].values() for operation in methods.values()]
+    assert len(operations) == 15
+    for operation in operations:
+        assert operation["security"] == [{"platformJwt": []}]
+        assert "403" not in operation["responses"]

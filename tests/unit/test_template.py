@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from typing import Any
@@ -9,8 +10,12 @@ from typing import Any
 import pytest
 from pynamodb.attributes import TTLAttribute
 
+from devstack.template import Resolver
 from oauth_connections import storage
+from oauth_connections.api import access
+from oauth_connections.api.http import build_resolver
 from oauth_connections.api.routes import API_ROUTERS
+from oauth_connections.config import Settings
 from tests.conftest import REPO
 
 
@@ -100,3 +105,102 @@ def test_kms_key_rotates_and_has_an_alias() -> None:
     assert key["EnableKeyRotation"] is True
     aliases = resources("AWS::KMS::Alias")
     assert any(a["Properties"]["TargetKeyId"] == {"Ref": "EncryptionKey"} for a in aliases.values())
+
+
+# ------------------------------------------------------------------ scopes: the document says, the template enforces
+
+
+def _documented_security() -> dict[tuple[str, str], list[dict[str, list[str]]]]:
+    """Each operation of the OpenAPI document with its security requirement (alternatives)."""
+    document = json.loads(
+        build_resolver(API_ROUTERS).get_openapi_json_schema(
+            title="scopes", version="1", security_schemes=access.SECURITY_SCHEMES
+        )
+    )
+    return {
+        (method.upper(), path): operation.get("security", [])
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
+def _template_auth(**parameters: str) -> dict[tuple[str, str], tuple[str, list[str]]]:
+    """Each HttpApi route of the template: (its authorizer, its scopes) as deployed with these parameters."""
+    declared = template()["Parameters"]
+    values = {name: parameters.get(name, definition.get("Default")) for name, definition in declared.items()}
+
+    def no_resources(logical_id: str, attribute: str | None) -> Any:
+        raise AssertionError(f"a route's auth refers to the resource {logical_id}")
+
+    resolver = Resolver(parameters=values, attribute=no_resources, conditions=template()["Conditions"])
+    default = template()["Resources"]["HttpApi"]["Properties"]["Auth"]["DefaultAuthorizer"]
+    routes = {}
+    for function in resources("AWS::Serverless::Function").values():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                properties = event["Properties"]
+                auth = properties.get("Auth", {})
+                scopes = resolver.resolve(auth.get("AuthorizationScopes", []))
+                routes[(properties["Method"].upper(), properties["Path"])] = (auth.get("Authorizer", default), scopes)
+    return routes
+
+
+def test_every_route_requires_the_scopes_its_operation_documents() -> None:
+    documented = _documented_security()
+    routes = _template_auth()
+    assert set(documented) <= set(routes)
+    for route, (authorizer, scopes) in routes.items():
+        if route not in documented:  # the browser's pages of the authorization flow
+            assert (authorizer, scopes) == ("NONE", []), route
+            continue
+        alternatives = documented[route]
+        assert alternatives in (access.READ, access.MANAGE), route
+        # API Gateway lets a token through with ANY of the route's scopes: one scope per alternative.
+        accepted = [scope for alternative in alternatives for scope in alternative[access.BEARER_SCHEME]]
+        # SAM applies AuthorizationScopes only with an explicit Authorizer on the event.
+        assert authorizer == "TenantJwtAuthorizer", route
+        assert sorted(scopes) == sorted(accepted), route
+
+
+def test_reading_routes_accept_either_scope_and_the_others_only_manage() -> None:
+    for (method, path), alternatives in _documented_security().items():
+        expected = access.READ if method == "GET" else access.MANAGE
+        assert alternatives == expected, (method, path)
+
+
+def test_scopes_can_be_turned_off_for_tokens_without_any() -> None:
+    routes = _template_auth(RequireScopes="false")
+    assert routes and all(scopes == [] for _, scopes in routes.values())
+    renamed = _template_auth(ReadScope="crm/read", ManageScope="crm/admin")
+    assert renamed[("GET", "/connections")][1] == ["crm/read", "crm/admin"]
+    assert renamed[("DELETE", "/connections/{connection_id}")][1] == ["crm/admin"]
+
+
+def test_scope_names_agree_between_the_template_the_document_and_the_settings() -> None:
+    parameters = template()["Parameters"]
+    assert parameters["RequireScopes"]["Default"] == "true"
+    assert parameters["ReadScope"]["Default"] == access.READ_SCOPE
+    assert parameters["ManageScope"]["Default"] == access.MANAGE_SCOPE
+    defaults = Settings.model_fields
+    assert (defaults["read_scope"].default, defaults["manage_scope"].default) == (
+        access.READ_SCOPE,
+        access.MANAGE_SCOPE,
+    )
+    environment = resources("AWS::Serverless::Function")["OpenApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment == {
+        "REQUIRE_SCOPES": {"Ref": "RequireScopes"},
+        "READ_SCOPE": {"Ref": "ReadScope"},
+        "MANAGE_SCOPE": {"Ref": "ManageScope"},
+    }
+
+
+@pytest.mark.parametrize("scope", ["connections:read", "crm/admin", "https://api.example.com/feeds.write"])
+def test_scope_parameters_accept_oauth_scope_tokens(scope: str) -> None:
+    for name in ("ReadScope", "ManageScope"):
+        assert re.fullmatch(template()["Parameters"][name]["AllowedPattern"], scope)
+
+
+@pytest.mark.parametrize("scope", ["", "two words", 'quote"d', "back\\slash"])
+def test_scope_parameters_refuse_what_no_scope_token_is(scope: str) -> None:
+    for name in ("ReadScope", "ManageScope"):
+        assert not re.fullmatch(template()["Parameters"][name]["AllowedPattern"], scope)

@@ -28,6 +28,10 @@ class Settings(BaseModel):
     # "http://127.0.0.1:*" (any port). Comma-separated in the environment.
     allowed_return_origins: tuple[str, ...] = ()
     event_bus_name: str = "default"
+    # The scopes API Gateway requires of bearer tokens (template Parameters), for the OpenAPI document.
+    require_scopes: bool = True
+    read_scope: str = Field(default="connections:read", min_length=1)
+    manage_scope: str = Field(default="connections:manage", min_length=1)
     # Token refresh (shared by on-demand retrieval and the scheduled refresh).
     refresh_lease_seconds: int = Field(default=30, ge=5, le=300)
     refresh_wait_seconds: float = Field(default=12.0, ge=0, le=60)
@@ -92,6 +96,9 @@ _ENV_NAMES = {
     "outbound_timeout_seconds": "OUTBOUND_TIMEOUT_SECONDS",
     "allowed_return_origins": "ALLOWED_RETURN_ORIGINS",
     "event_bus_name": "EVENT_BUS_NAME",
+    "require_scopes": "REQUIRE_SCOPES",
+    "read_scope": "READ_SCOPE",
+    "manage_scope": "MANAGE_SCOPE",
     "refresh_lease_seconds": "REFRESH_LEASE_SECONDS",
     "refresh_wait_seconds": "REFRESH_WAIT_SECONDS",
     "force_refresh_min_interval_seconds": "FORCE_REFRESH_MIN_INTERVAL_SECONDS",

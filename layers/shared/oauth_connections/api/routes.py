@@ -4,6 +4,7 @@ the OpenAPI function includes them all to describe the whole API)."""
 from __future__ import annotations
 
 import html
+import json
 from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -13,6 +14,8 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from oauth_connections import connections, feeds, flows
+from oauth_connections.api import access
+from oauth_connections.api.access import FORBIDDEN
 from oauth_connections.api.http import current_caller, documented_responses
 from oauth_connections.config import get_settings
 from oauth_connections.errors import InvalidRequestError
@@ -62,7 +65,8 @@ list_connections_router = Router()
 @list_connections_router.get(
     "/connections",
     summary="List the tenant's connections",
-    responses=documented_responses(200, "A page of connections", ConnectionPage, 400, 401, 422),
+    responses=documented_responses(200, "A page of connections", ConnectionPage, 400, 401, 422) | FORBIDDEN,
+    security=access.READ,
 )
 def list_connections(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
@@ -79,7 +83,8 @@ get_connection_router = Router()
 @get_connection_router.get(
     "/connections/<connection_id>",
     summary="Get one connection",
-    responses=documented_responses(200, "The connection", ConnectionOut, 401, 404, 422),
+    responses=documented_responses(200, "The connection", ConnectionOut, 401, 404, 422) | FORBIDDEN,
+    security=access.READ,
 )
 def get_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
     caller = current_caller(get_connection_router)
@@ -93,7 +98,8 @@ create_connection_router = Router()
 @create_connection_router.post(
     "/connections",
     summary="Register a provider's OAuth2 app as a connection",
-    responses=documented_responses(201, "Created", ConnectionOut, 400, 401, 409, 413, 422),
+    responses=documented_responses(201, "Created", ConnectionOut, 400, 401, 409, 413, 422) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def create_connection(request: Annotated[ConnectionCreate, Body()]) -> Response[ConnectionOut]:
     caller = current_caller(create_connection_router)
@@ -111,7 +117,8 @@ update_connection_router = Router()
     "client_id, issuer, an endpoint, token_auth_method or grant_type ends the grant (the connection is pending "
     "again); moving the token or revocation endpoint to another origin needs client_secret in the same request "
     "(422 client_secret_required).",
-    responses=documented_responses(200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 422),
+    responses=documented_responses(200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 422) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def update_connection(
     connection_id: ConnectionId,
@@ -129,7 +136,8 @@ delete_connection_router = Router()
 @delete_connection_router.delete(
     "/connections/<connection_id>",
     summary="Delete a connection with its secret and tokens",
-    responses=documented_responses(204, "Deleted", None, 401, 404, 409, 422),
+    responses=documented_responses(204, "Deleted", None, 401, 404, 409, 422) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def delete_connection(connection_id: ConnectionId) -> Response[None]:
     caller = current_caller(delete_connection_router)
@@ -140,12 +148,19 @@ def delete_connection(connection_id: ConnectionId) -> Response[None]:
 openapi_router = Router()
 
 
-@openapi_router.get("/openapi.json", summary="This API's OpenAPI document", include_in_schema=False)
-def openapi_document() -> Response[str]:
+@openapi_router.get(
+    "/openapi.json",
+    summary="This API's OpenAPI document",
+    responses=documented_responses(200, "The document", None, 401) | FORBIDDEN,
+    security=access.READ,
+)
+def openapi_document() -> Response[dict[str, Any]]:
     from oauth_connections.api.http import build_resolver
 
-    document = build_resolver(API_ROUTERS).get_openapi_json_schema(title="OAuth2 connection service", version="1.0.0")
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
+    document = build_resolver(API_ROUTERS).get_openapi_json_schema(
+        title="OAuth2 connection service", version="1.0.0", security_schemes=access.SECURITY_SCHEMES
+    )
+    return _json(200, access.with_deployed_scopes(json.loads(document), get_settings()))
 
 
 refresh_connection_router = Router()
@@ -155,7 +170,8 @@ refresh_connection_router = Router()
     "/connections/<connection_id>/refresh",
     summary="Refresh the connection's tokens now",
     description="Goes through the same single-flight refresh as token retrieval; 503 carries Retry-After.",
-    responses=documented_responses(200, "The refreshed connection", ConnectionOut, 401, 404, 409, 422, 503),
+    responses=documented_responses(200, "The refreshed connection", ConnectionOut, 401, 404, 409, 422, 503) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def refresh_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
     caller = current_caller(refresh_connection_router)
@@ -182,7 +198,9 @@ start_authorization_router = Router()
         413,
         422,
         503,
-    ),
+    )
+    | FORBIDDEN,
+    security=access.MANAGE,
 )
 def start_authorization(
     connection_id: ConnectionId, request: Annotated[AuthorizeRequest | None, Body()] = None
@@ -294,7 +312,8 @@ list_feeds_router = Router()
 @list_feeds_router.get(
     "/feeds",
     summary="List the tenant's product feeds",
-    responses=documented_responses(200, "A page of feeds", FeedPage, 400, 401, 422),
+    responses=documented_responses(200, "A page of feeds", FeedPage, 400, 401, 422) | FORBIDDEN,
+    security=access.READ,
 )
 def list_feeds(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
@@ -310,7 +329,8 @@ get_feed_router = Router()
 @get_feed_router.get(
     "/feeds/<feed_id>",
     summary="Get one feed",
-    responses=documented_responses(200, "The feed", FeedOut, 401, 404, 422),
+    responses=documented_responses(200, "The feed", FeedOut, 401, 404, 422) | FORBIDDEN,
+    security=access.READ,
 )
 def get_feed(feed_id: FeedId) -> Response[FeedOut]:
     view = feeds.get_feed(get_settings(), current_caller(get_feed_router), feed_id)
@@ -323,7 +343,8 @@ create_feed_router = Router()
 @create_feed_router.post(
     "/feeds",
     summary="Register a product feed, public or protected by one of the tenant's connections",
-    responses=documented_responses(201, "Created", FeedOut, 400, 401, 413, 422),
+    responses=documented_responses(201, "Created", FeedOut, 400, 401, 413, 422) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def create_feed(request: Annotated[FeedCreate, Body()]) -> Response[FeedOut]:
     view = feeds.create_feed(get_settings(), current_caller(create_feed_router), request)
@@ -336,7 +357,8 @@ update_feed_router = Router()
 @update_feed_router.patch(
     "/feeds/<feed_id>",
     summary="Change some settings of a feed",
-    responses=documented_responses(200, "Updated", FeedOut, 400, 401, 404, 409, 412, 413, 422),
+    responses=documented_responses(200, "Updated", FeedOut, 400, 401, 404, 409, 412, 413, 422) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def update_feed(
     feed_id: FeedId,
@@ -354,7 +376,8 @@ delete_feed_router = Router()
 @delete_feed_router.delete(
     "/feeds/<feed_id>",
     summary="Delete a feed (its stored objects expire by the bucket's lifecycle)",
-    responses=documented_responses(204, "Deleted", None, 401, 404, 409, 422),
+    responses=documented_responses(204, "Deleted", None, 401, 404, 409, 422) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def delete_feed(feed_id: FeedId) -> Response[None]:
     feeds.delete_feed(get_settings(), current_caller(delete_feed_router), feed_id)
@@ -367,7 +390,8 @@ run_feed_router = Router()
 @run_feed_router.post(
     "/feeds/<feed_id>/run",
     summary="Fetch the feed now",
-    responses=documented_responses(202, "Queued", FeedRunQueued, 401, 404, 422),
+    responses=documented_responses(202, "Queued", FeedRunQueued, 401, 404, 422) | FORBIDDEN,
+    security=access.MANAGE,
 )
 def run_feed(feed_id: FeedId) -> Response[FeedRunQueued]:
     feeds.run_now(get_settings(), current_caller(run_feed_router), feed_id)
@@ -380,7 +404,8 @@ list_feed_runs_router = Router()
 @list_feed_runs_router.get(
     "/feeds/<feed_id>/runs",
     summary="The latest runs of a feed, newest first",
-    responses=documented_responses(200, "Runs", FeedRunList, 401, 404, 422),
+    responses=documented_responses(200, "Runs", FeedRunList, 401, 404, 422) | FORBIDDEN,
+    security=access.READ,
 )
 def list_feed_runs(
     feed_id: FeedId, limit: Annotated[int, Query(ge=1, le=100, description="How many runs")] = 20
