@@ -164,6 +164,17 @@ def test_bad_patches(api: InProcessApi, patch: dict[str, Any], headers: dict[str
     )
 
 
+@pytest.mark.parametrize("tag", ['"\u00b2"', 'W/"\u00b3"', '"\u0661\u0662"', '"\uff11"', '"1\u00b9"'])
+def test_if_match_in_other_digits_is_400(api: InProcessApi, tag: str) -> None:
+    """str.isdigit admits these; int() refuses some (superscript two) and reads others (fullwidth one) as a version."""
+    created = create(api, name=f"odd etag {uuid.uuid4()}")
+    response = api.call(
+        "update_connection", connection_id=created["id"], body={"description": "x"}, headers={"if-match": tag}
+    )
+    assert assert_client_error(response, 400)["code"] == "invalid_if_match"
+    assert api.call("get_connection", connection_id=created["id"]).json()["description"] == created["description"]
+
+
 @pytest.mark.parametrize("connection_id", ["nope", "con_" + "0" * 26 + "x", "con_../../x", "x" * 65])
 def test_malformed_ids_are_not_found_or_invalid(api: InProcessApi, connection_id: str) -> None:
     for function in ("get_connection", "delete_connection"):

@@ -175,9 +175,10 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
         declared = response.headers.get("Content-Length")
         if (
             declared
+            and declared.isascii()
             and declared.isdigit()
             and not response.headers.get("Content-Encoding")
-            and int(declared) > settings.feed_max_bytes
+            and (len(declared) > 18 or int(declared) > settings.feed_max_bytes)
         ):
             raise FetchFailed("too_large", f"the feed is larger than {settings.feed_max_bytes} bytes", http_status=200)
         raw = response.raw

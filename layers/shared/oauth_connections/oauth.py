@@ -107,8 +107,8 @@ def _retry_after(headers: Any) -> int:
     if not value:
         return DEFAULT_RETRY_AFTER_SECONDS
     value = value.strip()
-    if value.isdigit():
-        return int(value)
+    if value.isascii() and value.isdigit():  # isdigit alone admits digits ("²") that int() refuses
+        return int(value) if len(value) <= 9 else MAX_RETRY_AFTER_SECONDS
     try:
         return int(parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
