@@ -183,6 +183,7 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     details: list[dict[str, object]] | None = None
+    correlation_id: str | None = Field(default=None, description="On an internal error: the request's id in the logs")
 
 
 class ErrorBody(BaseModel):
