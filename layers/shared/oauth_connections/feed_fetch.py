@@ -145,8 +145,7 @@ def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
     except requests.Timeout as error:
         raise FetchFailed("timeout", "the feed server did not answer in time") from error
     except requests.ConnectionError as error:
-        cause = "refused by the URL guard" if "URL guard" in str(error) else "connection failed"
-        raise FetchFailed("unsafe_url" if "URL guard" in str(error) else "unreachable", f"feed {cause}") from error
+        raise FetchFailed("unreachable", "feed connection failed") from error
     with response:
         if response.status_code == 304:
             return FetchOutcome("not_modified", 304, etag=record.etag, last_modified=record.last_modified)
