@@ -1,7 +1,8 @@
 """A scripted token endpoint on loopback: tests queue the answers a misbehaving provider would give.
 
-Each queued answer is a `Scripted` (status, headers, body, delay) or RESET (the connection is dropped
-without an answer). Every request is recorded with its form body and headers.
+Each queued answer is a `Scripted` (status, headers, body, delay), an `Endless` body, or RESET (the
+connection is dropped without an answer). Every request (POST, or GET for metadata) is recorded with its
+form body and headers.
 """
 
 from __future__ import annotations
@@ -34,7 +35,18 @@ class Scripted:
         return data, self.headers.get("Content-Type", "text/plain")
 
 
+@dataclass
+class Endless:
+    """200 with a chunked body that never ends: it stops only when the client hangs up (or after `cap`
+    bytes, breaking off without the last chunk). `sent` counts the body bytes that went out."""
+
+    content_type: str = "application/json"
+    cap: int = 64 * 1024 * 1024
+    sent: int = 0
+
+
 RESET = object()
+ENDLESS_CHUNK = b'{"access_token": "' + b"a" * (64 * 1024 - 18)
 
 
 @dataclass
@@ -64,6 +76,9 @@ class ScriptedTokenEndpoint(LoopbackServer):
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if isinstance(answer, Endless):
+                    self._endless(answer)
+                    return
                 assert isinstance(answer, Scripted)
                 if answer.delay:
                     time.sleep(answer.delay)
@@ -77,6 +92,19 @@ class ScriptedTokenEndpoint(LoopbackServer):
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
+
+            do_GET = do_POST
+
+            def _endless(self, answer: Endless) -> None:
+                self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", answer.content_type)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    while answer.sent < answer.cap:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(ENDLESS_CHUNK), ENDLESS_CHUNK))
+                        answer.sent += len(ENDLESS_CHUNK)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -164,6 +164,55 @@ def test_bad_patches(api: InProcessApi, patch: dict[str, Any], headers: dict[str
     )
 
 
+@pytest.mark.parametrize("tag", ['"\u00b2"', 'W/"\u00b3"', '"\u0661\u0662"', '"\uff11"', '"1\u00b9"'])
+def test_if_match_in_other_digits_is_400(api: InProcessApi, tag: str) -> None:
+    """str.isdigit admits these; int() refuses some (superscript two) and reads others (fullwidth one) as a version."""
+    created = create(api, name=f"odd etag {uuid.uuid4()}")
+    response = api.call(
+        "update_connection", connection_id=created["id"], body={"description": "x"}, headers={"if-match": tag}
+    )
+    assert assert_client_error(response, 400)["code"] == "invalid_if_match"
+    assert api.call("get_connection", connection_id=created["id"]).json()["description"] == created["description"]
+
+
+def public_client(**overrides: Any) -> dict[str, Any]:
+    body = connection_body(name=f"public {uuid.uuid4()}", token_auth_method="none", **overrides)
+    body.pop("client_secret")
+    return body
+
+
+def test_public_client_without_pkce_is_refused_on_create(api: InProcessApi) -> None:
+    refused = api.call("create_connection", body=public_client(use_pkce=False))
+    assert assert_client_error(refused, 422)["code"] == "pkce_required"
+    assert api.call("create_connection", body=public_client()).status == 201
+    assert api.call("create_connection", body=connection_body(name=f"c {uuid.uuid4()}", use_pkce=False)).status == 201
+
+
+@pytest.mark.parametrize(
+    ("start", "patch"),
+    [
+        ("public", {"use_pkce": False}),
+        ("confidential_without_pkce", {"token_auth_method": "none", "client_secret": None}),
+        ("confidential", {"token_auth_method": "none", "client_secret": None, "use_pkce": False}),
+    ],
+)
+def test_public_client_without_pkce_is_refused_on_update(api: InProcessApi, start: str, patch: dict[str, Any]) -> None:
+    body = {
+        "public": public_client(),
+        "confidential_without_pkce": connection_body(name=f"c {uuid.uuid4()}", use_pkce=False),
+        "confidential": connection_body(name=f"c {uuid.uuid4()}"),
+    }[start]
+    created = api.call("create_connection", body=body).json()
+    refused = api.call("update_connection", connection_id=created["id"], body=patch)
+    assert assert_client_error(refused, 422)["code"] == "pkce_required"
+    stored = api.call("get_connection", connection_id=created["id"]).json()
+    assert (stored["token_auth_method"], stored["use_pkce"], stored["version"]) == (
+        created["token_auth_method"],
+        created["use_pkce"],
+        created["version"],
+    )
+
+
 @pytest.mark.parametrize("connection_id", ["nope", "con_" + "0" * 26 + "x", "con_../../x", "x" * 65])
 def test_malformed_ids_are_not_found_or_invalid(api: InProcessApi, connection_id: str) -> None:
     for function in ("get_connection", "delete_connection"):

@@ -58,7 +58,19 @@ def test_cron_next_run(expression: str, after: datetime, expected: datetime) -> 
     assert next_run(f"cron:{expression}", after) == expected
 
 
-@pytest.mark.parametrize("expression", ["* * *", "60 * * * *", "*/0 * * * *", "0 0 31 2 *", "a b c d e", "0 24 * * *"])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "* * *",
+        "60 * * * *",
+        "*/0 * * * *",
+        "0 0 31 2 *",
+        "a b c d e",
+        "0 24 * * *",
+        "\u0663 * * * *",
+        "*/\uff15 * * * *",
+    ],
+)
 def test_bad_cron(expression: str) -> None:
     with pytest.raises(CronError):
         Cron.parse(expression)
@@ -197,6 +209,14 @@ class _Feeds(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             time.sleep(3)
             return
+        if path == "/odd-length.xml":  # a length in non-ASCII digits: no length at all, read to the end
+            self.send_response(200)
+            self.send_header("Content-Length", "\u00b2")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(catalog(5))
+            self.close_connection = True
+            return
         if path == "/to-private":
             self.send_response(302)
             self.send_header("Location", "http://10.0.0.1/feed.xml")
@@ -323,6 +343,12 @@ def test_failed_runs_keep_the_last_good_object(
     after = object_of(service_env, good["s3_key"])
     assert after["VersionId"] == before["VersionId"]
     assert after["Body"].read() == catalog(500)
+
+
+def test_a_content_length_in_other_digits_is_no_length(fetcher_env: InProcessApi, feed_server: str) -> None:
+    _, run = fetch(fetcher_env, feed_server + "/odd-length.xml")
+    assert run["status"] == "succeeded", run
+    assert run["items"] == 5
 
 
 def test_oversized_feed_stops_at_the_limit(fetcher_env: InProcessApi, feed_server: str) -> None:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
-import requests
 
 from oauth_connections.errors import UnsafeUrlError
 from oauth_connections.netguard import (
@@ -153,45 +152,81 @@ def local_server() -> Iterator[tuple[str, type[_Handler]]]:
     server.server_close()
 
 
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[object]]]:
+    """A bare TCP listener on loopback that records every connection it accepts (and drops it)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[object] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, peer = server.accept()
+            except OSError:
+                return
+            accepted.append(peer)
+            connection.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()
+
+
 def test_strict_guard_never_connects_to_loopback(local_server: tuple[str, type[_Handler]]) -> None:
     url, handler = local_server
-    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
+    with pytest.raises(UnsafeUrlError) as raised:
         guarded_session(STRICT).get(url + "/x", timeout=3)
+    assert raised.value.code == "unsafe_url"
+    assert raised.value.message == "address 127.0.0.1 is not a public address"
     assert handler.hits == []
     assert guarded_session(LOCAL).get(url + "/x", timeout=3).text == "ok"
 
 
-def test_redirect_hops_are_checked(local_server: tuple[str, type[_Handler]]) -> None:
+@pytest.mark.parametrize(
+    ("target", "refusal"),
+    [
+        ("http://10.0.0.1/internal", "address 10.0.0.1 is not a public address"),
+        ("https://169.254.169.254/latest/meta-data/", "address 169.254.169.254 is not a public address"),
+        # A public address, so only the check of the hop itself (not the pin) can refuse plain http.
+        (f"http://{PUBLIC_ADDRESS}/plain", "URL must use https"),
+    ],
+)
+def test_redirect_hops_are_checked(local_server: tuple[str, type[_Handler]], target: str, refusal: str) -> None:
+    """The hop is refused by its own check before any connection, with the guard's error."""
     url, handler = local_server
-    handler.redirect_to = "http://10.0.0.1/internal"
-    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
+    handler.redirect_to = target
+    with pytest.raises(UnsafeUrlError) as raised:
         guarded_session(LOCAL).get(url + "/redirect", timeout=3)
-    handler.redirect_to = "https://169.254.169.254/latest/meta-data/"
-    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
-        guarded_session(LOCAL).get(url + "/redirect", timeout=3)
-    assert handler.hits == ["/redirect", "/redirect"]
+    assert raised.value.code == "unsafe_url"
+    assert raised.value.message == refusal
+    assert handler.hits == ["/redirect"]
 
 
 def test_dns_rebinding_is_refused_at_connect_time(
-    local_server: tuple[str, type[_Handler]], monkeypatch: pytest.MonkeyPatch
+    listener: tuple[int, list[object]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The name resolves publicly when stored and to loopback when called: the guard must not connect."""
-    url, handler = local_server
-    port = int(url.rsplit(":", 1)[1])
-    answers = iter([[PUBLIC_ADDRESS], ["127.0.0.1"], ["127.0.0.1"], ["127.0.0.1"]])
+    """The name resolves publicly when stored and when the request is checked, then to loopback when
+    the connection is made: the pinned connection refuses it and never connects."""
+    port, accepted = listener
+    answers = [PUBLIC_ADDRESS, PUBLIC_ADDRESS, "127.0.0.1"]
+    lookups: list[str] = []
     real = socket.getaddrinfo
 
     def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "rebind.example.com":
-            address = next(answers)[0]
-            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
-        return real(host, *args, **kwargs)
+        if host != "rebind.example.com":
+            return real(host, *args, **kwargs)
+        address = answers[min(len(lookups), len(answers) - 1)]
+        lookups.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     stored = check_url(f"https://rebind.example.com:{port}/feed", STRICT)
-    with pytest.raises((UnsafeUrlError, requests.ConnectionError)):
+    with pytest.raises(UnsafeUrlError) as raised:
         guarded_session(STRICT).get(stored, timeout=3)
-    assert handler.hits == []
+    assert lookups == answers  # stored, checked before sending, and resolved again to connect
+    assert raised.value.code == "unsafe_url"
+    assert raised.value.message == "refused when connecting: address 127.0.0.1 is not a public address"
+    assert accepted == []
 
 
 def test_guard_ignores_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,6 +136,8 @@ def test_oauth_errors_are_rejections(endpoint: ScriptedTokenEndpoint, answer: Sc
         (Scripted(502, "<html>Bad gateway</html>", {"Content-Type": "text/html"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
         (Scripted(503, "", {"Retry-After": "120"}), 120),
         (Scripted(429, {"error": "slow_down"}, {"Retry-After": "7"}), 7),
+        (Scripted(503, "", {"Retry-After": "\u00b2"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
+        (Scripted(503, "", {"Retry-After": "9" * 5000}), oauth.MAX_RETRY_AFTER_SECONDS),
         (Scripted(200, "<html>maintenance</html>", {"Content-Type": "text/html"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
         (Scripted(200, {"token_type": "bearer"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
         (Scripted(404, "not found"), oauth.DEFAULT_RETRY_AFTER_SECONDS),

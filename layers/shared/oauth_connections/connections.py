@@ -27,6 +27,7 @@ from oauth_connections.models import (
     ConnectionPage,
     ConnectionUpdate,
     check_grant,
+    check_public_client_pkce,
     check_secret_for_method,
 )
 from oauth_connections.observability import logger
@@ -116,6 +117,7 @@ def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str
 
 
 def create_connection(settings: Settings, caller: Caller, request: ConnectionCreate) -> ConnectionOut:
+    check_public_client_pkce(request.token_auth_method, use_pkce=request.use_pkce)
     _bind(settings)
     connection_id = new_id(CONNECTION_ID_PREFIX)
     fields = request.model_dump(exclude={"client_secret"})
@@ -208,6 +210,7 @@ def update_connection(
             check_grant(record.grant_type, record.token_auth_method)
         except ValueError as error:
             raise ValidationFailedError(str(error)) from error
+        check_public_client_pkce(record.token_auth_method, use_pkce=record.use_pkce)
         grants.check_secret_destinations(
             secret_origins,
             record,

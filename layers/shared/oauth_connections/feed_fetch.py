@@ -165,8 +165,7 @@ def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
     except requests.Timeout as error:
         raise FetchFailed("timeout", "the feed server did not answer in time") from error
     except requests.ConnectionError as error:
-        cause = "refused by the URL guard" if "URL guard" in str(error) else "connection failed"
-        raise FetchFailed("unsafe_url" if "URL guard" in str(error) else "unreachable", f"feed {cause}") from error
+        raise FetchFailed("unreachable", "feed connection failed") from error
     except requests.RequestException as error:
         raise FetchFailed("request_failed", f"the request failed: {type(error).__name__}") from error
     with response:
@@ -194,9 +193,10 @@ def _store(settings: Settings, record: FeedRecord, response: Any) -> FetchOutcom
         declared = response.headers.get("Content-Length")
         if (
             declared
+            and declared.isascii()
             and declared.isdigit()
             and not response.headers.get("Content-Encoding")
-            and int(declared) > settings.feed_max_bytes
+            and (len(declared) > 18 or int(declared) > settings.feed_max_bytes)
         ):
             raise FetchFailed("too_large", f"the feed is larger than {settings.feed_max_bytes} bytes", http_status=200)
         raw = response.raw

@@ -10,7 +10,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from oauth_connections.config import url_policy
-from oauth_connections.errors import UnsafeUrlError
+from oauth_connections.errors import UnsafeUrlError, ValidationFailedError
 from oauth_connections.netguard import check_url
 
 type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
@@ -131,6 +131,15 @@ def check_grant(grant_type: str, method: str) -> None:
         raise ValueError("the client_credentials grant needs client authentication (a client_secret)")
 
 
+def check_public_client_pkce(method: str, *, use_pkce: bool) -> None:
+    """A public client has no secret that ties a code to whoever redeems it: without PKCE a code
+    stolen or injected into the callback connects the attacker's account."""
+    if method == "none" and not use_pkce:
+        raise ValidationFailedError(
+            "token_auth_method 'none' (a public client) requires use_pkce: true", code="pkce_required"
+        )
+
+
 def check_secret_for_method(method: str, *, has_secret: bool) -> None:
     if method == "none" and has_secret:
         raise ValueError("token_auth_method 'none' takes no client_secret")
@@ -174,6 +183,7 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     details: list[dict[str, object]] | None = None
+    correlation_id: str | None = Field(default=None, description="On an internal error: the request's id in the logs")
 
 
 class ErrorBody(BaseModel):

@@ -197,10 +197,12 @@ def _adapter_class(policy: UrlPolicy) -> type[Any]:
     from urllib3.util.connection import create_connection
 
     def new_conn(self: HTTPConnection) -> socket.socket:
+        # The guard's own error passes through urllib3 and requests unchanged (neither catches it), so
+        # callers tell a refusal from a network failure by its class, not by parsing a message.
         try:
             addresses = resolve_checked(self._dns_host, self.port, policy)
         except UnsafeUrlError as error:
-            raise NewConnectionError(self, f"refused by the URL guard: {error.message}") from error
+            raise UnsafeUrlError(f"refused when connecting: {error.message}", code=error.code) from error
         last_error: OSError | None = None
         for address in addresses:
             try:

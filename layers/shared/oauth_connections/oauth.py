@@ -20,7 +20,8 @@ from oauth_connections.errors import ServiceError, UnsafeUrlError
 from oauth_connections.netguard import UrlPolicy, mount_guard
 
 PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
-MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
+MAX_PROVIDER_RESPONSE_BYTES = 256 * 1024  # token, metadata and revocation answers, after decompression
+READ_CHUNK_BYTES = 16 * 1024
 DEFAULT_RETRY_AFTER_SECONDS = 30
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -107,18 +108,40 @@ def _retry_after(headers: Any) -> int:
     if not value:
         return DEFAULT_RETRY_AFTER_SECONDS
     value = value.strip()
-    if value.isdigit():
-        return int(value)
+    if value.isascii() and value.isdigit():  # isdigit alone admits digits ("²") that int() refuses
+        return int(value) if len(value) <= 9 else MAX_RETRY_AFTER_SECONDS
     try:
         return int(parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return DEFAULT_RETRY_AFTER_SECONDS
 
 
+class ProviderResponseTooLargeError(ProviderUnavailableError):
+    """A provider's answer went past MAX_PROVIDER_RESPONSE_BYTES; reading stopped there."""
+
+
+def _read_bounded(response: Any, *args: Any, **kwargs: Any) -> Any:
+    """requests response hook (it runs before the body is read): read the decoded body in chunks and
+    stop at the limit, so a gzip bomb or an endless body costs at most MAX_PROVIDER_RESPONSE_BYTES."""
+    body = bytearray()
+    for chunk in response.iter_content(READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > MAX_PROVIDER_RESPONSE_BYTES:
+            response.close()
+            raise ProviderResponseTooLargeError(
+                f"{response.url.split('?')[0]} answered more than {MAX_PROVIDER_RESPONSE_BYTES} bytes"
+            )
+    response._content = bytes(body)
+    return response
+
+
+def _bounded(session: Any) -> Any:
+    session.hooks["response"].append(_read_bounded)
+    return session
+
+
 def _body_of(resp: Any) -> dict[str, Any]:
     content = resp.content or b""
-    if len(content) > MAX_TOKEN_RESPONSE_BYTES:
-        raise ProviderUnavailableError("token response is too large")
     content_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     text = content.decode("utf-8", errors="replace").strip()
     if content_type == "application/x-www-form-urlencoded" or (
@@ -191,7 +214,7 @@ def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
         client_secret=client.client_secret,
         token_endpoint_auth_method=client.auth_method,
     )
-    mount_guard(session, policy)
+    _bounded(mount_guard(session, policy))
     session.register_compliance_hook("access_token_response", normalize_token_response)
     session.register_compliance_hook("refresh_token_response", normalize_token_response)
     return session
@@ -272,17 +295,20 @@ def discover(issuer: str, policy: UrlPolicy, timeout: float) -> ProviderMetadata
 
     from oauth_connections.netguard import guarded_session
 
-    session = guarded_session(policy)
+    session = _bounded(guarded_session(policy))
     last_problem = "no metadata document"
     for url in metadata_urls(issuer):
         try:
             response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
         except UnsafeUrlError as error:
             raise DiscoveryError(f"issuer refused by the URL guard: {error.message}") from error
+        except ProviderResponseTooLargeError:
+            last_problem = f"metadata is larger than {MAX_PROVIDER_RESPONSE_BYTES} bytes"
+            continue
         except requests.RequestException as error:
             last_problem = f"{type(error).__name__} fetching metadata"
             continue
-        if response.status_code != 200 or len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
+        if response.status_code != 200:
             last_problem = f"metadata answered HTTP {response.status_code}"
             continue
         try:

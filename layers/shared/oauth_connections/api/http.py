@@ -124,15 +124,37 @@ def http_handler(*routers: Router) -> Handler:
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     @tracer.capture_lambda_handler(capture_response=False)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        body = event.get("body") or ""
-        limit = get_settings().max_body_bytes
-        encoded_limit = limit * 4 // 3 + 4 if event.get("isBase64Encoded") else limit
-        if len(body) > encoded_limit:
-            error = PayloadTooLargeError(f"request body is larger than {limit} bytes")
-            return _as_proxy_response(error_response(error.status, error.code, error.message))
-        return app.resolve(event, context)
+        try:
+            return _handle(app, event, context)
+        except Exception:  # noqa: BLE001 - the one place an unexpected error becomes an answer
+            return internal_error_response(context)
 
     return cast(Handler, handler)
+
+
+def _handle(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    body = event.get("body") or ""
+    limit = get_settings().max_body_bytes
+    encoded_limit = limit * 4 // 3 + 4 if event.get("isBase64Encoded") else limit
+    if len(body) > encoded_limit:
+        error = PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        return _as_proxy_response(error_response(error.status, error.code, error.message))
+    return app.resolve(event, context)
+
+
+def internal_error_response(context: LambdaContext) -> dict[str, Any]:
+    """Log the exception being handled, with its trace, and answer 500 in the error shape (never the
+    gateway's bare 500); the correlation id (the API request id) leads from the answer to the log line."""
+    correlation_id = logger.get_correlation_id() or context.aws_request_id
+    logger.exception("request failed unexpectedly", extra={"error_code": "internal_error"})
+    error = {
+        "code": "internal_error",
+        "message": "the service failed to answer this request; quote the correlation_id when reporting it",
+        "correlation_id": correlation_id,
+    }
+    return _as_proxy_response(
+        Response(status_code=500, content_type=content_types.APPLICATION_JSON, body=json.dumps({"error": error}))
+    )
 
 
 def _as_proxy_response(response: Response[Any]) -> dict[str, Any]:

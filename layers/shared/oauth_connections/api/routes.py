@@ -54,7 +54,8 @@ def _parse_if_match(value: str | None) -> int | None:
     if value is None:
         return None
     tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit() or len(tag) > 18:
+    # isdigit alone admits non-ASCII digits ("²") that int() refuses.
+    if not (tag.isascii() and tag.isdigit()) or len(tag) > 18:
         raise InvalidRequestError("If-Match must be an ETag returned by this API", code="invalid_if_match")
     return int(tag)
 
