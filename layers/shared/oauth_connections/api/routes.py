@@ -93,7 +93,7 @@ create_connection_router = Router()
 @create_connection_router.post(
     "/connections",
     summary="Register a provider's OAuth2 app as a connection",
-    responses=documented_responses(201, "Created", ConnectionOut, 400, 401, 409, 413, 422),
+    responses=documented_responses(201, "Created", ConnectionOut, 400, 401, 409, 413, 415, 422),
 )
 def create_connection(request: Annotated[ConnectionCreate, Body()]) -> Response[ConnectionOut]:
     caller = current_caller(create_connection_router)
@@ -108,7 +108,7 @@ update_connection_router = Router()
     "/connections/<connection_id>",
     summary="Change some settings of a connection",
     description="Send `If-Match` with the ETag you read to have a stale update refused with 412.",
-    responses=documented_responses(200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 422),
+    responses=documented_responses(200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 415, 422),
 )
 def update_connection(
     connection_id: ConnectionId,
@@ -177,6 +177,7 @@ start_authorization_router = Router()
         401,
         404,
         413,
+        415,
         422,
         503,
     ),
@@ -320,7 +321,7 @@ create_feed_router = Router()
 @create_feed_router.post(
     "/feeds",
     summary="Register a product feed, public or protected by one of the tenant's connections",
-    responses=documented_responses(201, "Created", FeedOut, 400, 401, 413, 422),
+    responses=documented_responses(201, "Created", FeedOut, 400, 401, 413, 415, 422),
 )
 def create_feed(request: Annotated[FeedCreate, Body()]) -> Response[FeedOut]:
     view = feeds.create_feed(get_settings(), current_caller(create_feed_router), request)
@@ -333,7 +334,7 @@ update_feed_router = Router()
 @update_feed_router.patch(
     "/feeds/<feed_id>",
     summary="Change some settings of a feed",
-    responses=documented_responses(200, "Updated", FeedOut, 400, 401, 404, 409, 412, 413, 422),
+    responses=documented_responses(200, "Updated", FeedOut, 400, 401, 404, 409, 412, 413, 415, 422),
 )
 def update_feed(
     feed_id: FeedId,
