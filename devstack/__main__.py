@@ -36,6 +36,12 @@ def _token(arguments: argparse.Namespace) -> int:
     from devstack.stack_info import token_settings
     from devstack.tokens import load_or_create_key, mint
 
+    if not arguments.tenant.strip():
+        print(
+            "error: the tenant is empty; name the tenant the token is for, e.g. make dev-token TENANT=acme",
+            file=sys.stderr,
+        )
+        return 2
     state_dir = Path(arguments.state_dir).resolve() if arguments.state_dir else config.default_state_dir()
     settings = token_settings(state_dir, Path(arguments.template))
     token = mint(
@@ -48,7 +54,7 @@ def _token(arguments: argparse.Namespace) -> int:
         expires_in=arguments.expires_in,
         claims=dict(arguments.claim or []),
     )
-    sys.stdout.write(token + ("\n" if sys.stdout.isatty() else ""))
+    sys.stdout.write(token + "\n")
     sys.stdout.flush()
     return 0
 
@@ -86,16 +92,19 @@ def _banner(stack: Any) -> str:
 
 def _run(arguments: argparse.Namespace) -> int:
     from devstack.provider import provider_available
-    from devstack.stack import Stack
+    from devstack.stack import Stack, StackError
 
     repo_root = config.REPO_ROOT
-    state_dir = Path(arguments.state_dir).resolve() if arguments.state_dir else config.default_state_dir()
+    api_port = config.env_port("API_PORT", config.DEFAULT_API_PORT)
+    state_dir = (
+        Path(arguments.state_dir).resolve() if arguments.state_dir else config.default_state_dir(api_port=api_port)
+    )
     speedup = float(os.environ.get(config.ENV_SCHEDULE_SPEEDUP) or arguments.schedule_speedup)
     stack = Stack(
         template_path=Path(arguments.template),
         repo_root=repo_root,
         state_dir=state_dir,
-        api_port=config.env_port("API_PORT", config.DEFAULT_API_PORT),
+        api_port=api_port,
         lambda_port=config.env_port("LAMBDA_PORT", config.DEFAULT_LAMBDA_PORT),
         aws_port=config.env_port("AWS_PORT", config.DEFAULT_AWS_PORT),
         schedules=_env_flag(config.ENV_SCHEDULES, not arguments.no_schedules),
@@ -114,7 +123,13 @@ def _run(arguments: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        stack.start()
+        stack.start()  # stops what it started if it fails
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    try:
         print(_banner(stack), flush=True)
         # Short waits: a signal may land on another thread, and Python runs the handler only
         # once the main thread gets back to the interpreter loop.

@@ -87,9 +87,17 @@ def env_port(name: str, default: int) -> int:
     return port
 
 
-def default_state_dir(repo_root: Path = REPO_ROOT) -> Path:
+def default_state_dir(repo_root: Path = REPO_ROOT, api_port: int | None = None) -> Path:
+    """``.devstack/`` for a stack on the default API port; ``.devstack/api-<port>/`` for one with a moved
+    API port, so that two stacks of one checkout never share logs, keys or provider configuration
+    (two running stacks cannot share an API port). ``$DEVSTACK_STATE_DIR`` wins."""
     override = os.environ.get(ENV_STATE_DIR, "").strip()
-    return Path(override).resolve() if override else repo_root / STATE_DIR_NAME
+    if override:
+        return Path(override).resolve()
+    if api_port is None:
+        api_port = env_port("API_PORT", DEFAULT_API_PORT)
+    base = repo_root / STATE_DIR_NAME
+    return base if api_port == DEFAULT_API_PORT else base / f"api-{api_port}"
 
 
 def api_url_for(port: int) -> str:

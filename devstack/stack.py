@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import threading
@@ -11,7 +12,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import boto3
 
@@ -23,7 +24,7 @@ from devstack.lambda_api import LambdaEndpoint
 from devstack.logs import LogSink
 from devstack.provider import DemoProvider, provider_available
 from devstack.runtime import FunctionSpec, InvocationResult, LambdaRuntime
-from devstack.stack_info import STACK_FILE
+from devstack.stack_info import STACK_FILE, running_stack_info
 from devstack.template import load_template, parameter_values
 from devstack.tokens import SigningKey, load_or_create_key, mint
 from devstack.triggers import (
@@ -76,7 +77,7 @@ class Stack:
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.repo_root = Path(repo_root).resolve()
-        self.state_dir = Path(state_dir).resolve() if state_dir else config.default_state_dir(self.repo_root)
+        self.state_dir = Path(state_dir).resolve() if state_dir else config.default_state_dir(self.repo_root, api_port)
         self.ports = {"api": api_port, "lambda": lambda_port, "aws": aws_port}
         self.parameter_overrides = dict(parameter_overrides or {})
         self.env_overrides = dict(env_overrides or {})
@@ -114,6 +115,7 @@ class Stack:
         self._captured: list[dict[str, Any]] = []
         self._capture_lock = threading.Lock()
         self._started = False
+        self._lock: StateLock | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Self:
@@ -138,6 +140,7 @@ class Stack:
 
     def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = StateLock.acquire(self.state_dir)
         sink = self._sink = LogSink(self.state_dir / "logs", echo=self.echo_logs)
         self._moto = MotoServer(self.ports["aws"], sink)  # starts in the background while we go on
         self.template = load_template(self.template_path)
@@ -223,6 +226,9 @@ class Stack:
         with contextlib.suppress(FileNotFoundError):
             if self._owns_stack_file():
                 (self.state_dir / STACK_FILE).unlink()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self._scheduler = None
         self._pollers = []
         self._api = self._lambda = None
@@ -405,6 +411,37 @@ class Stack:
         except (OSError, ValueError):
             return False
         return bool(info.get("pid") == os.getpid() and info.get("api_url") == self.api_url)
+
+
+class StateLock:
+    """One running stack per state folder: a second one would delete the first one's logs while it
+    writes them and rewrite its provider configuration. The lock is an flock, so a stack that died
+    without stopping leaves nothing to clean up."""
+
+    FILE_NAME = "stack.lock"
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, state_dir: Path) -> StateLock:
+        handle = (state_dir / cls.FILE_NAME).open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            info = running_stack_info(state_dir) or {}
+            running = f" (pid {info['pid']}, API {info['api_url']})" if info.get("api_url") else ""
+            raise StackError(
+                f"another local stack{running} is running with the state folder {state_dir}; stop it first, "
+                f"or give this one other ports (API_PORT, LAMBDA_PORT, AWS_PORT, PROVIDER_PORT, RETURN_PORT): "
+                f"a moved API_PORT keeps its state in {config.STATE_DIR_NAME}/api-<port>/"
+            ) from None
+        return cls(handle)
+
+    def release(self) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
 
 
 def _bind[T: (ApiGateway, LambdaEndpoint)](kind: type[T], port: int, variable: str) -> T:
