@@ -195,7 +195,8 @@ def build_routes(template: Mapping[str, Any], resolver: Resolver, functions: Map
 
 
 def _json(status: int, message: str) -> tuple[int, bytes]:
-    return status, json.dumps({"message": message}).encode()
+    """A gateway's own answer, byte for byte as API Gateway writes it: ``{"message":"Not Found"}``."""
+    return status, json.dumps({"message": message}, separators=(",", ":")).encode()
 
 
 def _request_id() -> str:
@@ -269,6 +270,7 @@ class _Handler(RequestHandler):
             return
         found = server.find_route(method, raw_path)
         if found is None:
+            # API Gateway answers an unknown route (path or method) itself, before any authorizer.
             self._reply(*_json(404, "Not Found"), base_headers)
             return
         route, path_parameters = found
@@ -281,7 +283,13 @@ class _Handler(RequestHandler):
             outcome = self._authorize(route)
             if isinstance(outcome, tuple):
                 status, message, extra = outcome
-                self._reply(*_json(status, message), base_headers + cors_headers + extra)
+                if status == 401:
+                    # The JWT authorizer's refusal carries no content-type, only the challenge.
+                    self.respond(
+                        *_json(status, message), base_headers + cors_headers + extra, head_only=method == "HEAD"
+                    )
+                else:
+                    self._reply(*_json(status, message), base_headers + cors_headers + extra)
                 return
             authorizer_context = outcome
         event = self._event(route, raw_path, raw_query, body, path_parameters, authorizer_context, request_id, started)
@@ -310,7 +318,7 @@ class _Handler(RequestHandler):
         try:
             claims = verify(token, self.server.keys, issuer=authorizer.issuer, audiences=authorizer.audiences)
         except InvalidToken as error:
-            challenge = f'Bearer error="invalid_token" error_description="{error}"'
+            challenge = f'Bearer scope="{" ".join(route.scopes)}" error="invalid_token" error_description="{error}"'
             return 401, "Unauthorized", [("www-authenticate", challenge)]
         scopes = token_scopes(claims)
         if route.scopes and not set(route.scopes) & set(scopes):
