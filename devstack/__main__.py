@@ -72,6 +72,8 @@ def _banner(stack: Any) -> str:
     ]
     if stack.provider_url:
         lines.append(f"  Demo provider   {stack.provider_url}")
+    if stack.return_url:
+        lines.append(f"  Return page     {stack.return_url}  (a return_url that shows the outcome)")
     schedules = (
         f"on (speed-up x{stack.schedule_speedup:g})" if stack.schedules_enabled else f"off ({config.ENV_SCHEDULES}=0)"
     )
@@ -111,6 +113,8 @@ def _run(arguments: argparse.Namespace) -> int:
         schedule_speedup=speedup,
         with_provider=not arguments.no_provider and provider_available(repo_root),
         provider_port=config.env_port("PROVIDER_PORT", config.DEFAULT_PROVIDER_PORT),
+        return_page=True,
+        return_port=config.env_port("RETURN_PORT", config.DEFAULT_RETURN_PORT),
     )
     stopping = threading.Event()
 

@@ -18,6 +18,7 @@ DEFAULT_API_PORT: Final = 3000
 DEFAULT_LAMBDA_PORT: Final = 3001
 DEFAULT_PROVIDER_PORT: Final = 3002
 DEFAULT_AWS_PORT: Final = 4566
+DEFAULT_RETURN_PORT: Final = 3003
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE: Final = REPO_ROOT / "template.yaml"

@@ -23,6 +23,7 @@ from devstack.functions import build_functions
 from devstack.lambda_api import LambdaEndpoint
 from devstack.logs import LogSink
 from devstack.provider import DemoProvider, provider_available
+from devstack.return_page import ReturnPage
 from devstack.runtime import FunctionSpec, InvocationResult, LambdaRuntime
 from devstack.stack_info import STACK_FILE, running_stack_info
 from devstack.template import load_template, parameter_values
@@ -72,6 +73,8 @@ class Stack:
         schedule_speedup: float = 1.0,
         with_provider: bool = False,
         provider_port: int = config.DEFAULT_PROVIDER_PORT,
+        return_page: bool = False,
+        return_port: int = config.DEFAULT_RETURN_PORT,
         echo_logs: bool = True,
         stack_name: str = config.STACK_NAME,
     ) -> None:
@@ -86,11 +89,14 @@ class Stack:
         self.schedule_speedup = schedule_speedup
         self.with_provider = with_provider
         self.provider_port = provider_port
+        self.with_return_page = return_page
+        self.return_port = return_port
         self.echo_logs = echo_logs
         self.stack_name = stack_name
 
         self.api_url = self.lambda_url = self.aws_url = ""
         self.provider_url: str | None = None
+        self.return_url: str | None = None
         self.parameters: dict[str, Any] = {}
         self.physical_ids: dict[str, str] = {}
         self.attributes: dict[str, dict[str, Any]] = {}
@@ -109,6 +115,7 @@ class Stack:
         self._scheduler: Scheduler | None = None
         self._pollers: list[SqsPoller] = []
         self._provider: DemoProvider | None = None
+        self._return_page: ReturnPage | None = None
         self._session = boto3.session.Session()
         self._session_lock = threading.Lock()
         self._capture_url = ""
@@ -147,6 +154,8 @@ class Stack:
         self.signing_key = load_or_create_key(self.state_dir)
         self._api = _bind(ApiGateway, self.ports["api"], "API_PORT")
         self._lambda = _bind(LambdaEndpoint, self.ports["lambda"], "LAMBDA_PORT")
+        if self.with_return_page:
+            self._return_page = _bind(ReturnPage, self.return_port, "RETURN_PORT")
         self.api_url, self.lambda_url = self._api.url, self._lambda.url
         self._moto.wait_ready()
         self.aws_url = self._moto.url
@@ -179,6 +188,9 @@ class Stack:
         self._lambda.runtime = runtime
         self._api.start("api-gateway")
         self._lambda.start("lambda-endpoint")
+        if self._return_page is not None:
+            self._return_page.start("return-page")
+            self.return_url = self._return_page.page_url
 
         queue_urls = {
             str(values["Arn"]): str(values["QueueUrl"]) for values in self.attributes.values() if "QueueUrl" in values
@@ -211,7 +223,7 @@ class Stack:
             self._scheduler.stop()
         for poller in self._pollers:
             poller.stop()
-        for server in (self._api, self._lambda):
+        for server in (self._api, self._lambda, self._return_page):
             if server is not None:
                 with contextlib.suppress(OSError):
                     server.stop()
@@ -232,6 +244,7 @@ class Stack:
         self._scheduler = None
         self._pollers = []
         self._api = self._lambda = None
+        self._return_page = None
         self._runtime = None
         self._provider = None
         self._moto = None
@@ -395,6 +408,7 @@ class Stack:
             "lambda_url": self.lambda_url,
             "aws_url": self.aws_url,
             "provider_url": self.provider_url,
+            "return_url": self.return_url,
             "issuer": self.issuer,
             "audience": self.audience,
             "tenant_claim": self.tenant_claim,
@@ -444,7 +458,7 @@ class StateLock:
         self._handle.close()
 
 
-def _bind[T: (ApiGateway, LambdaEndpoint)](kind: type[T], port: int, variable: str) -> T:
+def _bind[T: (ApiGateway, LambdaEndpoint, ReturnPage)](kind: type[T], port: int, variable: str) -> T:
     try:
         return kind(port)
     except OSError as error:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+import requests
 
 from devstack import Stack
 from devstack.config import REPO_ROOT, default_state_dir
@@ -198,6 +199,7 @@ def test_run_starts_and_stops_on_signal(tmp_path: Path, stop_signal: signal.Sign
             "LAMBDA_PORT": "0",
             "AWS_PORT": "0",
             "PROVIDER_PORT": "0",
+            "RETURN_PORT": "0",
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -220,7 +222,9 @@ def test_run_starts_and_stops_on_signal(tmp_path: Path, stop_signal: signal.Sign
                 pytest.fail("no banner:\n" + "".join(output))
         info = json.loads((tmp_path / "stack.json").read_text())
         assert info["pid"] == process.pid
-        urls = [info["api_url"], info["lambda_url"], info["aws_url"]]
+        urls = [info["api_url"], info["lambda_url"], info["aws_url"], info["return_url"].removesuffix("/connected")]
+        assert any(f"Return page     {info['return_url']}" in line for line in output)
+        assert requests.get(info["return_url"] + "?status=connected", timeout=10).status_code == 200
         if with_provider:
             assert info["provider_url"]
             assert any(info["provider_url"] in line for line in output)
