@@ -22,6 +22,7 @@ TENANT ?= acme
 
 help:
 	@echo "make run        start the local stack (embedded AWS, API on :3000, Lambda on :3001, demo provider)"
+	@echo "make run LOGS=all   the same, streaming every function's log lines"
 	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
 	@echo "make dev-token TENANT=acme [USER=alice]   print a bearer token for the local API"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
@@ -68,8 +69,9 @@ e2e: setup
 test: lint types cfn
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# LOGS=all streams every function's log lines instead of one line per request and run.
 run: setup
-	$(PY) -m devstack run
+	$(PY) -m devstack run $(if $(filter all,$(LOGS)),--all-logs)
 
 dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)"

@@ -79,7 +79,7 @@ def _banner(stack: Any) -> str:
     )
     lines += [
         f"  Schedules       {schedules}",
-        f"  Logs            {state}/logs/",
+        f"  Logs            {state}/logs/  (one line per request and run here; make run LOGS=all streams them all)",
         "",
         "  Bearer token:   make dev-token TENANT=acme [USER=alice]",
         '  Try:            curl -H "Authorization: Bearer $(make -s dev-token TENANT=acme)" \\',
@@ -114,6 +114,7 @@ def _run(arguments: argparse.Namespace) -> int:
         with_provider=not arguments.no_provider and provider_available(repo_root),
         provider_port=config.env_port("PROVIDER_PORT", config.DEFAULT_PROVIDER_PORT),
         return_page=True,
+        all_logs=arguments.all_logs or _env_flag(config.ENV_ALL_LOGS, False),
         return_port=config.env_port("RETURN_PORT", config.DEFAULT_RETURN_PORT),
     )
     stopping = threading.Event()
@@ -165,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"schedule clock speed-up factor ({config.ENV_SCHEDULE_SPEEDUP})",
     )
     run.add_argument("--no-provider", action="store_true", help="do not start the demo OAuth2 provider")
+    run.add_argument(
+        "--all-logs",
+        action="store_true",
+        help=f"stream every log line of every function instead of one line per request and run ({config.ENV_ALL_LOGS}=1)",
+    )
 
     token = commands.add_parser(
         "token", parents=[common], help="print a bearer token for the local API (and nothing else)"

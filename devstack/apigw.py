@@ -13,7 +13,7 @@ import json
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,10 +242,25 @@ class ApiGateway(LocalServer):
 class _Handler(RequestHandler):
     server: ApiGateway
 
+    _status = 0
+
     def do_GET(self) -> None:
-        self._handle()
+        started = time.monotonic()
+        try:
+            self._handle()
+        finally:
+            if self.server.sink is not None:  # the path only: a query may carry a code or a flow handle
+                path = self.path.partition("?")[0]
+                took = (time.monotonic() - started) * 1000
+                self.server.sink.activity(f"{self.command} {path} {self._status} {took:.0f} ms")
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def respond(
+        self, status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = (), *, head_only: bool = False
+    ) -> None:
+        self._status = status
+        super().respond(status, body, headers, head_only=head_only)
 
     # ------------------------------------------------------------------ request
     def _handle(self) -> None:

@@ -65,6 +65,7 @@ LOCAL_PARAMETER_VALUES: Final[dict[str, str]] = {
 ENV_SCHEDULES: Final = "DEVSTACK_SCHEDULES"  # "0"/"false"/"off" disables schedules
 ENV_SCHEDULE_SPEEDUP: Final = "DEVSTACK_SCHEDULE_SPEEDUP"  # e.g. "60": rate(1 minute) fires every second
 ENV_STATE_DIR: Final = "DEVSTACK_STATE_DIR"
+ENV_ALL_LOGS: Final = "DEVSTACK_ALL_LOGS"  # "1": the console streams every log line
 
 #: Lambda-like limits.
 MAX_WORKERS_PER_FUNCTION: Final = 64

@@ -75,7 +75,7 @@ class DemoProvider:
         )
         assert self.process.stdout is not None
         self.url = self._wait_for_url(self.process.stdout.fileno(), timeout=20)
-        sink.pump("provider", self.process.stdout)
+        sink.pump("provider", self.process.stdout, echo=True)  # a few lines: its address, its warnings
 
     def _wait_for_url(self, descriptor: int, timeout: float) -> str:
         deadline = time.monotonic() + timeout

@@ -76,6 +76,7 @@ class Stack:
         return_page: bool = False,
         return_port: int = config.DEFAULT_RETURN_PORT,
         echo_logs: bool = True,
+        all_logs: bool = False,
         stack_name: str = config.STACK_NAME,
     ) -> None:
         self.template_path = Path(template_path).resolve()
@@ -92,6 +93,7 @@ class Stack:
         self.with_return_page = return_page
         self.return_port = return_port
         self.echo_logs = echo_logs
+        self.all_logs = all_logs
         self.stack_name = stack_name
 
         self.api_url = self.lambda_url = self.aws_url = ""
@@ -148,7 +150,7 @@ class Stack:
     def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = StateLock.acquire(self.state_dir)
-        sink = self._sink = LogSink(self.state_dir / "logs", echo=self.echo_logs)
+        sink = self._sink = LogSink(self.state_dir / "logs", echo=self.echo_logs, all_logs=self.all_logs)
         self._moto = MotoServer(self.ports["aws"], sink)  # starts in the background while we go on
         self.template = load_template(self.template_path)
         self.signing_key = load_or_create_key(self.state_dir)
