@@ -7,7 +7,11 @@ BIN         := $(VENV)/bin
 PY          := $(BIN)/python
 export PYENV_VERSION := 3.13.0
 export SAM_CLI_TELEMETRY := 0
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The demo provider (oidc-provider) supports Node.js LTS releases from 22 on; Debian bookworm has 18 and
+# many machines 20, so setup installs this one from the npm registry's `node` package into .tools/node.
+NODE_VERSION := 22.23.3
+NODE_DIR    := .tools/node
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(NODE_DIR)/node_modules/.bin:$(PATH)
 PYTEST_ARGS ?=
 
 # The dev-token user defaults to a fixed name unless USER is given on the command line.
@@ -27,7 +31,12 @@ help:
 	@echo "make dev-token TENANT=acme [USER=alice]   print a bearer token for the local API"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
 
-setup: $(VENV)/.installed provider/node_modules/.installed .system-deps.installed
+setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed .system-deps.installed
+
+$(NODE_DIR)/.installed:
+	npm install --prefix $(NODE_DIR) --no-save --no-audit --no-fund --loglevel=error node@$(NODE_VERSION)
+	@$(NODE_DIR)/node_modules/.bin/node --version
+	touch $@
 
 $(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
 	@command -v python3.13 >/dev/null || { echo "python3.13 is required (pyenv install 3.13.0)"; exit 1; }
@@ -35,7 +44,7 @@ $(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
 	touch $@
 
-provider/node_modules/.installed: provider/package.json provider/package-lock.json
+provider/node_modules/.installed: provider/package.json provider/package-lock.json | $(NODE_DIR)/.installed
 	cd provider && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -84,4 +93,4 @@ lock:
 	cd requirements && uv pip compile --python-version 3.13 --generate-hashes -q dev.in -o dev.txt
 
 clean:
-	rm -rf $(VENV) .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules .system-deps.installed
+	rm -rf $(VENV) .tools .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules .system-deps.installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Final
 
@@ -23,6 +24,8 @@ DEFAULT_RETURN_PORT: Final = 3003
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE: Final = REPO_ROOT / "template.yaml"
 STATE_DIR_NAME: Final = ".devstack"
+#: Where `make setup` installs the Node.js the demo provider needs (an LTS release oidc-provider supports).
+NODE_DIR: Final = REPO_ROOT / ".tools" / "node"
 
 #: Fake credentials of the embedded AWS (moto accepts anything).
 FAKE_ACCESS_KEY: Final = "testing"
@@ -104,3 +107,9 @@ def default_state_dir(repo_root: Path = REPO_ROOT, api_port: int | None = None) 
 
 def api_url_for(port: int) -> str:
     return f"http://{HOST}:{port}"
+
+
+def node_executable() -> str | None:
+    """The Node.js of `make setup` (``.tools/node``) if it is there, else the one on PATH."""
+    local = NODE_DIR / "node_modules" / ".bin" / "node"
+    return str(local) if local.exists() else shutil.which("node")
