@@ -120,11 +120,18 @@ function buildProvider(issuer, config, state) {
     clients: config.clients ?? [],
     scopes,
     claims: { openid: ['sub'] },
+    // Every login name is an account (the sign-in page takes any name and password).
+    findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     jwks: { keys: [signingKey()] },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     features: {
       devInteractions: { enabled: false },
-      introspection: { enabled: true },
+      // A public client may introspect only its own tokens; an authenticated client any token.
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none'
+          || token.clientId === ctx.oidc.client.clientId,
+      },
       revocation: { enabled: true },
       clientCredentials: { enabled: true },
     },
