@@ -235,7 +235,13 @@ def test_duplicate_name_is_409(api: ApiClient) -> None:
 # ------------------------------------------------------------------ bad input
 
 BAD_REQUESTS: list[Any] = [
-    pytest.param("POST", "/connections", {"data": "{not json"}, (400,), id="malformed-json"),
+    pytest.param(
+        "POST",
+        "/connections",
+        {"data": "{not json", "headers": {"Content-Type": "application/json"}},
+        (400,),
+        id="malformed-json",
+    ),
     pytest.param("POST", "/connections", {"json": {}}, (422,), id="empty-object"),
     pytest.param("POST", "/connections", {"json": [1, 2]}, (400, 422), id="json-array"),
     pytest.param("POST", "/connections", {"json": connection_body(status="connected")}, (422,), id="unknown-field"),
