@@ -78,7 +78,7 @@ e2e: setup
 test: lint types cfn
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# LOGS=all streams every function's log lines instead of one line per request and run.
+# LOGS=all streams every function's log lines too, not only one line per request and run.
 run: setup
 	$(PY) -m devstack run $(if $(filter all,$(LOGS)),--all-logs)
 

@@ -79,7 +79,7 @@ def _banner(stack: Any) -> str:
     )
     lines += [
         f"  Schedules       {schedules}",
-        f"  Logs            {state}/logs/  (one line per request and run here; make run LOGS=all streams them all)",
+        f"  Logs            {state}/logs/  (one line per request and run here; make run LOGS=all adds every log line)",
         "",
         "  Bearer token:   make dev-token TENANT=acme [USER=alice]",
         '  Try:            curl -H "Authorization: Bearer $(make -s dev-token TENANT=acme)" \\',
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--all-logs",
         action="store_true",
-        help=f"stream every log line of every function instead of one line per request and run ({config.ENV_ALL_LOGS}=1)",
+        help=f"stream every log line of every function, not only one line per request and run ({config.ENV_ALL_LOGS}=1)",
     )
 
     token = commands.add_parser(

@@ -2,7 +2,7 @@
 
 The console shows one human line per request, scheduled run and queue batch (``activity``) plus the
 functions' warnings and errors; every line a function prints is in ``<log dir>/<source>.log``.
-With ``all_logs`` the console streams every line as ``[source] line`` instead.
+With ``all_logs`` the console streams every line as ``[source] line`` as well.
 """
 
 from __future__ import annotations
@@ -93,11 +93,10 @@ class LogSink:
                 self._show(f"[{source}] {shown}")
 
     def activity(self, line: str) -> None:
-        """One human line about a request or a run: on the console unless ``all_logs`` streams the
-        underlying lines already, and always in ``activity.log``."""
+        """One human line about a request or a run: on the console and in ``activity.log``."""
         with self._lock:
             self._append(ACTIVITY, line)
-            if self.echo and not self.all_logs:
+            if self.echo:
                 self._show(line)
 
     def _append(self, source: str, line: str) -> None:

@@ -50,7 +50,7 @@ def test_all_logs_streams_every_line(tmp_path: Path) -> None:
     sink.write("RefreshWorkerFunction", "START RequestId: x", echo=False)
     sink.activity("GET /connections 200 12 ms")
     sink.close()
-    assert console.getvalue().splitlines() == [f"[RefreshWorkerFunction] {FUNCTION_LINE}"]
+    assert console.getvalue().splitlines() == [f"[RefreshWorkerFunction] {FUNCTION_LINE}", "GET /connections 200 12 ms"]
 
 
 @pytest.mark.parametrize(
@@ -158,6 +158,6 @@ def test_make_run_with_all_logs_streams_the_functions_lines(tmp_path: Path) -> N
     process, lines, output = _run(tmp_path, "--all-logs")
     try:
         _wait_for(lines, output, lambda line: line.startswith("[TickFunction] {"))
+        _wait_for(lines, output, lambda line: line.startswith("schedule TickFunction (Tick) ok"))
     finally:
         _stop(process)
-    assert not any(line.startswith("schedule ") for line in output)
