@@ -403,7 +403,8 @@ class SqsPoller:
         event = {"Records": [sqs_record(message, self.source.queue_arn) for message in messages]}
         result = self.runtime.invoke(spec, json.dumps(event).encode())
         self.sink.activity(
-            f"queue {spec.logical_id} ({len(messages)} messages) {describe_outcome(result.ok, result.payload)} "
+            f"queue {spec.logical_id} ({len(messages)} message{'' if len(messages) == 1 else 's'}) "
+            f"{describe_outcome(result.ok, result.payload)} "
             f"{result.duration_ms:.0f} ms"
         )
         if not result.ok:

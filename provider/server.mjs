@@ -33,7 +33,7 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 class ConfigError extends Error {}
 
@@ -132,7 +132,19 @@ function buildProvider(issuer, config, state) {
         allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none'
           || token.clientId === ctx.oidc.client.clientId,
       },
-      revocation: { enabled: true },
+      // A client revokes only its own tokens (a public client's attempt on another's is ignored).
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client, token) => {
+          if (token.clientId === client.clientId) {
+            return true;
+          }
+          if (client.clientAuthMethod === 'none') {
+            return false;
+          }
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       clientCredentials: { enabled: true },
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
