@@ -7,7 +7,11 @@ BIN         := $(VENV)/bin
 PY          := $(BIN)/python
 export PYENV_VERSION := 3.13.0
 export SAM_CLI_TELEMETRY := 0
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The demo provider (oidc-provider) supports Node.js LTS releases from 22 on; Debian bookworm has 18 and
+# many machines 20, so setup installs this one from the npm registry's `node` package into .tools/node.
+NODE_VERSION := 22.23.3
+NODE_DIR    := .tools/node
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(NODE_DIR)/node_modules/.bin:$(PATH)
 PYTEST_ARGS ?=
 
 # The dev-token user defaults to a fixed name unless USER is given on the command line.
@@ -24,12 +28,18 @@ DEV_TOKEN_SCOPES := $(if $(filter undefined,$(origin SCOPES)),,--scopes "$(SCOPE
 
 help:
 	@echo "make run        start the local stack (embedded AWS, API on :3000, Lambda on :3001, demo provider)"
+	@echo "make run LOGS=all   the same, streaming every function's log lines"
 	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
 	@echo "make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]   print a bearer token for the local API"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
 	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 
-setup: $(VENV)/.installed provider/node_modules/.installed .system-deps.installed
+setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed .system-deps.installed
+
+$(NODE_DIR)/.installed:
+	npm install --prefix $(NODE_DIR) --no-save --no-audit --no-fund --loglevel=error node@$(NODE_VERSION)
+	@$(NODE_DIR)/node_modules/.bin/node --version
+	touch $@
 
 $(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
 	@command -v python3.13 >/dev/null || { echo "python3.13 is required (pyenv install 3.13.0)"; exit 1; }
@@ -37,7 +47,7 @@ $(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
 	touch $@
 
-provider/node_modules/.installed: provider/package.json provider/package-lock.json
+provider/node_modules/.installed: provider/package.json provider/package-lock.json | $(NODE_DIR)/.installed
 	cd provider && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -71,8 +81,9 @@ e2e: setup
 test: lint types cfn
 	$(PY) -m pytest tests clients/python/tests $(PYTEST_ARGS)
 
+# LOGS=all streams every function's log lines too, not only one line per request and run.
 run: setup
-	$(PY) -m devstack run
+	$(PY) -m devstack run $(if $(filter all,$(LOGS)),--all-logs)
 
 dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)" $(DEV_TOKEN_SCOPES)
@@ -88,4 +99,4 @@ lock:
 	cd requirements && uv pip compile --python-version 3.13 --generate-hashes -q dev.in -o dev.txt
 
 clean:
-	rm -rf $(VENV) .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules .system-deps.installed
+	rm -rf $(VENV) .tools .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules .system-deps.installed

@@ -36,6 +36,12 @@ def _token(arguments: argparse.Namespace) -> int:
     from devstack.stack_info import token_settings
     from devstack.tokens import load_or_create_key, mint, scope_claim
 
+    if not arguments.tenant.strip():
+        print(
+            "error: the tenant is empty; name the tenant the token is for, e.g. make dev-token TENANT=acme",
+            file=sys.stderr,
+        )
+        return 2
     state_dir = Path(arguments.state_dir).resolve() if arguments.state_dir else config.default_state_dir()
     settings = token_settings(state_dir, Path(arguments.template))
     scopes = settings.scopes if arguments.scopes is None else arguments.scopes.replace(",", " ").split()
@@ -49,7 +55,7 @@ def _token(arguments: argparse.Namespace) -> int:
         expires_in=arguments.expires_in,
         claims=scope_claim(scopes) | dict(arguments.claim or []),
     )
-    sys.stdout.write(token + ("\n" if sys.stdout.isatty() else ""))
+    sys.stdout.write(token + "\n")
     sys.stdout.flush()
     return 0
 
@@ -67,12 +73,14 @@ def _banner(stack: Any) -> str:
     ]
     if stack.provider_url:
         lines.append(f"  Demo provider   {stack.provider_url}")
+    if stack.return_url:
+        lines.append(f"  Return page     {stack.return_url}  (a return_url that shows the outcome)")
     schedules = (
         f"on (speed-up x{stack.schedule_speedup:g})" if stack.schedules_enabled else f"off ({config.ENV_SCHEDULES}=0)"
     )
     lines += [
         f"  Schedules       {schedules}",
-        f"  Logs            {state}/logs/",
+        f"  Logs            {state}/logs/  (one line per request and run here; make run LOGS=all adds every log line)",
         "",
         "  Bearer token:   make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]",
         '  Try:            curl -H "Authorization: Bearer $(make -s dev-token TENANT=acme)" \\',
@@ -87,22 +95,28 @@ def _banner(stack: Any) -> str:
 
 def _run(arguments: argparse.Namespace) -> int:
     from devstack.provider import provider_available
-    from devstack.stack import Stack
+    from devstack.stack import Stack, StackError
 
     repo_root = config.REPO_ROOT
-    state_dir = Path(arguments.state_dir).resolve() if arguments.state_dir else config.default_state_dir()
+    api_port = config.env_port("API_PORT", config.DEFAULT_API_PORT)
+    state_dir = (
+        Path(arguments.state_dir).resolve() if arguments.state_dir else config.default_state_dir(api_port=api_port)
+    )
     speedup = float(os.environ.get(config.ENV_SCHEDULE_SPEEDUP) or arguments.schedule_speedup)
     stack = Stack(
         template_path=Path(arguments.template),
         repo_root=repo_root,
         state_dir=state_dir,
-        api_port=config.env_port("API_PORT", config.DEFAULT_API_PORT),
+        api_port=api_port,
         lambda_port=config.env_port("LAMBDA_PORT", config.DEFAULT_LAMBDA_PORT),
         aws_port=config.env_port("AWS_PORT", config.DEFAULT_AWS_PORT),
         schedules=_env_flag(config.ENV_SCHEDULES, not arguments.no_schedules),
         schedule_speedup=speedup,
         with_provider=not arguments.no_provider and provider_available(repo_root),
         provider_port=config.env_port("PROVIDER_PORT", config.DEFAULT_PROVIDER_PORT),
+        return_page=True,
+        all_logs=arguments.all_logs or _env_flag(config.ENV_ALL_LOGS, False),
+        return_port=config.env_port("RETURN_PORT", config.DEFAULT_RETURN_PORT),
     )
     stopping = threading.Event()
 
@@ -115,7 +129,13 @@ def _run(arguments: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        stack.start()
+        stack.start()  # stops what it started if it fails
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    try:
         print(_banner(stack), flush=True)
         # Short waits: a signal may land on another thread, and Python runs the handler only
         # once the main thread gets back to the interpreter loop.
@@ -147,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"schedule clock speed-up factor ({config.ENV_SCHEDULE_SPEEDUP})",
     )
     run.add_argument("--no-provider", action="store_true", help="do not start the demo OAuth2 provider")
+    run.add_argument(
+        "--all-logs",
+        action="store_true",
+        help=f"stream every log line of every function, not only one line per request and run ({config.ENV_ALL_LOGS}=1)",
+    )
 
     token = commands.add_parser(
         "token", parents=[common], help="print a bearer token for the local API (and nothing else)"

@@ -13,7 +13,7 @@ import json
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,7 +195,8 @@ def build_routes(template: Mapping[str, Any], resolver: Resolver, functions: Map
 
 
 def _json(status: int, message: str) -> tuple[int, bytes]:
-    return status, json.dumps({"message": message}).encode()
+    """A gateway's own answer, byte for byte as API Gateway writes it: ``{"message":"Not Found"}``."""
+    return status, json.dumps({"message": message}, separators=(",", ":")).encode()
 
 
 def _request_id() -> str:
@@ -241,10 +242,25 @@ class ApiGateway(LocalServer):
 class _Handler(RequestHandler):
     server: ApiGateway
 
+    _status = 0
+
     def do_GET(self) -> None:
-        self._handle()
+        started = time.monotonic()
+        try:
+            self._handle()
+        finally:
+            if self.server.sink is not None:  # the path only: a query may carry a code or a flow handle
+                path = self.path.partition("?")[0]
+                took = (time.monotonic() - started) * 1000
+                self.server.sink.activity(f"{self.command} {path} {self._status} {took:.0f} ms")
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def respond(
+        self, status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = (), *, head_only: bool = False
+    ) -> None:
+        self._status = status
+        super().respond(status, body, headers, head_only=head_only)
 
     # ------------------------------------------------------------------ request
     def _handle(self) -> None:
@@ -269,6 +285,7 @@ class _Handler(RequestHandler):
             return
         found = server.find_route(method, raw_path)
         if found is None:
+            # API Gateway answers an unknown route (path or method) itself, before any authorizer.
             self._reply(*_json(404, "Not Found"), base_headers)
             return
         route, path_parameters = found
@@ -281,7 +298,13 @@ class _Handler(RequestHandler):
             outcome = self._authorize(route)
             if isinstance(outcome, tuple):
                 status, message, extra = outcome
-                self._reply(*_json(status, message), base_headers + cors_headers + extra)
+                if status == 401:
+                    # The JWT authorizer's refusal carries no content-type, only the challenge.
+                    self.respond(
+                        *_json(status, message), base_headers + cors_headers + extra, head_only=method == "HEAD"
+                    )
+                else:
+                    self._reply(*_json(status, message), base_headers + cors_headers + extra)
                 return
             authorizer_context = outcome
         event = self._event(route, raw_path, raw_query, body, path_parameters, authorizer_context, request_id, started)
@@ -310,7 +333,7 @@ class _Handler(RequestHandler):
         try:
             claims = verify(token, self.server.keys, issuer=authorizer.issuer, audiences=authorizer.audiences)
         except InvalidToken as error:
-            challenge = f'Bearer error="invalid_token" error_description="{error}"'
+            challenge = f'Bearer scope="{" ".join(route.scopes)}" error="invalid_token" error_description="{error}"'
             return 401, "Unauthorized", [("www-authenticate", challenge)]
         scopes = token_scopes(claims)
         if route.scopes and not set(route.scopes) & set(scopes):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Final
 
@@ -18,10 +19,13 @@ DEFAULT_API_PORT: Final = 3000
 DEFAULT_LAMBDA_PORT: Final = 3001
 DEFAULT_PROVIDER_PORT: Final = 3002
 DEFAULT_AWS_PORT: Final = 4566
+DEFAULT_RETURN_PORT: Final = 3003
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE: Final = REPO_ROOT / "template.yaml"
 STATE_DIR_NAME: Final = ".devstack"
+#: Where `make setup` installs the Node.js the demo provider needs (an LTS release oidc-provider supports).
+NODE_DIR: Final = REPO_ROOT / ".tools" / "node"
 
 #: Fake credentials of the embedded AWS (moto accepts anything).
 FAKE_ACCESS_KEY: Final = "testing"
@@ -64,6 +68,7 @@ LOCAL_PARAMETER_VALUES: Final[dict[str, str]] = {
 ENV_SCHEDULES: Final = "DEVSTACK_SCHEDULES"  # "0"/"false"/"off" disables schedules
 ENV_SCHEDULE_SPEEDUP: Final = "DEVSTACK_SCHEDULE_SPEEDUP"  # e.g. "60": rate(1 minute) fires every second
 ENV_STATE_DIR: Final = "DEVSTACK_STATE_DIR"
+ENV_ALL_LOGS: Final = "DEVSTACK_ALL_LOGS"  # "1": the console streams every log line
 
 #: Lambda-like limits.
 MAX_WORKERS_PER_FUNCTION: Final = 64
@@ -87,10 +92,24 @@ def env_port(name: str, default: int) -> int:
     return port
 
 
-def default_state_dir(repo_root: Path = REPO_ROOT) -> Path:
+def default_state_dir(repo_root: Path = REPO_ROOT, api_port: int | None = None) -> Path:
+    """``.devstack/`` for a stack on the default API port; ``.devstack/api-<port>/`` for one with a moved
+    API port, so that two stacks of one checkout never share logs, keys or provider configuration
+    (two running stacks cannot share an API port). ``$DEVSTACK_STATE_DIR`` wins."""
     override = os.environ.get(ENV_STATE_DIR, "").strip()
-    return Path(override).resolve() if override else repo_root / STATE_DIR_NAME
+    if override:
+        return Path(override).resolve()
+    if api_port is None:
+        api_port = env_port("API_PORT", DEFAULT_API_PORT)
+    base = repo_root / STATE_DIR_NAME
+    return base if api_port == DEFAULT_API_PORT else base / f"api-{api_port}"
 
 
 def api_url_for(port: int) -> str:
     return f"http://{HOST}:{port}"
+
+
+def node_executable() -> str | None:
+    """The Node.js of `make setup` (``.tools/node``) if it is there, else the one on PATH."""
+    local = NODE_DIR / "node_modules" / ".bin" / "node"
+    return str(local) if local.exists() else shutil.which("node")

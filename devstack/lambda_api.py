@@ -15,6 +15,7 @@ from typing import Any
 
 from devstack import config
 from devstack.httpserver import BodyTooLarge, LocalServer, RequestHandler
+from devstack.logs import describe_outcome
 from devstack.runtime import FunctionSpec, LambdaRuntime
 
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
@@ -145,6 +146,9 @@ class _Handler(RequestHandler):
             return
         invoked_arn = name if name.startswith("arn:") else spec.arn
         result = runtime.invoke(spec, payload, client_context=client_context, invoked_arn=invoked_arn)
+        runtime.sink.activity(
+            f"invoke {spec.logical_id} {describe_outcome(result.ok, result.payload)} {result.duration_ms:.0f} ms"
+        )
         headers = [
             ("Content-Type", "application/json"),
             ("x-amzn-RequestId", result.request_id),

@@ -6,7 +6,6 @@ import ctypes
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import threading
@@ -24,7 +23,7 @@ def provider_available(repo_root: Path) -> bool:
     return (
         (provider / "server.mjs").is_file()
         and (provider / "node_modules").is_dir()
-        and shutil.which("node") is not None
+        and config.node_executable() is not None
     )
 
 
@@ -64,7 +63,7 @@ class DemoProvider:
         derived = state_dir / "provider-config.json"
         derived.write_text(json.dumps(settings, indent=2), encoding="utf-8")
         self.process = subprocess.Popen(
-            ["node", str(provider_dir / "server.mjs"), str(derived)],
+            [str(config.node_executable()), str(provider_dir / "server.mjs"), str(derived)],
             cwd=provider_dir,
             env={**os.environ, "PROVIDER_PORT": str(port)},
             stdin=subprocess.DEVNULL,
@@ -75,7 +74,7 @@ class DemoProvider:
         )
         assert self.process.stdout is not None
         self.url = self._wait_for_url(self.process.stdout.fileno(), timeout=20)
-        sink.pump("provider", self.process.stdout)
+        sink.pump("provider", self.process.stdout, echo=True)  # a few lines: its address, its warnings
 
     def _wait_for_url(self, descriptor: int, timeout: float) -> str:
         deadline = time.monotonic() + timeout

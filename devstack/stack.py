@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import threading
@@ -11,7 +12,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import boto3
 
@@ -22,8 +23,9 @@ from devstack.functions import build_functions
 from devstack.lambda_api import LambdaEndpoint
 from devstack.logs import LogSink
 from devstack.provider import DemoProvider, provider_available
+from devstack.return_page import ReturnPage
 from devstack.runtime import FunctionSpec, InvocationResult, LambdaRuntime
-from devstack.stack_info import STACK_FILE
+from devstack.stack_info import STACK_FILE, running_stack_info
 from devstack.template import load_template, parameter_values
 from devstack.tokens import SigningKey, load_or_create_key, mint, scope_claim
 from devstack.triggers import (
@@ -71,12 +73,15 @@ class Stack:
         schedule_speedup: float = 1.0,
         with_provider: bool = False,
         provider_port: int = config.DEFAULT_PROVIDER_PORT,
+        return_page: bool = False,
+        return_port: int = config.DEFAULT_RETURN_PORT,
         echo_logs: bool = True,
+        all_logs: bool = False,
         stack_name: str = config.STACK_NAME,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.repo_root = Path(repo_root).resolve()
-        self.state_dir = Path(state_dir).resolve() if state_dir else config.default_state_dir(self.repo_root)
+        self.state_dir = Path(state_dir).resolve() if state_dir else config.default_state_dir(self.repo_root, api_port)
         self.ports = {"api": api_port, "lambda": lambda_port, "aws": aws_port}
         self.parameter_overrides = dict(parameter_overrides or {})
         self.env_overrides = dict(env_overrides or {})
@@ -85,11 +90,15 @@ class Stack:
         self.schedule_speedup = schedule_speedup
         self.with_provider = with_provider
         self.provider_port = provider_port
+        self.with_return_page = return_page
+        self.return_port = return_port
         self.echo_logs = echo_logs
+        self.all_logs = all_logs
         self.stack_name = stack_name
 
         self.api_url = self.lambda_url = self.aws_url = ""
         self.provider_url: str | None = None
+        self.return_url: str | None = None
         self.parameters: dict[str, Any] = {}
         self.physical_ids: dict[str, str] = {}
         self.attributes: dict[str, dict[str, Any]] = {}
@@ -108,12 +117,14 @@ class Stack:
         self._scheduler: Scheduler | None = None
         self._pollers: list[SqsPoller] = []
         self._provider: DemoProvider | None = None
+        self._return_page: ReturnPage | None = None
         self._session = boto3.session.Session()
         self._session_lock = threading.Lock()
         self._capture_url = ""
         self._captured: list[dict[str, Any]] = []
         self._capture_lock = threading.Lock()
         self._started = False
+        self._lock: StateLock | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Self:
@@ -138,12 +149,15 @@ class Stack:
 
     def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        sink = self._sink = LogSink(self.state_dir / "logs", echo=self.echo_logs)
+        self._lock = StateLock.acquire(self.state_dir)
+        sink = self._sink = LogSink(self.state_dir / "logs", echo=self.echo_logs, all_logs=self.all_logs)
         self._moto = MotoServer(self.ports["aws"], sink)  # starts in the background while we go on
         self.template = load_template(self.template_path)
         self.signing_key = load_or_create_key(self.state_dir)
         self._api = _bind(ApiGateway, self.ports["api"], "API_PORT")
         self._lambda = _bind(LambdaEndpoint, self.ports["lambda"], "LAMBDA_PORT")
+        if self.with_return_page:
+            self._return_page = _bind(ReturnPage, self.return_port, "RETURN_PORT")
         self.api_url, self.lambda_url = self._api.url, self._lambda.url
         self._moto.wait_ready()
         self.aws_url = self._moto.url
@@ -176,6 +190,9 @@ class Stack:
         self._lambda.runtime = runtime
         self._api.start("api-gateway")
         self._lambda.start("lambda-endpoint")
+        if self._return_page is not None:
+            self._return_page.start("return-page")
+            self.return_url = self._return_page.page_url
 
         queue_urls = {
             str(values["Arn"]): str(values["QueueUrl"]) for values in self.attributes.values() if "QueueUrl" in values
@@ -208,7 +225,7 @@ class Stack:
             self._scheduler.stop()
         for poller in self._pollers:
             poller.stop()
-        for server in (self._api, self._lambda):
+        for server in (self._api, self._lambda, self._return_page):
             if server is not None:
                 with contextlib.suppress(OSError):
                     server.stop()
@@ -223,9 +240,13 @@ class Stack:
         with contextlib.suppress(FileNotFoundError):
             if self._owns_stack_file():
                 (self.state_dir / STACK_FILE).unlink()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self._scheduler = None
         self._pollers = []
         self._api = self._lambda = None
+        self._return_page = None
         self._runtime = None
         self._provider = None
         self._moto = None
@@ -395,6 +416,7 @@ class Stack:
             "lambda_url": self.lambda_url,
             "aws_url": self.aws_url,
             "provider_url": self.provider_url,
+            "return_url": self.return_url,
             "issuer": self.issuer,
             "audience": self.audience,
             "tenant_claim": self.tenant_claim,
@@ -414,7 +436,38 @@ class Stack:
         return bool(info.get("pid") == os.getpid() and info.get("api_url") == self.api_url)
 
 
-def _bind[T: (ApiGateway, LambdaEndpoint)](kind: type[T], port: int, variable: str) -> T:
+class StateLock:
+    """One running stack per state folder: a second one would delete the first one's logs while it
+    writes them and rewrite its provider configuration. The lock is an flock, so a stack that died
+    without stopping leaves nothing to clean up."""
+
+    FILE_NAME = "stack.lock"
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, state_dir: Path) -> StateLock:
+        handle = (state_dir / cls.FILE_NAME).open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            info = running_stack_info(state_dir) or {}
+            running = f" (pid {info['pid']}, API {info['api_url']})" if info.get("api_url") else ""
+            raise StackError(
+                f"another local stack{running} is running with the state folder {state_dir}; stop it first, "
+                f"or give this one other ports (API_PORT, LAMBDA_PORT, AWS_PORT, PROVIDER_PORT, RETURN_PORT): "
+                f"a moved API_PORT keeps its state in {config.STATE_DIR_NAME}/api-<port>/"
+            ) from None
+        return cls(handle)
+
+    def release(self) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+
+
+def _bind[T: (ApiGateway, LambdaEndpoint, ReturnPage)](kind: type[T], port: int, variable: str) -> T:
     try:
         return kind(port)
     except OSError as error:

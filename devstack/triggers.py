@@ -16,8 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from devstack import config
-from devstack.logs import LogSink
-from devstack.runtime import FunctionSpec, LambdaRuntime
+from devstack.logs import LogSink, describe_outcome
+from devstack.runtime import FunctionSpec, InvocationResult, LambdaRuntime
 from devstack.template import Resolver, TemplateError
 
 # ---------------------------------------------------------------------------------------------- schedules
@@ -238,10 +238,19 @@ class Scheduler:
             if wait > 1.0:
                 continue
             spec = self.runtime.functions[schedule.function]
-            self.runtime.invoke_async(spec, json.dumps(schedule.event(when)).encode())
+            self.runtime.invoke_async(spec, json.dumps(schedule.event(when)).encode(), on_done=self._reporter(schedule))
             key = (schedule.function, schedule.event_name)
             self.fired[key] = self.fired.get(key, 0) + 1
             upcoming[schedule] = schedule.next_after(when)
+
+    def _reporter(self, schedule: Schedule) -> Callable[[InvocationResult], None]:
+        def report(result: InvocationResult) -> None:
+            outcome = describe_outcome(result.ok, result.payload)
+            self.sink.activity(
+                f"schedule {schedule.function} ({schedule.event_name}) {outcome} {result.duration_ms:.0f} ms"
+            )
+
+        return report
 
     def stop(self) -> None:
         self._stop.set()
@@ -393,6 +402,11 @@ class SqsPoller:
     def _deliver(self, spec: FunctionSpec, messages: list[dict[str, Any]]) -> None:
         event = {"Records": [sqs_record(message, self.source.queue_arn) for message in messages]}
         result = self.runtime.invoke(spec, json.dumps(event).encode())
+        self.sink.activity(
+            f"queue {spec.logical_id} ({len(messages)} message{'' if len(messages) == 1 else 's'}) "
+            f"{describe_outcome(result.ok, result.payload)} "
+            f"{result.duration_ms:.0f} ms"
+        )
         if not result.ok:
             return  # the whole batch is retried after the visibility timeout
         failed: set[str] = set()

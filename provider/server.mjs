@@ -24,15 +24,16 @@
 //   POST /__stats/reset      zero the counters
 //   POST /__config           JSON body {"token_endpoint_delay_ms": N} changes the delay at runtime
 //
-// The built-in development interactions are enabled: any login name with any password signs
-// in, and the consent page grants every requested scope the server knows.
+// Its own sign-in and consent pages (no scripts, no debug details): any login name with
+// any password signs in; the consent page names the app asking and the scopes it asks for, and
+// Continue grants them (Cancel answers access_denied).
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 class ConfigError extends Error {}
 
@@ -119,14 +120,34 @@ function buildProvider(issuer, config, state) {
     clients: config.clients ?? [],
     scopes,
     claims: { openid: ['sub'] },
+    // Every login name is an account (the sign-in page takes any name and password).
+    findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     jwks: { keys: [signingKey()] },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     features: {
-      devInteractions: { enabled: true },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
+      devInteractions: { enabled: false },
+      // A public client may introspect only its own tokens; an authenticated client any token.
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none'
+          || token.clientId === ctx.oidc.client.clientId,
+      },
+      // A client revokes only its own tokens (a public client's attempt on another's is ignored).
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client, token) => {
+          if (token.clientId === client.clientId) {
+            return true;
+          }
+          if (client.clientAuthMethod === 'none') {
+            return false;
+          }
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       clientCredentials: { enabled: true },
     },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     // PKCE (S256 only) is required for public clients and accepted from confidential ones.
     pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
     // Every code-flow client allowed the refresh_token grant gets a refresh token, whether or
@@ -166,6 +187,11 @@ function buildProvider(issuer, config, state) {
   });
 
   provider.use(async (ctx, next) => {
+    const interaction = /^\/interaction\/([\w-]+)(\/abort)?$/.exec(ctx.path);
+    if (interaction) {
+      await serveInteraction(ctx, provider, interaction[2] ? 'abort' : ctx.method);
+      return;
+    }
     if (ctx.path === '/demo/catalog.xml' && ctx.method === 'GET') {
       await serveDemoCatalog(ctx, provider);
       return;
@@ -319,4 +345,118 @@ async function serveDemoCatalog(ctx, provider) {
   }
   ctx.type = 'application/xml';
   ctx.body = demoCatalog;
+}
+
+// ------------------------------------------------------------------ sign-in and consent pages
+
+const SCOPE_DESCRIPTIONS = {
+  openid: 'Confirm who you are',
+  offline_access: 'Stay connected while you are away (a refresh token)',
+  'api.read': 'Read your data',
+  'api.write': 'Create and change your data',
+};
+const PAGE_HEADERS = {
+  'cache-control': 'no-store',
+  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+};
+const PAGE_STYLE = 'body{font-family:sans-serif;max-width:26em;margin:3em auto;line-height:1.5}'
+  + 'input,button{display:block;width:100%;margin:.4em 0;padding:.5em;box-sizing:border-box}'
+  + 'button{background:#2d6cdf;color:#fff;border:0;font-weight:bold;cursor:pointer}dt{font-family:monospace}';
+
+const escapeHtml = (value) => String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function page(ctx, title, body, abortUrl) {
+  ctx.set(PAGE_HEADERS);
+  ctx.type = 'html';
+  ctx.body = `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>`
+    + `<style>${PAGE_STYLE}</style></head><body><h1>${escapeHtml(title)}</h1>${body}`
+    + (abortUrl ? `<p><a href="${escapeHtml(abortUrl)}">Cancel</a></p>` : '')
+    + '</body></html>';
+}
+
+async function readForm(req) {
+  const chunks = [];
+  for await (const chunk of req) {
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+async function serveInteraction(ctx, provider, action) {
+  ctx.set('cache-control', 'no-store');
+  let details;
+  try {
+    details = await provider.interactionDetails(ctx.req, ctx.res);
+  } catch (err) {
+    ctx.status = 400;
+    page(ctx, 'Sign-in expired', `<p>${escapeHtml(err.error_description ?? err.message)}</p>`
+      + '<p>Go back to the app and start again.</p>');
+    return;
+  }
+  const { uid, prompt, params, session, grantId } = details;
+  const abortUrl = `/interaction/${uid}/abort`;
+  const client = await provider.Client.find(String(params.client_id));
+  const appName = client?.clientName || String(params.client_id);
+
+  if (action === 'abort') {
+    const result = { error: 'access_denied', error_description: 'End-User aborted interaction' };
+    ctx.status = 303;
+    ctx.redirect(await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false }));
+    return;
+  }
+  if (action === 'POST') {
+    const form = await readForm(ctx.req);
+    let result;
+    if (prompt.name === 'login' && form.get('prompt') === 'login' && form.get('login')) {
+      result = { login: { accountId: form.get('login') } };
+    } else if (prompt.name === 'consent' && form.get('prompt') === 'consent') {
+      const grant = grantId
+        ? await provider.Grant.find(grantId)
+        : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+      if (prompt.details.missingOIDCScope) {
+        grant.addOIDCScope(prompt.details.missingOIDCScope.join(' '));
+      }
+      if (prompt.details.missingOIDCClaims) {
+        grant.addOIDCClaims(prompt.details.missingOIDCClaims);
+      }
+      for (const [indicator, scope] of Object.entries(prompt.details.missingResourceScopes ?? {})) {
+        grant.addResourceScope(indicator, scope.join(' '));
+      }
+      result = { consent: { grantId: await grant.save() } };
+    } else {
+      ctx.status = 400;
+      page(ctx, 'Try again', '<p>That form does not belong to this step.</p>', abortUrl);
+      return;
+    }
+    ctx.status = 303;
+    ctx.redirect(await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: true }));
+    return;
+  }
+
+  if (prompt.name === 'login') {
+    page(ctx, 'Sign in', `<p>Sign in to continue to <strong id="client-name">${escapeHtml(appName)}</strong>.`
+      + ' Any name and any password work on this demo server.</p>'
+      + `<form autocomplete="off" action="/interaction/${escapeHtml(uid)}" method="post">`
+      + '<input type="hidden" name="prompt" value="login">'
+      + '<input required type="text" name="login" placeholder="Login name" autofocus>'
+      + '<input required type="password" name="password" placeholder="Password">'
+      + '<button type="submit">Sign in</button></form>', abortUrl);
+    return;
+  }
+  if (prompt.name === 'consent') {
+    const requested = String(params.scope ?? '').split(' ').filter(Boolean);
+    const scopes = requested.map((scope) => `<dt>${escapeHtml(scope)}</dt>`
+      + `<dd>${escapeHtml(SCOPE_DESCRIPTIONS[scope] ?? 'Access named by the app')}</dd>`).join('');
+    page(ctx, 'Allow access?', `<p><strong id="client-name">${escapeHtml(appName)}</strong>`
+      + ` asks for access to your account (signed in as ${escapeHtml(session?.accountId ?? '')}):</p>`
+      + `<dl id="scopes">${scopes || '<dt>no scopes</dt><dd>Only to confirm that you allow it</dd>'}</dl>`
+      + `<form autocomplete="off" action="/interaction/${escapeHtml(uid)}" method="post">`
+      + '<input type="hidden" name="prompt" value="consent">'
+      + '<button autofocus type="submit">Continue</button></form>', abortUrl);
+    return;
+  }
+  ctx.status = 501;
+  page(ctx, 'Not supported', `<p>This demo server has no page for ${escapeHtml(prompt.name)}.</p>`, abortUrl);
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from typing import Any
 
@@ -42,9 +43,28 @@ def _tampered(token: str) -> str:
     ],
 )
 def test_invalid_tokens_are_rejected(fixture_api: ApiClient, fixture_stack: Stack, make_token: Any) -> None:
-    response = fixture_api.with_token(make_token(fixture_stack)).get("/items/1")
+    """As the JWT authorizer answers: 401, its own body, a challenge, and no content-type."""
+    token = make_token(fixture_stack)
+    response = fixture_api.with_token(token).get("/items/1")
     assert response.status_code == 401
-    assert response.json() == {"message": "Unauthorized"}
+    assert response.content == b'{"message":"Unauthorized"}'
+    assert response.headers["content-length"] == "26"
+    assert "content-type" not in response.headers
+    assert response.headers["apigw-requestid"]
+    challenge = response.headers["www-authenticate"]
+    if token is None:
+        assert challenge == "Bearer"
+    else:
+        assert re.fullmatch(r'Bearer scope="" error="invalid_token" error_description="[^"]+"', challenge), challenge
+
+
+def test_the_authorizer_names_why_a_token_is_refused(fixture_api: ApiClient, fixture_stack: Stack) -> None:
+    response = fixture_api.with_token(fixture_stack.mint_token("acme", audience="someone-else")).get("/items/1")
+    assert response.headers["www-authenticate"] == (
+        'Bearer scope="" error="invalid_token" error_description="the token does not have a valid audience"'
+    )
+    expired = fixture_api.with_token(fixture_stack.mint_token("acme", expires_in=-5)).get("/items/1")
+    assert expired.headers["www-authenticate"].endswith('error_description="the token has expired"')
 
 
 def test_valid_token_claims_reach_the_function(fixture_api: ApiClient) -> None:
@@ -201,7 +221,12 @@ def test_unknown_routes_and_methods(fixture_api: ApiClient) -> None:
     for method, path in [("GET", "/nope"), ("DELETE", "/items/1"), ("GET", "/items"), ("GET", "/items/1/2")]:
         response = client.request(method, path)
         assert response.status_code == 404, (method, path)
-        assert response.json() == {"message": "Not Found"}
+        assert response.content == b'{"message":"Not Found"}'
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["apigw-requestid"]
+    # Before any authorizer: an unknown route is 404 with or without a token.
+    anonymous = fixture_api.get("/nope")
+    assert (anonymous.status_code, anonymous.content) == (404, b'{"message":"Not Found"}')
 
 
 def test_body_over_10_mb_is_refused(fixture_api: ApiClient) -> None:

@@ -31,7 +31,7 @@ def _token_claims(state_dir: Path, *arguments: str, template: Path = DEFAULT_TEM
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    claims: dict[str, Any] = jwt.decode(result.stdout, options={"verify_signature": False})
+    claims: dict[str, Any] = jwt.decode(result.stdout.removesuffix("\n"), options={"verify_signature": False})
     return claims
 
 

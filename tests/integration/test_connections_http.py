@@ -235,7 +235,13 @@ def test_duplicate_name_is_409(api: ApiClient) -> None:
 # ------------------------------------------------------------------ bad input
 
 BAD_REQUESTS: list[Any] = [
-    pytest.param("POST", "/connections", {"data": "{not json"}, (400,), id="malformed-json"),
+    pytest.param(
+        "POST",
+        "/connections",
+        {"data": "{not json", "headers": {"Content-Type": "application/json"}},
+        (400,),
+        id="malformed-json",
+    ),
     pytest.param("POST", "/connections", {"json": {}}, (422,), id="empty-object"),
     pytest.param("POST", "/connections", {"json": [1, 2]}, (400, 422), id="json-array"),
     pytest.param("POST", "/connections", {"json": connection_body(status="connected")}, (422,), id="unknown-field"),
@@ -375,3 +381,38 @@ def test_client_secret_never_in_responses_or_logs(api: ApiClient, stack: Stack) 
     assert "connection created" in logs and "request refused" in logs  # the functions' logs are captured
     assert CLIENT_SECRET not in logs
     assert rotated not in logs
+
+
+README_ERROR_BODY = (
+    '{"name": "x", "client_id": "a", "client_secret": "b", "token_url": "https://169.254.169.254/token"}'
+)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Content-Type": "application/x-www-form-urlencoded"}, {"Content-Type": "text/plain"}],
+    ids=["no-content-type", "form", "text"],
+)
+def test_a_json_body_without_its_media_type_is_415_through_the_gateway(api: ApiClient, headers: dict[str, str]) -> None:
+    client = api.as_tenant(new_tenant())
+    for method, path in [("POST", "/connections"), ("POST", "/feeds")]:
+        response = client.request(method, path, data=README_ERROR_BODY.encode(), headers=headers)
+        assert_error(response, 415, code="unsupported_media_type")
+    assert client.get("/connections").json()["items"] == []
+
+
+def test_the_readme_error_example_names_the_unsafe_field(api: ApiClient) -> None:
+    response = api.as_tenant(new_tenant()).post(
+        "/connections", data=README_ERROR_BODY.encode(), headers={"Content-Type": "application/json"}
+    )
+    error = assert_error(response, 422, code="validation_error")
+    assert [(detail["field"], detail["issue"]) for detail in error["details"]] == [("token_url", "unsafe_url")]
+
+
+def test_the_gateway_answers_unknown_routes_and_missing_tokens_itself(api: ApiClient) -> None:
+    """These two answers come from API Gateway, not from a function: `{"message": ...}`, not the error shape."""
+    unknown = api.as_tenant(new_tenant()).get("/nothing-here")
+    assert (unknown.status_code, unknown.content) == (404, b'{"message":"Not Found"}')
+    anonymous = api.get("/connections")
+    assert (anonymous.status_code, anonymous.content) == (401, b'{"message":"Unauthorized"}')
+    assert anonymous.headers["www-authenticate"] == "Bearer"

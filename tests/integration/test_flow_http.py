@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -9,6 +10,7 @@ import pytest
 import requests
 
 from devstack import Stack
+from devstack.return_page import ReturnPage
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import (
@@ -219,3 +221,34 @@ def test_return_url_outside_the_allowed_origins_is_400(api: ApiClient, provider:
     allowed = client.post(f"/connections/{connection['id']}/authorize", json={"return_url": "http://localhost:3000/x"})
     assert allowed.status_code == 200, allowed.text
     assert urlsplit(allowed.json()["redirect_url"]).path == "/oauth2/authorize"
+
+
+@pytest.fixture
+def return_page() -> Iterator[ReturnPage]:
+    """The landing page `make run` serves for return URLs, on a free port."""
+    page = ReturnPage(0)
+    page.start("return-page")
+    try:
+        yield page
+    finally:
+        page.stop()
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["connected", "denied"])
+def test_the_flow_ends_on_the_local_landing_page(
+    api: ApiClient, provider: OidcProvider, return_page: ReturnPage, approve: bool
+) -> None:
+    """The local stack's allowed return origins admit its landing page, and the page says what happened."""
+    client = api.as_tenant(new_tenant("flow"))
+    connection = create_connection(client, provider)
+    _, result = authorize(client, connection["id"], return_page.page_url, approve=approve)
+    back = result.follow()
+    assert back.status_code == 302, back.text
+    landing = requests.get(back.headers["Location"], timeout=30)
+    assert landing.status_code == 200 and landing.headers["content-type"] == "text/html; charset=utf-8"
+    if approve:
+        assert "<h1 id=status>Connected</h1>" in landing.text
+        assert f"<code id=connection>{connection['id']}</code>" in landing.text
+    else:
+        assert "<h1 id=status>Connection failed</h1>" in landing.text
+        assert "<code id=error>access_denied</code>" in landing.text

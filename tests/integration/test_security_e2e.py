@@ -169,7 +169,9 @@ def test_no_secret_leaks_anywhere(
     events = json.dumps(debug_stack.published_events())
     assert re.search(r'"level":\s*"(INFO|DEBUG)"', logs)
     assert "connection.connected" in events and "feed.fetched" in events
-    assert len(record.seen) >= 20  # every step's responses were recorded
+    # Every step answered and was recorded: 9 API responses at least (one poll of the runs if the
+    # fetch is done by then), two entries each.
+    assert len(record.seen) >= 18
     for name, value in secrets.items():
         assert value, name
         assert value not in logs, f"{name} in a log line"

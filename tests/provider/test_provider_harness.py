@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
+from devstack.config import node_executable
 from tests.support.provider import (
     BASIC_CLIENT_ID,
     BASIC_CLIENT_SECRET,
@@ -329,6 +331,64 @@ def test_stop_at_and_follow_callback(op: OidcProvider, redirect_uri: str, callba
     assert followed.response is not None
     assert followed.response.status_code == 200
     assert len(callback_server.hits) == hits_before + 1  # type: ignore[attr-defined]
+
+
+def test_the_provider_runs_on_a_node_lts_it_supports(provider: OidcProvider) -> None:
+    """`make setup` installs Node.js 22 LTS for it (.tools/node): no runtime warning at start."""
+    node = node_executable()
+    assert node is not None
+    release = subprocess.run(
+        [node, "-p", "process.release.lts + ' ' + process.versions.node"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert release[0] >= "Jod" and int(release[1].split(".")[0]) >= 22, release  # Jod: the 22.x LTS line
+    assert "Unsupported runtime" not in provider.output
+
+
+def test_consent_page_names_the_app_and_the_scopes_without_debug_details(op: OidcProvider, redirect_uri: str) -> None:
+    """A person sees which app asks for what; nothing of the request's state or PKCE challenge."""
+    verifier, challenge = make_pkce()
+    state = "state-" + verifier[:12]
+    url = op.authorization_url(
+        BASIC_CLIENT_ID, redirect_uri, scope="api.read api.write", state=state, code_challenge=challenge
+    )
+    pages: list[requests.Response] = []
+
+    def stop_at_consent(location: str) -> bool:
+        if "/interaction/" not in location:
+            return False
+        pages.append(requests.get(location, cookies=session.cookies, timeout=10))
+        return "Allow access?" in pages[-1].text
+
+    session = requests.Session()
+    stopped = walk_authorization(url, session=session, stop_at=stop_at_consent)
+    assert stopped.stopped_by_predicate
+    sign_in, consent = pages[0].text, pages[-1].text
+    assert "<h1>Sign in</h1>" in sign_in and '<strong id="client-name">Basic test app</strong>' in sign_in
+    assert '<strong id="client-name">Basic test app</strong> asks for access' in consent
+    assert "<dt>api.read</dt><dd>Read your data</dd>" in consent
+    assert "<dt>api.write</dt><dd>Create and change your data</dd>" in consent
+    for text in (sign_in, consent):
+        assert "DEBUG" not in text and "<script" not in text and "fonts.googleapis" not in text
+        assert state not in text and challenge not in text
+    assert "default-src 'none'" in pages[-1].headers["content-security-policy"]
+    # The page was only looked at: the walk still completes with a code.
+    finished = walk_authorization(stopped.url, session=session, provider_origin=op.issuer)
+    assert finished.code and finished.state == state
+
+
+def test_a_client_without_a_name_is_shown_by_its_id(op: OidcProvider, redirect_uri: str) -> None:
+    _, challenge = make_pkce()
+    url = op.authorization_url(PUBLIC_CLIENT_ID, redirect_uri, scope="api.read", code_challenge=challenge)
+    found: list[str] = []
+
+    def consent(location: str) -> bool:
+        if "/interaction/" in location:
+            found.append(requests.get(location, cookies=session.cookies, timeout=10).text)
+        return bool(found) and "Allow access?" in found[-1]
+
+    session = requests.Session()
+    walk_authorization(url, session=session, stop_at=consent)
+    assert f'<strong id="client-name">{PUBLIC_CLIENT_ID}</strong> asks for access' in found[-1]
 
 
 def test_refresh_answers_are_held_back_by_the_configured_delay(op: OidcProvider, redirect_uri: str) -> None:

@@ -32,6 +32,8 @@ from urllib.parse import urlencode
 
 import requests
 
+from devstack.config import node_executable
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_DIR = REPO_ROOT / "provider"
 SERVER_SCRIPT = PROVIDER_DIR / "server.mjs"
@@ -73,6 +75,7 @@ def standard_clients(redirect_uri: str | Sequence[str]) -> list[dict[str, Any]]:
     return [
         {
             "client_id": BASIC_CLIENT_ID,
+            "client_name": "Basic test app",
             "client_secret": BASIC_CLIENT_SECRET,
             "token_endpoint_auth_method": "client_secret_basic",
             **code_flow,
@@ -146,7 +149,7 @@ class OidcProvider:
         extra_config: Mapping[str, Any] | None = None,
         port: int = 0,
         startup_timeout: float = 30.0,
-        node: str = "node",
+        node: str | None = None,
     ) -> None:
         config: dict[str, Any] = {
             "host": "127.0.0.1",
@@ -177,9 +180,9 @@ class OidcProvider:
     def start(self) -> Self:
         if self._process is not None:
             raise ProviderError("the provider is already started")
-        node = shutil.which(self._node)
+        node = shutil.which(self._node) if self._node else node_executable()
         if node is None:
-            raise ProviderError(f"{self._node!r} not found on PATH")
+            raise ProviderError(f"{self._node or 'node'!r} not found (make setup installs it in .tools/node)")
         if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
             raise ProviderError(f"{PROVIDER_DIR}/node_modules is missing: run `npm ci` in {PROVIDER_DIR}")
 

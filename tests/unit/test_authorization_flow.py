@@ -239,6 +239,18 @@ def test_return_url_outside_allowed_origins(flow_api: InProcessApi, provider: Oi
     assert response.json()["error"]["code"] in ("invalid_return_url", "validation_error")
 
 
+@pytest.mark.parametrize("body", [None, {}, {"return_url": None}], ids=["no-body", "empty-body", "null"])
+def test_authorization_code_without_return_url_is_return_url_required(
+    flow_api: InProcessApi, provider: OidcProvider, body: dict[str, None] | None
+) -> None:
+    """A missing return_url is named as missing, not as one outside the allowed origins."""
+    connection = create_connection(flow_api, provider)
+    response = flow_api.call("start_authorization", connection_id=connection["id"], body=body)
+    assert response.status == 400, response.text
+    assert response.json()["error"]["code"] == "return_url_required"
+    assert "redirect_url" not in response.text
+
+
 def test_unknown_state_shows_an_error_page(flow_api: InProcessApi) -> None:
     response = flow_api.call("oauth_callback", query={"code": "x", "state": "never-issued"})
     assert response.status == 400

@@ -247,3 +247,42 @@ def test_secret_never_in_responses_or_logs(api: InProcessApi, service_logs: LogC
         assert secret not in response.text and other not in response.text
         assert secret not in repr(response.headers)
     assert secret not in logs and other not in logs
+
+
+JSON_TEXT = '{"name": "x", "client_id": "a", "client_secret": "b", "token_url": "https://169.254.169.254/token"}'
+
+
+@pytest.mark.parametrize(
+    ("function", "content_type"),
+    [
+        ("create_connection", "application/x-www-form-urlencoded"),
+        ("create_connection", "text/plain"),
+        ("update_connection", "application/x-www-form-urlencoded"),
+        ("start_authorization", "application/x-www-form-urlencoded"),
+        ("create_feed", "application/xml"),
+        ("update_feed", "multipart/form-data; boundary=x"),
+        ("update_feed", "application/merge-patch+json"),
+    ],
+)
+def test_a_body_that_is_not_declared_json_is_415(api: InProcessApi, function: str, content_type: str) -> None:
+    """A JSON text under another media type is refused as a whole, never read as form fields."""
+    response = api.call(function, raw_body=JSON_TEXT, headers={"content-type": content_type})
+    assert response.status == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in response.json()["error"]["message"]
+
+
+def test_an_empty_body_under_another_media_type_is_415_in_the_error_shape(api: InProcessApi) -> None:
+    response = api.call("create_connection", raw_body="", headers={"content-type": "text/plain"})
+    assert response.status == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8"]
+)
+def test_json_media_types_with_parameters_are_read(api: InProcessApi, content_type: str) -> None:
+    response = api.call("create_connection", raw_body=JSON_TEXT, headers={"content-type": content_type})
+    assert response.status == 422, response.text
+    detail = response.json()["error"]["details"][0]
+    assert (detail["field"], detail["issue"]) == ("token_url", "unsafe_url")

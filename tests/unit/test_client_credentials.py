@@ -152,6 +152,30 @@ def test_connecting_needs_no_request_body(flow_api: InProcessApi, provider: Oidc
     assert introspect(provider, get_token(flow_api.tenant, connection["id"])["access_token"])["active"] is True
 
 
+def test_client_credentials_view_has_no_browser_settings(flow_api: InProcessApi, provider: OidcProvider) -> None:
+    """PKCE and the callback belong to the browser flow: this grant shows them as null, in every view."""
+    connection = create(flow_api, provider)
+    assert connection["use_pkce"] is None and connection["redirect_uri"] is None
+    fetched = flow_api.call("get_connection", connection_id=connection["id"]).json()
+    assert fetched["use_pkce"] is None and fetched["redirect_uri"] is None
+    listed = flow_api.call("list_connections", query={"limit": "100"}).json()["items"]
+    assert [(item["use_pkce"], item["redirect_uri"]) for item in listed if item["id"] == connection["id"]] == [
+        (None, None)
+    ]
+    switched = flow_api.call(
+        "update_connection", connection_id=connection["id"], body={"grant_type": "authorization_code"}
+    ).json()
+    assert switched["use_pkce"] is True and switched["redirect_uri"].endswith("/oauth2/callback")
+
+
+def test_openapi_document_says_the_browser_settings_may_be_null(flow_api: InProcessApi) -> None:
+    document = flow_api.call("openapi").json()
+    properties = document["components"]["schemas"]["ConnectionOut"]["properties"]
+    for name in ("use_pkce", "redirect_uri"):
+        assert {"type": "null"} in properties[name]["anyOf"], properties[name]
+        assert "client_credentials" in properties[name]["description"]
+
+
 def test_client_credentials_endpoint_from_issuer_discovery(flow_api: InProcessApi, provider: OidcProvider) -> None:
     connection = create(flow_api, provider, token_url=None, issuer=provider.issuer, scopes=["api.read"])
     assert connection["token_url"] == provider.token_endpoint

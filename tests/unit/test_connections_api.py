@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 import boto3
@@ -101,6 +102,21 @@ def test_pagination_walks_every_item_once(service_env: Resources) -> None:
             break
     assert seen == ids  # creation order, no duplicates, nothing missed
     assert pages in (3, 4)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_full_last_page_has_no_cursor(service_env: Resources, count: int) -> None:
+    """A cursor only when more items exist: a page that happens to be exactly full is the last one."""
+    api = InProcessApi(tenant=f"exact-{count}-{uuid.uuid4().hex[:8]}")
+    ids = [create(api, name=f"exact {i}")["id"] for i in range(count)]
+    page = api.call("list_connections", query={"limit": str(count)}).json()
+    assert [item["id"] for item in page["items"]] == ids
+    assert page["next_cursor"] is None
+    if count > 1:
+        first = api.call("list_connections", query={"limit": str(count - 1)}).json()
+        assert [item["id"] for item in first["items"]] == ids[:-1] and first["next_cursor"] is not None
+        rest = api.call("list_connections", query={"limit": str(count - 1), "cursor": first["next_cursor"]}).json()
+        assert [item["id"] for item in rest["items"]] == ids[-1:] and rest["next_cursor"] is None
 
 
 @pytest.mark.parametrize("cursor", ["not-a-cursor!", "Q09OTkVDVElPTiNmb28", "x" * 600])

@@ -139,6 +139,21 @@ def test_feed_crud(api: InProcessApi) -> None:
     assert api.call("get_feed", feed_id=feed["id"]).status == 404
 
 
+def test_feed_pages_carry_a_cursor_only_when_more_feeds_exist(service_env: Resources) -> None:
+    api = InProcessApi(tenant=f"feed-pages-{time.time_ns()}")
+    ids = []
+    for index in range(3):
+        created = api.call("create_feed", body=feed_body(name=f"Catalog {index}"))
+        assert created.status == 201, created.text
+        ids.append(created.json()["id"])
+    whole = api.call("list_feeds", query={"limit": "3"}).json()
+    assert [feed["id"] for feed in whole["items"]] == ids and whole["next_cursor"] is None
+    first = api.call("list_feeds", query={"limit": "2"}).json()
+    assert [feed["id"] for feed in first["items"]] == ids[:2] and first["next_cursor"] is not None
+    rest = api.call("list_feeds", query={"limit": "2", "cursor": first["next_cursor"]}).json()
+    assert [feed["id"] for feed in rest["items"]] == ids[2:] and rest["next_cursor"] is None
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -54,6 +54,7 @@ def _encrypt_secret(settings: Settings, tenant_id: str, connection_id: str, secr
 
 
 def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
+    browser_flow = record.grant_type == "authorization_code"
     return ConnectionOut(
         id=record.connection_id,
         name=record.name,
@@ -68,11 +69,11 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         scope_delimiter=record.scope_delimiter,
         token_auth_method=record.token_auth_method,
         grant_type=record.grant_type,
-        use_pkce=record.use_pkce,
+        use_pkce=record.use_pkce if browser_flow else None,
         extra_authorize_params=dict(record.extra_authorize_params or {}),
         allowed_urls=list(record.allowed_urls or []),
         status=record.status,
-        redirect_uri=caller.callback_url,
+        redirect_uri=caller.callback_url if browser_flow else None,
         granted_scopes=list(record.granted_scopes) if record.granted_scopes is not None else None,
         expires_at=record.expires_at,
         connected_at=record.connected_at,

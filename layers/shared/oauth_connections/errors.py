@@ -54,6 +54,11 @@ class PayloadTooLargeError(ServiceError):
     status = 413
 
 
+class UnsupportedMediaTypeError(ServiceError):
+    code = "unsupported_media_type"
+    status = 415
+
+
 class DecryptionError(ServiceError):
     """A ciphertext that does not decrypt under the expected context (tampered, or moved to another item)."""
 

@@ -126,7 +126,11 @@ def start_authorization(
     connection = storage.load_connection(caller.tenant_id, connection_id)
     if connection.grant_type == "client_credentials":
         return connect_with_client_credentials(settings, connection)
-    if not return_url or not return_url_allowed(return_url, settings.allowed_return_origins):
+    if not return_url:
+        raise InvalidRequestError(
+            "return_url is required: where the browser goes back to after the provider", code="return_url_required"
+        )
+    if not return_url_allowed(return_url, settings.allowed_return_origins):
         raise InvalidRequestError("return_url is not under an allowed frontend origin", code="invalid_return_url")
     if not connection.authorization_url:
         raise InvalidRequestError("the connection has no authorization_url", code="not_authorizable")

@@ -161,11 +161,13 @@ class ConnectionOut(BaseModel):
     scope_delimiter: str
     token_auth_method: TokenAuthMethod
     grant_type: GrantType
-    use_pkce: bool
+    use_pkce: bool | None = Field(description="null for client_credentials, which has no authorization step")
     extra_authorize_params: dict[str, str]
     allowed_urls: list[str]
     status: ConnectionStatus
-    redirect_uri: str = Field(description="Register this callback URL at the provider")
+    redirect_uri: str | None = Field(
+        description="Register this callback URL at the provider; null for client_credentials (no browser)"
+    )
     granted_scopes: list[str] | None = None
     expires_at: datetime | None = None
     connected_at: datetime | None = None

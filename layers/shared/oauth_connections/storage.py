@@ -9,6 +9,7 @@ own items. Secrets and tokens are stored as envelope ciphertext only (see crypto
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, ClassVar
@@ -288,14 +289,19 @@ def page_connections(tenant_id: str, limit: int, after_id: str | None) -> tuple[
     result = ConnectionRecord.query(
         pk,
         ConnectionRecord.sk.startswith(CONNECTION_PREFIX),
-        limit=limit,
+        limit=limit + 1,
         last_evaluated_key=start,
-        page_size=limit,
+        page_size=limit + 1,
     )
+    items, more = _one_page(result, limit)
+    return items, items[-1].sk.removeprefix(CONNECTION_PREFIX) if more else None
+
+
+def _one_page[T](result: Iterable[T], limit: int) -> tuple[list[T], bool]:
+    """The first ``limit`` items and whether more exist. Queries ask for one item more than a page:
+    DynamoDB returns a LastEvaluatedKey whenever a page is full, even when nothing follows."""
     items = list(result)
-    last = result.last_evaluated_key
-    next_id = last["sk"]["S"].removeprefix(CONNECTION_PREFIX) if last else None
-    return items, next_id
+    return items[:limit], len(items) > limit
 
 
 def save_connection(record: ConnectionRecord, *, old_name: str | None = None) -> None:
@@ -515,11 +521,10 @@ def page_feeds(tenant_id: str, limit: int, after_id: str | None) -> tuple[list[F
     pk = tenant_key(tenant_id)
     start = {"pk": {"S": pk}, "sk": {"S": f"{FEED_PREFIX}{after_id}"}} if after_id else None
     result = FeedRecord.query(
-        pk, FeedRecord.sk.startswith(FEED_PREFIX), limit=limit, last_evaluated_key=start, page_size=limit
+        pk, FeedRecord.sk.startswith(FEED_PREFIX), limit=limit + 1, last_evaluated_key=start, page_size=limit + 1
     )
-    items = list(result)
-    last = result.last_evaluated_key
-    return items, last["sk"]["S"].removeprefix(FEED_PREFIX) if last else None
+    items, more = _one_page(result, limit)
+    return items, items[-1].sk.removeprefix(FEED_PREFIX) if more else None
 
 
 def runs_key(tenant_id: str, feed_id: str) -> str:

@@ -10,7 +10,10 @@ from typing import Any, cast
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, Router
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
@@ -19,7 +22,12 @@ from pydantic import BaseModel
 
 from oauth_connections.config import get_settings
 from oauth_connections.connections import CALLBACK_PATH, Caller
-from oauth_connections.errors import PayloadTooLargeError, ServiceError, UnauthorizedError
+from oauth_connections.errors import (
+    PayloadTooLargeError,
+    ServiceError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
 from oauth_connections.ids import TENANT_PATTERN
 from oauth_connections.models import ErrorBody
 from oauth_connections.observability import logger, tracer
@@ -97,6 +105,10 @@ def build_resolver(routers: Iterable[Router]) -> APIGatewayHttpResolver:
         logger.info("request refused", extra={"status": status, "error_code": code, "fields": details})
         return error_response(status, code, message, details)
 
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_media_type(_: RequestUnsupportedContentType) -> Response[Any]:
+        return _unsupported_media_type_response()
+
     @app.not_found
     def _no_route(_: RouteNotFoundError) -> Response[Any]:
         return error_response(404, "not_found", "no such route")
@@ -137,8 +149,13 @@ def _handle(app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaC
     limit = get_settings().max_body_bytes
     encoded_limit = limit * 4 // 3 + 4 if event.get("isBase64Encoded") else limit
     if len(body) > encoded_limit:
-        error = PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        error: ServiceError = PayloadTooLargeError(f"request body is larger than {limit} bytes")
         return _as_proxy_response(error_response(error.status, error.code, error.message))
+    content_type = _header(event, "content-type")
+    if _is_json_media_type(content_type):
+        event["headers"]["content-type"] = content_types.APPLICATION_JSON  # the resolver compares it verbatim
+    elif body:
+        return _as_proxy_response(_unsupported_media_type_response())
     return app.resolve(event, context)
 
 
@@ -155,6 +172,22 @@ def internal_error_response(context: LambdaContext) -> dict[str, Any]:
     return _as_proxy_response(
         Response(status_code=500, content_type=content_types.APPLICATION_JSON, body=json.dumps({"error": error}))
     )
+
+
+def _unsupported_media_type_response() -> Response[Any]:
+    error = UnsupportedMediaTypeError("request bodies must be JSON, sent with Content-Type: application/json")
+    return error_response(error.status, error.code, error.message)
+
+
+def _is_json_media_type(content_type: str | None) -> bool:
+    """Every body is JSON: a body under another (or no) media type is refused, not guessed at, so that a
+    client that forgot the header learns it at once instead of seeing its JSON read as form fields."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == content_types.APPLICATION_JSON
+
+
+def _header(event: dict[str, Any], name: str) -> str | None:
+    headers = event.get("headers") or {}
+    return next((str(value) for key, value in headers.items() if key.lower() == name), None)
 
 
 def _as_proxy_response(response: Response[Any]) -> dict[str, Any]:

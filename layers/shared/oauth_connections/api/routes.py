@@ -99,7 +99,7 @@ create_connection_router = Router()
 @create_connection_router.post(
     "/connections",
     summary="Register a provider's OAuth2 app as a connection",
-    responses=documented_responses(201, "Created", ConnectionOut, 400, 401, 409, 413, 422) | FORBIDDEN,
+    responses=documented_responses(201, "Created", ConnectionOut, 400, 401, 409, 413, 415, 422) | FORBIDDEN,
     security=access.MANAGE,
 )
 def create_connection(request: Annotated[ConnectionCreate, Body()]) -> Response[ConnectionOut]:
@@ -118,7 +118,7 @@ update_connection_router = Router()
     "client_id, issuer, an endpoint, token_auth_method or grant_type ends the grant (the connection is pending "
     "again); moving the token or revocation endpoint to another origin needs client_secret in the same request "
     "(422 client_secret_required).",
-    responses=documented_responses(200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 422) | FORBIDDEN,
+    responses=documented_responses(200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 415, 422) | FORBIDDEN,
     security=access.MANAGE,
 )
 def update_connection(
@@ -197,6 +197,7 @@ start_authorization_router = Router()
         401,
         404,
         413,
+        415,
         422,
         503,
     )
@@ -344,7 +345,7 @@ create_feed_router = Router()
 @create_feed_router.post(
     "/feeds",
     summary="Register a product feed, public or protected by one of the tenant's connections",
-    responses=documented_responses(201, "Created", FeedOut, 400, 401, 413, 422) | FORBIDDEN,
+    responses=documented_responses(201, "Created", FeedOut, 400, 401, 413, 415, 422) | FORBIDDEN,
     security=access.MANAGE,
 )
 def create_feed(request: Annotated[FeedCreate, Body()]) -> Response[FeedOut]:
@@ -358,7 +359,7 @@ update_feed_router = Router()
 @update_feed_router.patch(
     "/feeds/<feed_id>",
     summary="Change some settings of a feed",
-    responses=documented_responses(200, "Updated", FeedOut, 400, 401, 404, 409, 412, 413, 422) | FORBIDDEN,
+    responses=documented_responses(200, "Updated", FeedOut, 400, 401, 404, 409, 412, 413, 415, 422) | FORBIDDEN,
     security=access.MANAGE,
 )
 def update_feed(
