@@ -10,6 +10,8 @@ scopes, `token_type` in any case, and errors with HTTP 200. Failures are classif
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -23,6 +25,9 @@ PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_c
 MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
 DEFAULT_RETRY_AFTER_SECONDS = 30
 MAX_RETRY_AFTER_SECONDS = 3600
+# Longer lifetimes than ten years are treated as unknown, not as a date.
+MAX_EXPIRES_IN_SECONDS = 10 * 366 * 86_400
+_DECIMAL = re.compile(r"\d{1,12}(\.\d{1,9})?")
 
 
 class ProviderRejectedError(ServiceError):
@@ -134,6 +139,24 @@ def _body_of(resp: Any) -> dict[str, Any]:
     return parsed
 
 
+def expires_in_seconds(value: object) -> int | None:
+    """A token lifetime in whole seconds, or None (unknown) for anything that is not a sane positive number.
+
+    Providers have sent `1e400`, `"Infinity"`, `NaN`, negative values and 40-digit strings; none of these
+    may raise or become an expiry no date can hold, so the token is then used until a consumer's 401.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DECIMAL.fullmatch(text):
+            return None
+        value = float(text)
+    if not math.isfinite(value) or not 0 < value <= MAX_EXPIRES_IN_SECONDS:
+        return None
+    return int(value)
+
+
 def normalize_token_response(resp: Any) -> Any:
     """authlib compliance hook: classify failures and rewrite quirky bodies into the standard shape."""
     status = resp.status_code
@@ -152,12 +175,8 @@ def normalize_token_response(resp: Any) -> Any:
     for name in ("refresh_token", "id_token"):
         if isinstance(body.get(name), str) and body[name]:
             normalized[name] = body[name]
-    expires_in = body.get("expires_in")
-    try:
-        seconds = int(float(expires_in)) if expires_in not in (None, "") else None
-    except (TypeError, ValueError):
-        seconds = None
-    if seconds is not None and seconds > 0:
+    seconds = expires_in_seconds(body.get("expires_in"))
+    if seconds is not None:
         normalized["expires_in"] = seconds
     scope = body.get("scope")
     if isinstance(scope, list):
