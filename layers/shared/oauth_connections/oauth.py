@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from oauth_connections.errors import ServiceError, UnsafeUrlError
-from oauth_connections.netguard import UrlPolicy, mount_guard
+from oauth_connections.netguard import UrlPolicy, call_deadline, mount_guard
 
 PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
@@ -216,19 +216,23 @@ def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
     return session
 
 
-def _call_token_endpoint(call: Any) -> dict[str, Any]:
+def _call_token_endpoint(call: Any, timeout: float) -> dict[str, Any]:
+    """One token request, connect and response together within `timeout` seconds (call_deadline)."""
     import requests
 
-    try:
-        return dict(call())
-    except (ProviderRejectedError, ProviderUnavailableError):
-        raise
-    except UnsafeUrlError as error:
-        raise ProviderUnavailableError(f"token endpoint refused by the URL guard: {error.message}") from error
-    except requests.Timeout as error:
-        raise ProviderUnavailableError("token endpoint timed out") from error
-    except requests.RequestException as error:
-        raise ProviderUnavailableError(f"token endpoint unreachable: {type(error).__name__}") from error
+    with call_deadline(timeout) as deadline:
+        try:
+            return dict(call())
+        except (ProviderRejectedError, ProviderUnavailableError):
+            raise
+        except UnsafeUrlError as error:
+            raise ProviderUnavailableError(f"token endpoint refused by the URL guard: {error.message}") from error
+        except requests.Timeout as error:
+            raise ProviderUnavailableError("token endpoint timed out") from error
+        except requests.RequestException as error:
+            if deadline.expired:
+                raise ProviderUnavailableError("token endpoint timed out") from error
+            raise ProviderUnavailableError(f"token endpoint unreachable: {type(error).__name__}") from error
 
 
 def exchange_code(
@@ -252,7 +256,8 @@ def exchange_code(
             timeout=timeout,
             allow_redirects=False,
             **extra,
-        )
+        ),
+        timeout,
     )
     return _token_set(token, fallback_scopes=client.scopes, now=now)
 
@@ -295,7 +300,10 @@ def discover(issuer: str, policy: UrlPolicy, timeout: float) -> ProviderMetadata
     last_problem = "no metadata document"
     for url in metadata_urls(issuer):
         try:
-            response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
+            with call_deadline(timeout):
+                response = session.get(
+                    url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"}
+                )
         except UnsafeUrlError as error:
             raise DiscoveryError(f"issuer refused by the URL guard: {error.message}") from error
         except requests.RequestException as error:
@@ -338,7 +346,8 @@ def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, tim
     token = _call_token_endpoint(
         lambda: session.refresh_token(
             client.token_url, refresh_token=current.refresh_token, timeout=timeout, allow_redirects=False
-        )
+        ),
+        timeout,
     )
     fresh = _token_set(token, fallback_scopes=current.scopes, now=now)
     if not fresh.refresh_token:
@@ -361,7 +370,8 @@ def client_credentials(client: ClientSettings, *, policy: UrlPolicy, timeout: fl
     token = _call_token_endpoint(
         lambda: session.fetch_token(
             client.token_url, grant_type="client_credentials", timeout=timeout, allow_redirects=False, **extra
-        )
+        ),
+        timeout,
     )
     return _token_set(token, fallback_scopes=client.scopes, now=now)
 
@@ -374,9 +384,10 @@ def revoke(
 
     session = _session(client, policy)
     try:
-        response = session.revoke_token(
-            revocation_url, token=token, token_type_hint=hint, timeout=timeout, allow_redirects=False
-        )
+        with call_deadline(timeout):
+            response = session.revoke_token(
+                revocation_url, token=token, token_type_hint=hint, timeout=timeout, allow_redirects=False
+            )
     except UnsafeUrlError as error:
         raise ProviderUnavailableError(f"revocation endpoint refused by the URL guard: {error.message}") from error
     except requests.RequestException as error:

@@ -110,6 +110,10 @@ class ConnectionRecord(_TableModel):
     # Single-flight refresh: whoever holds an unexpired lease is the only caller talking to the provider.
     lease_owner = UnicodeAttribute(null=True)
     lease_expires_at = UTCDateTimeAttribute(null=True)
+    # Tokens a holder got from the provider but could not store (a storage fault): the next holder adopts
+    # them if the stored tokens are still those of `recovered_after_version`, instead of asking the provider.
+    recovered_tokens_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    recovered_after_version = NumberAttribute(null=True)
     # Transient provider failures: no new attempt before next_attempt_at.
     next_attempt_at = UTCDateTimeAttribute(null=True)
     consecutive_failures = NumberAttribute(default=0)
@@ -412,11 +416,39 @@ def acquire_lease(record: ConnectionRecord, owner: str, until: datetime) -> bool
     )
 
 
-def store_refreshed(record: ConnectionRecord, seen_token_version: int, actions: list[Any]) -> bool:
-    """Write the result of a refresh and release the lease; refused only if newer tokens were stored."""
+def store_refreshed(record: ConnectionRecord, owner: str, seen_token_version: int, actions: list[Any]) -> bool:
+    """Write the result of a refresh and release the lease, only while the lease is still ours.
+
+    Refused when the lease expired or passed to another holder, or newer tokens were stored: a holder
+    that overran its lease must not overwrite a newer outcome.
+    """
     return _conditional_update(
         record,
-        [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
+        [
+            *actions,
+            ConnectionRecord.lease_owner.remove(),
+            ConnectionRecord.lease_expires_at.remove(),
+            ConnectionRecord.recovered_tokens_ciphertext.remove(),
+            ConnectionRecord.recovered_after_version.remove(),
+        ],
+        ConnectionRecord.pk.exists()
+        & (ConnectionRecord.lease_owner == owner)
+        & (ConnectionRecord.lease_expires_at > utcnow())
+        & (ConnectionRecord.token_version == seen_token_version),
+    )
+
+
+def store_recovery(record: ConnectionRecord, seen_token_version: int, ciphertext: bytes) -> bool:
+    """Keep refreshed tokens that could not be stored for the next holder; refused if newer tokens exist.
+
+    Not conditional on the lease: whoever holds it next finds them, whether or not it was ours.
+    """
+    return _conditional_update(
+        record,
+        [
+            ConnectionRecord.recovered_tokens_ciphertext.set(ciphertext),
+            ConnectionRecord.recovered_after_version.set(seen_token_version),
+        ],
         ConnectionRecord.pk.exists() & (ConnectionRecord.token_version == seen_token_version),
     )
 

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from oauth_connections import budget
 from oauth_connections.config import get_settings
 from oauth_connections.connections import CALLBACK_PATH, Caller
 from oauth_connections.errors import PayloadTooLargeError, ServiceError, UnauthorizedError
@@ -130,7 +131,8 @@ def http_handler(*routers: Router) -> Handler:
         if len(body) > encoded_limit:
             error = PayloadTooLargeError(f"request body is larger than {limit} bytes")
             return _as_proxy_response(error_response(error.status, error.code, error.message))
-        return app.resolve(event, context)
+        with budget.invocation(context):
+            return app.resolve(event, context)
 
     return cast(Handler, handler)
 
