@@ -82,7 +82,7 @@ STORE_RESERVE_SECONDS = 2.0
 # A provider call shorter than this is not worth a lease.
 MIN_PROVIDER_SECONDS = 1.0
 STORE_ATTEMPTS = 5
-RECOVERY_ATTEMPTS = 8
+RECOVERY_ATTEMPTS = 20
 FIRST_STORE_PAUSE_SECONDS = 0.1
 MAX_STORE_PAUSE_SECONDS = 1.0
 # Kept tokens whose access token expires sooner are refreshed (with their refresh token), not handed out.
@@ -335,7 +335,7 @@ def _keep_for_recovery(
                 logger.error("refreshed tokens superseded by newer tokens before recovery", extra=context)
             return
         left = budget.remaining_seconds()
-        if attempt == RECOVERY_ATTEMPTS or (left is not None and left < pause + 0.5):
+        if attempt == RECOVERY_ATTEMPTS or (left is not None and left < pause + 1.0):
             break
         time.sleep(pause)
         pause = min(pause * 2, MAX_STORE_PAUSE_SECONDS)
@@ -347,14 +347,13 @@ def _keep_for_recovery(
 
 
 def _describe(error: Exception | None) -> str:
-    """An error's class and AWS error code, never its message (which may quote a request)."""
+    """An error's class and its cause's AWS error code or class, never a message (which may quote a request)."""
     if error is None:
         return "lease expired"
-    code = getattr(error, "cause_response_code", None)
-    response = getattr(error, "response", None)
-    if code is None and isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-    return f"{type(error).__name__}: {code}" if code else type(error).__name__
+    cause = getattr(error, "cause", None) or error
+    response = getattr(cause, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"{type(error).__name__}: {code or type(cause).__name__}"
 
 
 def _mark_reauthorization_required(settings: Settings, record: ConnectionRecord, owner: str, error: str) -> None:

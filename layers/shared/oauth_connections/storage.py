@@ -330,11 +330,16 @@ def save_connection(record: ConnectionRecord, *, old_name: str | None = None) ->
         raise
 
 
-def remove_connection(record: ConnectionRecord) -> None:
-    """Delete a connection (its secret and tokens live on the item) and release its name."""
+def remove_connection(record: ConnectionRecord, *, guarded: bool = True) -> None:
+    """Delete a connection (its secret and tokens live on the item) and release its name.
+
+    Guarded, the delete is refused if the item changed since it was read. Unguarded, only its name must
+    be the one read (a rename moves the name item, which must not be left behind).
+    """
+    condition = None if guarded else ConnectionRecord.name == record.name
     try:
         with _transaction() as transaction:
-            transaction.delete(record)
+            transaction.delete(record, condition=condition, add_version_condition=guarded)
             transaction.delete(ConnectionNameRecord(record.pk, name_key(record.name)))
     except TransactWriteError as error:
         if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
@@ -399,7 +404,9 @@ def _conditional_update(record: ConnectionRecord, actions: list[Any], condition:
     try:
         record.update(actions=actions, condition=condition, add_version_condition=False)
     except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
+        # Read the cause's code directly: pynamodb's cause_response_code fails on a connection error.
+        response = getattr(error.cause, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return False
         raise
     return True
