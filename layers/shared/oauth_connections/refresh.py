@@ -3,9 +3,14 @@
 Rotating refresh tokens make a concurrent refresh fatal: the provider sees the old refresh token used
 twice, answers invalid_grant and revokes the grant. So exactly one caller, across every Lambda instance,
 talks to the provider per rotation: it takes a lease on the connection item (a conditional write with
-an owner and an expiry), refreshes, and stores the new tokens with a condition on the token version,
-before anyone sees the new access token. Everyone else waits, bounded, and reads the result. A holder
-that dies leaves a lease that expires, and the next caller takes over.
+an owner and an expiry), refreshes, and stores the new tokens with a condition on still holding the
+lease and on the token version, before anyone sees the new access token. Everyone else waits, bounded,
+and reads the result. A holder that dies leaves a lease that expires, and the next caller takes over.
+
+Once the provider answered, its refresh token may be the only valid one: a failing store is retried
+within the lease, and if storage is still failing, the tokens are kept encrypted on the item
+(`recovered_tokens_ciphertext`), where the next holder adopts them instead of calling the provider.
+A lease is only taken with the time to use it (budget.py), and the provider call ends before the lease.
 
 Failures are classified: a permanent OAuth error makes the connection `reauthorization_required`;
 anything transient keeps the tokens and sets a cooldown (exponential backoff with jitter, honouring
