@@ -98,6 +98,11 @@ def refresh_tokens_sent(endpoint: ScriptedTokenEndpoint) -> list[str]:
     return [r.form["refresh_token"] for r in endpoint.requests if r.form.get("grant_type") == "refresh_token"]
 
 
+def expire_lease(tenant: str, connection_id: str) -> None:
+    """The holder's lease runs out (as if it had stalled), nobody else has taken it yet."""
+    load(tenant, connection_id).update(actions=[R.lease_expires_at.set(storage.utcnow() - timedelta(seconds=1))])
+
+
 # ------------------------------------------------------------------ the lease condition
 
 
@@ -152,14 +157,8 @@ def test_a_holder_whose_lease_expired_leaves_its_tokens_to_the_next_holder(
 ) -> None:
     connection_id, endpoint = scripted
     seen = int(load(flow_api.tenant, connection_id).token_version)
-
-    def lease_expires() -> None:
-        load(flow_api.tenant, connection_id).update(
-            actions=[R.lease_expires_at.set(storage.utcnow() - timedelta(seconds=1))]
-        )
-
     answer = rotated("access-kept", "refresh-kept")
-    answer.on_answer = lease_expires
+    answer.on_answer = lambda: expire_lease(flow_api.tenant, connection_id)
     endpoint.queue(answer)
     assert get_token(flow_api.tenant, connection_id, force_refresh=True)["access_token"] == "access-kept"
     record = load(flow_api.tenant, connection_id)
@@ -323,3 +322,17 @@ def test_a_kms_failure_during_revocation_is_reported_and_the_delete_completes(
     assert len(reported) == 1
     assert '"kms_error_code":"DisabledException"' in reported[0]
     assert '"error_code":"key_unavailable"' in reported[0]
+
+
+def test_delete_revokes_the_kept_refresh_token(
+    flow_api: InProcessApi, scripted: tuple[str, ScriptedTokenEndpoint]
+) -> None:
+    """Tokens kept for the next holder hold the live refresh token: that is the one a delete revokes."""
+    connection_id, endpoint = scripted
+    answer = rotated("access-kept", "refresh-kept")
+    answer.on_answer = lambda: expire_lease(flow_api.tenant, connection_id)
+    endpoint.queue(answer, Scripted(200, ""))
+    assert get_token(flow_api.tenant, connection_id, force_refresh=True)["access_token"] == "access-kept"
+    assert load(flow_api.tenant, connection_id).recovered_after_version is not None
+    assert flow_api.call("delete_connection", connection_id=connection_id).status == 204
+    assert [r.form["token"] for r in endpoint.requests if r.path == "/revoke"] == ["refresh-kept"]

@@ -262,7 +262,8 @@ def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
         return False
     context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id}
     try:
-        token_set = tokens.decrypt_tokens(settings, record)
+        # Tokens kept after a failed store hold the live refresh token: revoke that one.
+        token_set = tokens.recovered_tokens(settings, record) or tokens.decrypt_tokens(settings, record)
         if token_set is None:
             return False
         token, hint = (

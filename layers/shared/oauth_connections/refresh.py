@@ -24,13 +24,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from oauth_connections import budget, events, oauth, schedule, storage, tokens
 from oauth_connections.config import Settings, url_policy
-from oauth_connections.crypto import envelope_for
+from oauth_connections.crypto import KeyUnavailableError, envelope_for
 from oauth_connections.errors import DecryptionError, ServiceError
 from oauth_connections.observability import logger, metrics
 from oauth_connections.storage import ConnectionRecord, utcnow
@@ -174,19 +174,19 @@ def _refresh_as_holder(
 
 
 def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -> oauth.TokenSet | None:
-    """Tokens a previous holder got but could not store, if they follow the tokens still stored."""
-    ciphertext = cast(bytes | None, record.recovered_tokens_ciphertext)
-    if ciphertext is None or record.recovered_after_version is None or int(record.recovered_after_version) != seen:
+    """Tokens a previous holder got but could not store, if they follow the tokens this caller read."""
+    if int(record.token_version or 0) != seen:
         return None
     try:
-        plaintext = envelope_for(settings.encryption_key_arn).decrypt(ciphertext, tokens.token_context(record))
+        return tokens.recovered_tokens(settings, record)
+    except KeyUnavailableError:
+        raise  # KMS is failing: an unexpected error, not a reason to use the rotated-away refresh token
     except DecryptionError as error:
         logger.error(
             "kept tokens do not decrypt; ignored",
             extra={"connection_id": record.connection_id, "reason": error.message},
         )
         return None
-    return oauth.TokenSet.from_json(plaintext)
 
 
 def _still_valid(token_set: oauth.TokenSet) -> bool:
