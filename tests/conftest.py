@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +117,12 @@ class LambdaContext:
     log_group_name = "/aws/lambda/test-function"
     log_stream_name = "test"
 
+    def __init__(self, remaining_millis: int = 60_000) -> None:
+        """Time left as a deadline from now, as Lambda counts it (the longest function Timeout by default)."""
+        self._deadline = time.monotonic() + remaining_millis / 1000
+
     def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 _HANDLERS: dict[str, Callable[..., Any]] = {}

@@ -14,6 +14,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,6 +28,8 @@ class Scripted:
     body: str | bytes | dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Run once the answer is decided and before it is sent (e.g. to start a fault at that moment).
+    on_answer: Callable[[], None] | None = None
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, dict):
@@ -82,6 +85,8 @@ class ScriptedTokenEndpoint(LoopbackServer):
                 assert isinstance(answer, Scripted)
                 if answer.delay:
                     time.sleep(answer.delay)
+                if answer.on_answer is not None:
+                    answer.on_answer()
                 data, content_type = answer.encoded()
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.headers.get("Content-Type", content_type))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl
@@ -40,6 +41,8 @@ class HoldingTokenProxy(LoopbackServer):
         self.hold_refreshes = False
         self.forwarded: list[str] = []  # grant types, in the order they were forwarded upstream
         self.dropped: list[HeldRequest] = []
+        # Called with the grant type once the upstream answered and before the answer is relayed.
+        self.on_answer: Callable[[str], None] | None = None
         self._held: list[HeldRequest] = []
         self._arrived = threading.Condition()
         self._upstream = requests.Session()
@@ -94,6 +97,8 @@ class HoldingTokenProxy(LoopbackServer):
         headers = {name: handler.headers[name] for name in _FORWARDED_REQUEST_HEADERS if handler.headers[name]}
         self.forwarded.append(grant_type)
         upstream = self._upstream.post(self.upstream_url, data=body, headers=headers, timeout=30, allow_redirects=False)
+        if self.on_answer is not None:
+            self.on_answer(grant_type)
         handler.send_response(upstream.status_code)
         for name in _RELAYED_RESPONSE_HEADERS:
             if name in upstream.headers:

@@ -11,7 +11,9 @@ they run in a copy of the context (`contextvars.copy_context().run`).
 from __future__ import annotations
 
 import time
-from contextvars import ContextVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from typing import Protocol
 
 
@@ -22,11 +24,21 @@ class _HasRemainingTime(Protocol):
 _deadline: ContextVar[float | None] = ContextVar("invocation_deadline", default=None)
 
 
-def start_invocation(context: object) -> None:
+def start_invocation(context: object) -> Token[float | None]:
     """Remember when this invocation must have answered (a monotonic clock reading), if the context says."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     millis = remaining() if callable(remaining) else None
-    _deadline.set(time.monotonic() + millis / 1000 if isinstance(millis, int | float) else None)
+    return _deadline.set(time.monotonic() + millis / 1000 if isinstance(millis, int | float) else None)
+
+
+@contextmanager
+def invocation(context: object) -> Iterator[None]:
+    """The deadline of one invocation while its handler runs, and no longer (a warm thread serves the next)."""
+    token = start_invocation(context)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 def remaining_seconds() -> float | None:

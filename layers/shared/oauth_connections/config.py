@@ -23,7 +23,9 @@ class Settings(BaseModel):
     allow_insecure_loopback_urls: bool = False
     aws_region: str = "eu-central-1"
     max_body_bytes: int = 64 * 1024
-    outbound_timeout_seconds: float = 8.0
+    # The overall deadline of one provider call (connect and the whole response); a refresh shortens it
+    # further to end within its lease and the invocation's remaining time.
+    outbound_timeout_seconds: float = Field(default=8.0, gt=0)
     # Origins the frontend may ask to return to after authorization: "https://app.example.com",
     # "http://127.0.0.1:*" (any port). Comma-separated in the environment.
     allowed_return_origins: tuple[str, ...] = ()

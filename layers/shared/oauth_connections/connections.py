@@ -10,7 +10,7 @@ from typing import Any
 
 from oauth_connections import grants, storage
 from oauth_connections.config import Settings, url_policy
-from oauth_connections.crypto import EncryptionContext, envelope_for
+from oauth_connections.crypto import EncryptionContext, KeyUnavailableError, envelope_for
 from oauth_connections.errors import (
     ConflictError,
     DecryptionError,
@@ -254,6 +254,8 @@ def _drop_grant(settings: Settings, record: ConnectionRecord) -> None:
     from oauth_connections import schedule
 
     record.tokens_ciphertext = None
+    record.recovered_tokens_ciphertext = None
+    record.recovered_after_version = None
     record.token_version = int(record.token_version or 0) + 1
     record.has_refresh_token = False
     record.expires_at = None
@@ -315,11 +317,27 @@ def _retry_with_new_secret(settings: Settings, record: ConnectionRecord) -> Conn
     return refreshed.record
 
 
+DELETE_ATTEMPTS = 3
+
+
 def delete_connection(settings: Settings, caller: Caller, connection_id: str) -> None:
-    """Revoke the grant at the provider when it can be, then delete the connection whatever the answer."""
+    """Revoke the grant at the provider when it can be, then delete the connection whatever the answer.
+
+    A refresh that lands meanwhile changes the item (and may hold a new refresh token): the delete then
+    reads it again, revokes what is new, and deletes that version, so a refresh never turns a delete
+    into a conflict that leaves the connection connected.
+    """
     record = _load(settings, caller, connection_id)
-    revoke_tokens(settings, record)
-    storage.remove_connection(record)
+    revoked_version: int | None = None
+    for attempt in range(DELETE_ATTEMPTS):
+        if int(record.token_version or 0) != revoked_version:
+            revoke_tokens(settings, record)
+            revoked_version = int(record.token_version or 0)
+        try:
+            storage.remove_connection(record, guarded=attempt < DELETE_ATTEMPTS - 1)
+            break
+        except ConflictError:
+            record = storage.load_connection(caller.tenant_id, connection_id, consistent=True)
     logger.info("connection deleted", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
 
 
@@ -342,7 +360,8 @@ def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
         return False
     context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id}
     try:
-        token_set = tokens.decrypt_tokens(settings, record)
+        # Tokens kept after a failed store hold the live refresh token: revoke that one.
+        token_set = tokens.recovered_tokens(settings, record) or tokens.decrypt_tokens(settings, record)
         if token_set is None:
             return False
         token, hint = (
@@ -358,8 +377,16 @@ def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
             policy=url_policy(),
             timeout=settings.outbound_timeout_seconds,
         )
+    except KeyUnavailableError as error:
+        logger.error(
+            "revocation skipped: the encryption key did not decrypt the tokens; deleting anyway",
+            extra=context | {"error_code": error.code, "kms_error_code": error.kms_error_code},
+        )
+        return False
     except (oauth.ProviderUnavailableError, DecryptionError) as error:
-        logger.warning("revocation failed; deleting anyway", extra=context | {"reason": error.message})
+        logger.warning(
+            "revocation failed; deleting anyway", extra=context | {"error_code": error.code, "reason": error.message}
+        )
         return False
     logger.info("tokens revoked", extra=context)
     return True

@@ -10,6 +10,8 @@ scopes, `token_type` in any case, and errors with HTTP 200. Failures are classif
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -17,13 +19,16 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from oauth_connections.errors import ServiceError, UnsafeUrlError
-from oauth_connections.netguard import UrlPolicy, mount_guard
+from oauth_connections.netguard import UrlPolicy, call_deadline, mount_guard
 
 PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 MAX_PROVIDER_RESPONSE_BYTES = 256 * 1024  # token, metadata and revocation answers, after decompression
 READ_CHUNK_BYTES = 16 * 1024
 DEFAULT_RETRY_AFTER_SECONDS = 30
 MAX_RETRY_AFTER_SECONDS = 3600
+# Longer lifetimes than ten years are treated as unknown, not as a date.
+MAX_EXPIRES_IN_SECONDS = 10 * 366 * 86_400
+_DECIMAL = re.compile(r"\d{1,12}(\.\d{1,9})?")
 
 
 class ProviderRejectedError(ServiceError):
@@ -157,6 +162,24 @@ def _body_of(resp: Any) -> dict[str, Any]:
     return parsed
 
 
+def expires_in_seconds(value: object) -> int | None:
+    """A token lifetime in whole seconds, or None (unknown) for anything that is not a sane positive number.
+
+    Providers have sent `1e400`, `"Infinity"`, `NaN`, negative values and 40-digit strings; none of these
+    may raise or become an expiry no date can hold, so the token is then used until a consumer's 401.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DECIMAL.fullmatch(text):
+            return None
+        value = float(text)
+    if not math.isfinite(value) or not 0 < value <= MAX_EXPIRES_IN_SECONDS:
+        return None
+    return int(value)
+
+
 def normalize_token_response(resp: Any) -> Any:
     """authlib compliance hook: classify failures and rewrite quirky bodies into the standard shape."""
     status = resp.status_code
@@ -175,12 +198,8 @@ def normalize_token_response(resp: Any) -> Any:
     for name in ("refresh_token", "id_token"):
         if isinstance(body.get(name), str) and body[name]:
             normalized[name] = body[name]
-    expires_in = body.get("expires_in")
-    try:
-        seconds = int(float(expires_in)) if expires_in not in (None, "") else None
-    except (TypeError, ValueError):
-        seconds = None
-    if seconds is not None and seconds > 0:
+    seconds = expires_in_seconds(body.get("expires_in"))
+    if seconds is not None:
         normalized["expires_in"] = seconds
     scope = body.get("scope")
     if isinstance(scope, list):
@@ -220,19 +239,23 @@ def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
     return session
 
 
-def _call_token_endpoint(call: Any) -> dict[str, Any]:
+def _call_token_endpoint(call: Any, timeout: float) -> dict[str, Any]:
+    """One token request, connect and response together within `timeout` seconds (call_deadline)."""
     import requests
 
-    try:
-        return dict(call())
-    except (ProviderRejectedError, ProviderUnavailableError):
-        raise
-    except UnsafeUrlError as error:
-        raise ProviderUnavailableError(f"token endpoint refused by the URL guard: {error.message}") from error
-    except requests.Timeout as error:
-        raise ProviderUnavailableError("token endpoint timed out") from error
-    except requests.RequestException as error:
-        raise ProviderUnavailableError(f"token endpoint unreachable: {type(error).__name__}") from error
+    with call_deadline(timeout) as deadline:
+        try:
+            return dict(call())
+        except (ProviderRejectedError, ProviderUnavailableError):
+            raise
+        except UnsafeUrlError as error:
+            raise ProviderUnavailableError(f"token endpoint refused by the URL guard: {error.message}") from error
+        except requests.Timeout as error:
+            raise ProviderUnavailableError("token endpoint timed out") from error
+        except requests.RequestException as error:
+            if deadline.expired:
+                raise ProviderUnavailableError("token endpoint timed out") from error
+            raise ProviderUnavailableError(f"token endpoint unreachable: {type(error).__name__}") from error
 
 
 def exchange_code(
@@ -256,7 +279,8 @@ def exchange_code(
             timeout=timeout,
             allow_redirects=False,
             **extra,
-        )
+        ),
+        timeout,
     )
     return _token_set(token, fallback_scopes=client.scopes, now=now)
 
@@ -299,7 +323,10 @@ def discover(issuer: str, policy: UrlPolicy, timeout: float) -> ProviderMetadata
     last_problem = "no metadata document"
     for url in metadata_urls(issuer):
         try:
-            response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
+            with call_deadline(timeout):
+                response = session.get(
+                    url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"}
+                )
         except UnsafeUrlError as error:
             raise DiscoveryError(f"issuer refused by the URL guard: {error.message}") from error
         except ProviderResponseTooLargeError:
@@ -345,7 +372,8 @@ def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, tim
     token = _call_token_endpoint(
         lambda: session.refresh_token(
             client.token_url, refresh_token=current.refresh_token, timeout=timeout, allow_redirects=False
-        )
+        ),
+        timeout,
     )
     fresh = _token_set(token, fallback_scopes=current.scopes, now=now)
     if not fresh.refresh_token:
@@ -368,7 +396,8 @@ def client_credentials(client: ClientSettings, *, policy: UrlPolicy, timeout: fl
     token = _call_token_endpoint(
         lambda: session.fetch_token(
             client.token_url, grant_type="client_credentials", timeout=timeout, allow_redirects=False, **extra
-        )
+        ),
+        timeout,
     )
     return _token_set(token, fallback_scopes=client.scopes, now=now)
 
@@ -381,9 +410,10 @@ def revoke(
 
     session = _session(client, policy)
     try:
-        response = session.revoke_token(
-            revocation_url, token=token, token_type_hint=hint, timeout=timeout, allow_redirects=False
-        )
+        with call_deadline(timeout):
+            response = session.revoke_token(
+                revocation_url, token=token, token_type_hint=hint, timeout=timeout, allow_redirects=False
+            )
     except UnsafeUrlError as error:
         raise ProviderUnavailableError(f"revocation endpoint refused by the URL guard: {error.message}") from error
     except requests.RequestException as error:

@@ -3,9 +3,14 @@
 Rotating refresh tokens make a concurrent refresh fatal: the provider sees the old refresh token used
 twice, answers invalid_grant and revokes the grant. So exactly one caller, across every Lambda instance,
 talks to the provider per rotation: it takes a lease on the connection item (a conditional write with
-an owner and an expiry), refreshes, and stores the new tokens with a condition on the token version,
-before anyone sees the new access token. Everyone else waits, bounded, and reads the result. A holder
-that dies leaves a lease that expires, and the next caller takes over.
+an owner and an expiry), refreshes, and stores the new tokens with a condition on still holding the
+lease and on the token version, before anyone sees the new access token. Everyone else waits, bounded,
+and reads the result. A holder that dies leaves a lease that expires, and the next caller takes over.
+
+Once the provider answered, its refresh token may be the only valid one: a failing store is retried
+within the lease, and if storage is still failing, the tokens are kept encrypted on the item
+(`recovered_tokens_ciphertext`), where the next holder adopts them instead of calling the provider.
+A lease is only taken with the time to use it (budget.py), and the provider call ends before the lease.
 
 Failures are classified: a permanent OAuth error makes the connection `reauthorization_required`;
 anything transient keeps the tokens and sets a cooldown (exponential backoff with jitter, honouring
@@ -21,10 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from oauth_connections import events, oauth, schedule, storage, tokens
+from aws_lambda_powertools.metrics import MetricUnit
+
+from oauth_connections import budget, events, oauth, schedule, storage, tokens
 from oauth_connections.config import Settings, url_policy
-from oauth_connections.errors import ServiceError
-from oauth_connections.observability import logger
+from oauth_connections.crypto import KeyUnavailableError, envelope_for
+from oauth_connections.errors import DecryptionError, ServiceError
+from oauth_connections.observability import logger, metrics
 from oauth_connections.storage import ConnectionRecord, utcnow
 
 R = ConnectionRecord
@@ -74,6 +82,23 @@ def cooldown_error(record: ConnectionRecord) -> TokenError | None:
     return None
 
 
+# Time a holder keeps after the provider's answer for storing it (and retrying the store).
+STORE_RESERVE_SECONDS = 2.0
+# A provider call shorter than this is not worth a lease.
+MIN_PROVIDER_SECONDS = 1.0
+STORE_ATTEMPTS = 5
+RECOVERY_ATTEMPTS = 20
+FIRST_STORE_PAUSE_SECONDS = 0.1
+MAX_STORE_PAUSE_SECONDS = 1.0
+# Kept tokens whose access token expires sooner are refreshed (with their refresh token), not handed out.
+RECOVERED_MIN_VALID_SECONDS = 60
+
+
+def holder_seconds_needed(settings: Settings) -> float:
+    """What a full refresh may take: the provider's deadline plus the store."""
+    return settings.outbound_timeout_seconds + STORE_RESERVE_SECONDS
+
+
 def refresh_connection(
     settings: Settings, record: ConnectionRecord, *, reason: str, wait: bool = True, retry_refused: bool = False
 ) -> Refreshed:
@@ -81,7 +106,7 @@ def refresh_connection(
 
     `retry_refused` tries once more a connection the provider refused (a new client secret may fix it).
     """
-    deadline = time.monotonic() + settings.refresh_wait_seconds
+    deadline = time.monotonic() + budget.bounded(settings.refresh_wait_seconds, reserve=1.0)
     seen = int(record.token_version or 0)
     pause = 0.05
     while True:
@@ -96,9 +121,14 @@ def refresh_connection(
         cooling = cooldown_error(record)
         if cooling:
             raise cooling
+        lease_seconds = budget.bounded(float(settings.refresh_lease_seconds))
+        if lease_seconds < MIN_PROVIDER_SECONDS + STORE_RESERVE_SECONDS:
+            # Taking the lease now would leave it held by an invocation about to be stopped.
+            raise TokenError("provider_unavailable", "no time left in this invocation to refresh", retry_after=1)
         owner = uuid.uuid4().hex
-        if storage.acquire_lease(record, owner, utcnow() + timedelta(seconds=settings.refresh_lease_seconds)):
-            return _refresh_as_holder(settings, record, owner, seen, reason)
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        if storage.acquire_lease(record, owner, until):
+            return _refresh_as_holder(settings, record, _Lease(owner, until), seen, reason)
         if not wait or time.monotonic() >= deadline:
             raise TokenError("provider_unavailable", "another refresh is still in progress", retry_after=1)
         time.sleep(pause)
@@ -106,34 +136,117 @@ def refresh_connection(
         record = storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
 
 
-def _refresh_as_holder(settings: Settings, record: ConnectionRecord, owner: str, seen: int, reason: str) -> Refreshed:
+@dataclass(frozen=True)
+class _Lease:
+    owner: str
+    until: datetime
+
+    def seconds_left(self) -> float:
+        """Time left to use the lease, also bounded by the invocation's own deadline."""
+        return budget.bounded((self.until - utcnow()).total_seconds())
+
+
+def _refresh_as_holder(
+    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, reason: str
+) -> Refreshed:
     context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id, "reason": reason}
-    current = tokens.decrypt_tokens(settings, record)
-    client = tokens.client_settings(settings, record)
     started = time.monotonic()
     try:
-        if record.grant_type == "client_credentials":
-            fresh = oauth.client_credentials(client, policy=url_policy(), timeout=settings.outbound_timeout_seconds)
-        elif current is None:
-            raise oauth.ProviderRejectedError("invalid_grant", "the connection has no tokens")
+        recovered = _recovered_tokens(settings, record, seen)
+        if recovered is not None and _still_valid(recovered):
+            logger.warning("adopting refreshed tokens a previous holder could not store", extra=context)
+            fresh = recovered
         else:
-            fresh = oauth.refresh(client, current, policy=url_policy(), timeout=settings.outbound_timeout_seconds)
+            fresh = _ask_provider(settings, record, lease, seen, recovered)
+    except TokenError:
+        raise
+    except Exception as error:
+        # Before the provider answered nothing is lost: release the lease, back off, and let the boundary report.
+        _release_after_unexpected(settings, record, lease.owner, error)
+        raise
+    stored = _store_fresh(settings, record, lease, seen, fresh, context)
+    if stored is not None:
+        return stored
+    logger.info("tokens refreshed", extra=context | {"duration_ms": int((time.monotonic() - started) * 1000)})
+    if settings.publish_refreshed_events:
+        events.publish(
+            settings.event_bus_name,
+            "connection.refreshed",
+            tenant_id=record.tenant_id,
+            connection_id=record.connection_id,
+            status="connected",
+            reason=reason,
+        )
+    return Refreshed(record, fresh)
+
+
+def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -> oauth.TokenSet | None:
+    """Tokens a previous holder got but could not store, if they follow the tokens this caller read."""
+    if int(record.token_version or 0) != seen:
+        return None
+    try:
+        return tokens.recovered_tokens(settings, record)
+    except KeyUnavailableError:
+        raise  # KMS is failing: an unexpected error, not a reason to use the rotated-away refresh token
+    except DecryptionError as error:
+        logger.error(
+            "kept tokens do not decrypt; ignored",
+            extra={"connection_id": record.connection_id, "reason": error.message},
+        )
+        return None
+
+
+def _still_valid(token_set: oauth.TokenSet) -> bool:
+    return token_set.expires_at is None or token_set.expires_at - time.time() > RECOVERED_MIN_VALID_SECONDS
+
+
+def _ask_provider(
+    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, recovered: oauth.TokenSet | None
+) -> oauth.TokenSet:
+    current = recovered or tokens.decrypt_tokens(settings, record)
+    client = tokens.client_settings(settings, record)
+    timeout = max(0.0, min(settings.outbound_timeout_seconds, lease.seconds_left() - STORE_RESERVE_SECONDS))
+    try:
+        if record.grant_type == "client_credentials":
+            return oauth.client_credentials(client, policy=url_policy(), timeout=timeout)
+        if current is None:
+            raise oauth.ProviderRejectedError("invalid_grant", "the connection has no tokens")
+        return oauth.refresh(client, current, policy=url_policy(), timeout=timeout)
     except oauth.ProviderRejectedError as error:
         if error.permanent:
-            _mark_reauthorization_required(settings, record, owner, error.error)
+            kept = None if recovered else _recovered_meanwhile(settings, record, seen)
+            if kept is not None:
+                # Our refresh token was already rotated by a holder whose store failed: theirs is the grant.
+                return kept
+            _mark_reauthorization_required(settings, record, lease.owner, error.error)
             raise TokenError("reauthorization_required", "the provider refused the refresh token") from error
-        _record_transient_failure(settings, record, owner, f"provider answered {error.error}", None)
+        _record_transient_failure(settings, record, lease.owner, f"provider answered {error.error}", None)
         raise TokenError(
             "provider_unavailable",
             "the provider refused the refresh for now",
             retry_after=_seconds_until(record.next_attempt_at),
         ) from error
     except oauth.ProviderUnavailableError as error:
-        _record_transient_failure(settings, record, owner, error.message, error.retry_after)
+        _record_transient_failure(settings, record, lease.owner, error.message, error.retry_after)
         raise TokenError(
             "provider_unavailable", error.message, retry_after=_seconds_until(record.next_attempt_at)
         ) from error
 
+
+def _recovered_meanwhile(settings: Settings, record: ConnectionRecord, seen: int) -> oauth.TokenSet | None:
+    latest = storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
+    return _recovered_tokens(settings, latest, seen)
+
+
+def _release_after_unexpected(settings: Settings, record: ConnectionRecord, owner: str, error: Exception) -> None:
+    try:
+        _record_transient_failure(settings, record, owner, f"refresh failed: {type(error).__name__}", None)
+    except Exception:  # noqa: BLE001 - the original error is raised by the caller; the lease expires anyway
+        logger.exception("could not release the refresh lease", extra={"connection_id": record.connection_id})
+
+
+def _fresh_actions(settings: Settings, record: ConnectionRecord, seen: int, fresh: oauth.TokenSet) -> list[Any]:
+    record.token_version = seen  # apply_tokens counts from here, on every attempt
     tokens.apply_tokens(settings, record, fresh)
     now = utcnow()
     record.refreshed_at, record.status, record.next_attempt_at = now, "connected", None
@@ -153,25 +266,106 @@ def _refresh_as_holder(settings: Settings, record: ConnectionRecord, owner: str,
     actions.append(
         R.granted_scopes.set(record.granted_scopes) if record.granted_scopes is not None else R.granted_scopes.remove()
     )
-    if not storage.store_refreshed(record, seen, actions):
-        # Only possible if our lease expired and another holder stored a newer rotation: use theirs.
+    return actions
+
+
+def _store_fresh(
+    settings: Settings,
+    record: ConnectionRecord,
+    lease: _Lease,
+    seen: int,
+    fresh: oauth.TokenSet,
+    context: dict[str, str],
+) -> Refreshed | None:
+    """Store what the provider answered; None when stored, else the outcome to return instead.
+
+    The provider may have rotated the refresh token, so from here on nothing may lose it: the store is
+    retried within the lease, and if it still fails the tokens are kept for the next holder.
+    """
+    failure: Exception | None = None
+    pause = FIRST_STORE_PAUSE_SECONDS
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            stored = storage.store_refreshed(record, lease.owner, seen, _fresh_actions(settings, record, seen, fresh))
+        except Exception as error:  # noqa: BLE001 - any storage or KMS fault: retried, then kept for recovery
+            failure = error
+            logger.warning(
+                "storing refreshed tokens failed", extra=context | {"attempt": attempt, "error": _describe(error)}
+            )
+        else:
+            return None if stored else _after_refused_store(settings, record, seen, fresh, context)
+        if attempt == STORE_ATTEMPTS or lease.seconds_left() < pause + STORE_RESERVE_SECONDS / 2:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_STORE_PAUSE_SECONDS)
+    _keep_for_recovery(settings, record, seen, fresh, context, failure)
+    return Refreshed(record, fresh)
+
+
+def _after_refused_store(
+    settings: Settings, record: ConnectionRecord, seen: int, fresh: oauth.TokenSet, context: dict[str, str]
+) -> Refreshed:
+    """Our lease ended before the store: newer tokens win; otherwise ours are kept for the next holder."""
+    latest = storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
+    if int(latest.token_version or 0) != seen:
         logger.error("refresh result superseded", extra=context)
-        latest = storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
         latest_tokens = tokens.decrypt_tokens(settings, latest)
         if latest_tokens is None:
             raise TokenError("not_connected", "the connection has no tokens")
         return Refreshed(latest, latest_tokens)
-    logger.info("tokens refreshed", extra=context | {"duration_ms": int((time.monotonic() - started) * 1000)})
-    if settings.publish_refreshed_events:
-        events.publish(
-            settings.event_bus_name,
-            "connection.refreshed",
-            tenant_id=record.tenant_id,
-            connection_id=record.connection_id,
-            status="connected",
-            reason=reason,
-        )
-    return Refreshed(record, fresh)
+    logger.error("refresh lease expired before the store", extra=context)
+    _keep_for_recovery(settings, latest, seen, fresh, context, None)
+    return Refreshed(latest, fresh)
+
+
+def _keep_for_recovery(
+    settings: Settings,
+    record: ConnectionRecord,
+    seen: int,
+    fresh: oauth.TokenSet,
+    context: dict[str, str],
+    failure: Exception | None,
+) -> None:
+    """Write the refreshed tokens, encrypted, where the next lease holder adopts them; alarmed either way."""
+    metrics.add_metric(name="RefreshStoreFailed", unit=MetricUnit.Count, value=1)
+    pause = FIRST_STORE_PAUSE_SECONDS
+    for attempt in range(1, RECOVERY_ATTEMPTS + 1):
+        try:
+            ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
+                fresh.to_json(), tokens.token_context(record)
+            )
+            kept = storage.store_recovery(record, seen, ciphertext)
+        except Exception as error:  # noqa: BLE001 - retried within the invocation, then reported below
+            failure = error
+        else:
+            if kept:
+                logger.error(
+                    "refreshed tokens kept for recovery by the next holder",
+                    extra=context | {"error": _describe(failure)},
+                )
+            else:
+                logger.error("refreshed tokens superseded by newer tokens before recovery", extra=context)
+            return
+        left = budget.remaining_seconds()
+        if attempt == RECOVERY_ATTEMPTS or (left is not None and left < pause + 1.0):
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_STORE_PAUSE_SECONDS)
+    metrics.add_metric(name="RefreshedTokensLost", unit=MetricUnit.Count, value=1)
+    logger.error(
+        "refreshed tokens could not be stored or kept; the grant may need a new authorization",
+        extra=context | {"error": _describe(failure)},
+    )
+
+
+def _describe(error: Exception | None) -> str:
+    """An error's class and its cause's AWS error code or class, never a message (which may quote a request)."""
+    if error is None:
+        return "lease expired"
+    cause = getattr(error, "cause", None) or error
+    response = getattr(cause, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"{type(error).__name__}: {code or type(cause).__name__}"
 
 
 def _mark_reauthorization_required(settings: Settings, record: ConnectionRecord, owner: str, error: str) -> None:

@@ -111,6 +111,10 @@ class ConnectionRecord(_TableModel):
     # Single-flight refresh: whoever holds an unexpired lease is the only caller talking to the provider.
     lease_owner = UnicodeAttribute(null=True)
     lease_expires_at = UTCDateTimeAttribute(null=True)
+    # Tokens a holder got from the provider but could not store (a storage fault): the next holder adopts
+    # them if the stored tokens are still those of `recovered_after_version`, instead of asking the provider.
+    recovered_tokens_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    recovered_after_version = NumberAttribute(null=True)
     # Transient provider failures: no new attempt before next_attempt_at.
     next_attempt_at = UTCDateTimeAttribute(null=True)
     consecutive_failures = NumberAttribute(default=0)
@@ -334,11 +338,16 @@ def save_connection(record: ConnectionRecord, *, old_name: str | None = None) ->
         raise
 
 
-def remove_connection(record: ConnectionRecord) -> None:
-    """Delete a connection (its secret and tokens live on the item) and release its name."""
+def remove_connection(record: ConnectionRecord, *, guarded: bool = True) -> None:
+    """Delete a connection (its secret and tokens live on the item) and release its name.
+
+    Guarded, the delete is refused if the item changed since it was read. Unguarded, only its name must
+    be the one read (a rename moves the name item, which must not be left behind).
+    """
+    condition = None if guarded else ConnectionRecord.name == record.name
     try:
         with _transaction() as transaction:
-            transaction.delete(record)
+            transaction.delete(record, condition=condition, add_version_condition=guarded)
             transaction.delete(ConnectionNameRecord(record.pk, name_key(record.name)))
     except TransactWriteError as error:
         if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
@@ -403,7 +412,9 @@ def _conditional_update(record: ConnectionRecord, actions: list[Any], condition:
     try:
         record.update(actions=actions, condition=condition, add_version_condition=False)
     except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
+        # Read the cause's code directly: pynamodb's cause_response_code fails on a connection error.
+        response = getattr(error.cause, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return False
         raise
     return True
@@ -420,11 +431,39 @@ def acquire_lease(record: ConnectionRecord, owner: str, until: datetime) -> bool
     )
 
 
-def store_refreshed(record: ConnectionRecord, seen_token_version: int, actions: list[Any]) -> bool:
-    """Write the result of a refresh and release the lease; refused only if newer tokens were stored."""
+def store_refreshed(record: ConnectionRecord, owner: str, seen_token_version: int, actions: list[Any]) -> bool:
+    """Write the result of a refresh and release the lease, only while the lease is still ours.
+
+    Refused when the lease expired or passed to another holder, or newer tokens were stored: a holder
+    that overran its lease must not overwrite a newer outcome.
+    """
     return _conditional_update(
         record,
-        [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
+        [
+            *actions,
+            ConnectionRecord.lease_owner.remove(),
+            ConnectionRecord.lease_expires_at.remove(),
+            ConnectionRecord.recovered_tokens_ciphertext.remove(),
+            ConnectionRecord.recovered_after_version.remove(),
+        ],
+        ConnectionRecord.pk.exists()
+        & (ConnectionRecord.lease_owner == owner)
+        & (ConnectionRecord.lease_expires_at > utcnow())
+        & (ConnectionRecord.token_version == seen_token_version),
+    )
+
+
+def store_recovery(record: ConnectionRecord, seen_token_version: int, ciphertext: bytes) -> bool:
+    """Keep refreshed tokens that could not be stored for the next holder; refused if newer tokens exist.
+
+    Not conditional on the lease: whoever holds it next finds them, whether or not it was ours.
+    """
+    return _conditional_update(
+        record,
+        [
+            ConnectionRecord.recovered_tokens_ciphertext.set(ciphertext),
+            ConnectionRecord.recovered_after_version.set(seen_token_version),
+        ],
         ConnectionRecord.pk.exists() & (ConnectionRecord.token_version == seen_token_version),
     )
 

@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from oauth_connections import budget
 from oauth_connections.config import get_settings
 from oauth_connections.observability import logger, metrics, tracer
 from oauth_connections.refresh import TokenError
@@ -17,6 +18,11 @@ from oauth_connections.retrieval import error_response, get_token, parse_request
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handle_get_token(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    with budget.invocation(context):
+        return _answer(event)
+
+
+def _answer(event: dict[str, Any]) -> dict[str, Any]:
     try:
         request = parse_request(event)
         logger.append_keys(tenant_id=request.tenant_id, connection_id=request.connection_id)

@@ -41,6 +41,19 @@ def decrypt_tokens(settings: Settings, record: ConnectionRecord) -> oauth.TokenS
     return oauth.TokenSet.from_json(plaintext)
 
 
+def recovered_tokens(settings: Settings, record: ConnectionRecord) -> oauth.TokenSet | None:
+    """Tokens a lease holder got from the provider but could not store, if they follow the stored ones.
+
+    Their refresh token, not the stored one, is then the live one (the provider rotated it).
+    """
+    ciphertext = cast(bytes | None, record.recovered_tokens_ciphertext)
+    after = record.recovered_after_version
+    if ciphertext is None or after is None or int(after) != int(record.token_version or 0):
+        return None
+    plaintext = envelope_for(settings.encryption_key_arn).decrypt(ciphertext, token_context(record))
+    return oauth.TokenSet.from_json(plaintext)
+
+
 def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: oauth.TokenSet) -> None:
     record.tokens_ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
         token_set.to_json(), token_context(record)
@@ -66,6 +79,8 @@ def store_connected(
         if grant is not None and grants.fingerprint(record) != grant:
             raise ConflictError("the connection's grant settings changed meanwhile", code="connection_changed")
         apply_tokens(settings, record, token_set)
+        record.recovered_tokens_ciphertext = None  # a new grant: tokens kept from the old one are void
+        record.recovered_after_version = None
         record.status = "connected"
         record.connected_at = storage.utcnow()
         record.status_reason = None

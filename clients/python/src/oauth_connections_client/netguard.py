@@ -10,9 +10,14 @@ the network. Redirects are vetted hop by hop, because each hop opens its own con
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -186,7 +191,71 @@ def is_under(url: str, base: str) -> bool:
     return target.path == base_path or target.path.startswith(base_path + "/") or not base_path
 
 
+# ------------------------------------------------------------------ overall deadline
+
+
+class CallDeadline:
+    """A wall-clock limit on one outbound call: the connect and every read together.
+
+    A socket timeout bounds each read alone, so a server that sends a byte a second keeps a call alive
+    forever. When the deadline passes, every socket the call opened is shut down, which ends a blocked
+    read at once; the caller then sees a connection error and `expired` tells it why.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(0.0, seconds)
+        self.expires = time.monotonic() + self.seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(self.seconds, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.0, self.expires - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+_call_deadline: ContextVar[CallDeadline | None] = ContextVar("outbound_call_deadline", default=None)
+
+
+@contextlib.contextmanager
+def call_deadline(seconds: float) -> Iterator[CallDeadline]:
+    """Bound every guarded connection opened inside the block by one overall deadline."""
+    deadline = CallDeadline(seconds)
+    token = _call_deadline.set(deadline)
+    deadline._timer.start()
+    try:
+        yield deadline
+    finally:
+        deadline._timer.cancel()
+        _call_deadline.reset(token)
+
+
 # ------------------------------------------------------------------ requests integration
+
+
+def _connect_timeout(timeout: Any, deadline: CallDeadline | None) -> Any:
+    if deadline is None:
+        return timeout
+    left = deadline.remaining()
+    return min(float(timeout), left) if isinstance(timeout, int | float) else left
 
 
 @cache
@@ -206,16 +275,21 @@ def _adapter_class(policy: UrlPolicy) -> type[Any]:
         except UnsafeUrlError as error:
             raise UnsafeUrlError(f"refused when connecting: {error.message}", code=error.code) from error
         last_error: OSError | None = None
+        deadline = _call_deadline.get()
         for address in addresses:
             try:
-                return create_connection(
+                sock = create_connection(
                     (str(address), self.port),
-                    self.timeout,
+                    _connect_timeout(self.timeout, deadline),
                     source_address=self.source_address,
                     socket_options=self.socket_options,
                 )
             except OSError as error:
                 last_error = error
+                continue
+            if deadline is not None:
+                deadline.watch(sock)
+            return sock
         raise NewConnectionError(self, f"failed to connect: {last_error}") from last_error
 
     http_conn = type("GuardedHTTPConnection", (HTTPConnection,), {"_new_conn": new_conn})

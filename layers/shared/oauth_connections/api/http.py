@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from oauth_connections import budget
 from oauth_connections.config import get_settings
 from oauth_connections.connections import CALLBACK_PATH, Caller
 from oauth_connections.errors import (
@@ -137,7 +138,8 @@ def http_handler(*routers: Router) -> Handler:
     @tracer.capture_lambda_handler(capture_response=False)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
-            return _handle(app, event, context)
+            with budget.invocation(context):
+                return _handle(app, event, context)
         except Exception:  # noqa: BLE001 - the one place an unexpected error becomes an answer
             return internal_error_response(context)
 
