@@ -5,15 +5,23 @@ commitment, and the encryption context authenticated in the message header. The 
 connection and purpose; decryption checks that the header's context is exactly the one expected, so a
 ciphertext copied onto another item (or used for another purpose) does not decrypt. Data keys are cached
 in memory for at most five minutes, so a warm function decrypts without calling KMS.
+
+KMS calls carry the timeouts and attempts of aws.py. A throttled or unreachable KMS is
+`service_unavailable`, never "does not decrypt": the SDK reports both as the same DecryptKeyError, so the
+KMS answers of the current call are watched to tell them apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from oauth_connections.errors import ConfigurationError, DecryptionError
+from oauth_connections import aws
+from oauth_connections.errors import ConfigurationError, DecryptionError, ServiceUnavailableError
 
 type Purpose = Literal["client_secret", "tokens", "flow"]
 
@@ -22,6 +30,8 @@ DATA_KEY_MAX_AGE_SECONDS = 300.0
 DATA_KEY_MAX_MESSAGES = 1000
 # Reserved context keys the SDK itself may add to a message header.
 _SDK_CONTEXT_PREFIX = "aws-crypto-"
+# Whether KMS answered "throttled" or "failed" during the current encrypt/decrypt.
+_kms_unavailable: ContextVar[bool] = ContextVar("kms_unavailable", default=False)
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,15 @@ class EncryptionContext:
         return {"tenant_id": self.tenant_id, "connection_id": self.connection_id, "purpose": self.purpose}
 
 
+def _watch_kms_answer(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+    code = str((parsed or {}).get("Error", {}).get("Code", ""))
+    status = int(getattr(http_response, "status_code", 0) or 0)
+    if code in aws.UNAVAILABLE_CODES or status >= 500:
+        _kms_unavailable.set(True)
+
+
 class Envelope:
-    def __init__(self, key_arn: str) -> None:
+    def __init__(self, key_arn: str, limits: aws.CallLimits | None = None) -> None:
         import aws_encryption_sdk
         from aws_encryption_sdk import CommitmentPolicy
         from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
@@ -47,41 +64,64 @@ class Envelope:
             commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
             max_encrypted_data_keys=1,
         )
+        session = aws.botocore_session(limits or aws.DEFAULT_LIMITS)
+        session.register("after-call.kms", _watch_kms_answer)
         self._materials = CachingCryptoMaterialsManager(
-            master_key_provider=StrictAwsKmsMasterKeyProvider(key_ids=[key_arn]),
+            master_key_provider=StrictAwsKmsMasterKeyProvider(key_ids=[key_arn], botocore_session=session),
             cache=LocalCryptoMaterialsCache(capacity=DATA_KEY_CACHE_CAPACITY),
             max_age=DATA_KEY_MAX_AGE_SECONDS,
             max_messages_encrypted=DATA_KEY_MAX_MESSAGES,
         )
 
     def encrypt(self, plaintext: bytes, context: EncryptionContext) -> bytes:
-        ciphertext, _header = self._client.encrypt(
-            source=plaintext,
-            materials_manager=self._materials,
-            encryption_context=context.as_dict(),
-            algorithm=self._algorithm,
-        )
+        with _kms_call():
+            ciphertext, _header = self._client.encrypt(
+                source=plaintext,
+                materials_manager=self._materials,
+                encryption_context=context.as_dict(),
+                algorithm=self._algorithm,
+            )
         return bytes(ciphertext)
 
     def decrypt(self, ciphertext: bytes, context: EncryptionContext) -> bytes:
         from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
         from cryptography.exceptions import InvalidTag
 
-        try:
-            plaintext, header = self._client.decrypt(source=ciphertext, materials_manager=self._materials)
-        except (AWSEncryptionSDKClientError, InvalidTag) as error:
-            raise DecryptionError(f"ciphertext does not decrypt: {type(error).__name__}") from error
+        with _kms_call():
+            try:
+                plaintext, header = self._client.decrypt(source=ciphertext, materials_manager=self._materials)
+            except (AWSEncryptionSDKClientError, InvalidTag) as error:
+                raise DecryptionError(f"ciphertext does not decrypt: {type(error).__name__}") from error
         if _own_context(header.encryption_context) != context.as_dict():
             raise DecryptionError("ciphertext belongs to another item or purpose")
         return bytes(plaintext)
+
+
+@contextmanager
+def _kms_call() -> Iterator[None]:
+    """Report a throttled, failing or unreachable KMS as service_unavailable, whatever the SDK made of it."""
+    _kms_unavailable.set(False)
+    try:
+        yield
+    except ServiceUnavailableError:
+        raise
+    except Exception as error:
+        if _kms_unavailable.get() or aws.is_unavailable(error):
+            raise ServiceUnavailableError("the key service is unavailable; try again shortly") from error
+        raise
 
 
 def _own_context(context: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in context.items() if not k.startswith(_SDK_CONTEXT_PREFIX)}
 
 
-@cache
 def envelope_for(key_arn: str | None) -> Envelope:
     if not key_arn:
         raise ConfigurationError("ENCRYPTION_KEY_ARN is not set for this function")
-    return Envelope(key_arn)
+    return _envelope(key_arn)
+
+
+@cache
+def _envelope(key_arn: str) -> Envelope:
+    """One envelope (and so one data key cache) per key; its KMS limits are those of its first use."""
+    return Envelope(key_arn, aws.current_limits())

@@ -30,6 +30,7 @@ from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from oauth_connections import aws
 from oauth_connections.errors import ConflictError, NotFoundError
 
 TENANT_PREFIX = "TENANT#"
@@ -222,25 +223,36 @@ MODELS: tuple[type[_TableModel], ...] = (
 
 class _Binding:
     table_name: ClassVar[str | None] = None
+    limits: ClassVar[aws.CallLimits | None] = None
 
 
 def bind_table(table_name: str) -> None:
-    """Point every model at the table; cheap when unchanged (called on each request path)."""
-    if _Binding.table_name == table_name:
+    """Point every model at the table, with the timeouts and attempts of aws.py; cheap when unchanged
+    (called on each request path, so a call made near the invocation's deadline gets shorter timeouts)."""
+    limits = aws.current_limits()
+    if _Binding.table_name == table_name and _Binding.limits == limits:
         return
     for model in MODELS:
-        model.Meta.table_name = table_name
+        meta: Any = model.Meta  # pynamodb adds the connection settings to Meta at class creation
+        meta.table_name = table_name
+        meta.connect_timeout_seconds = limits.connect_timeout
+        meta.read_timeout_seconds = limits.read_timeout
+        meta.max_retry_attempts = limits.max_attempts - 1  # pynamodb counts retries, not attempts
         model._connection = None
-    _Binding.table_name = table_name
+    _Binding.table_name, _Binding.limits = table_name, limits
 
 
 @cache
-def _connection() -> Connection:
-    return Connection()
+def _connection(limits: aws.CallLimits) -> Connection:
+    return Connection(
+        connect_timeout_seconds=limits.connect_timeout,
+        read_timeout_seconds=limits.read_timeout,
+        max_retry_attempts=limits.max_attempts - 1,
+    )
 
 
 def _transaction() -> TransactWrite:
-    return TransactWrite(connection=_connection())
+    return TransactWrite(connection=_connection(_Binding.limits or aws.current_limits()))
 
 
 def _cancellation_codes(error: TransactWriteError) -> list[str]:
