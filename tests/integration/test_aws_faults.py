@@ -23,6 +23,7 @@ from tests.support.aws_fault_proxy import AwsFaultProxy, Mode
 from tests.support.provider import OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import (
+    age_tokens,
     authorize,
     callback_url,
     connect,
@@ -31,10 +32,11 @@ from tests.support.stack_flows import (
     invoke,
     new_tenant,
     query_of,
+    refreshes,
     stored_item,
 )
 
-FAULTS: list[Mode] = ["hang", "refuse", "slow"]
+FAULTS: list[Mode] = ["hang", "refuse", "slow", "throttle"]
 AWS_TIMEOUT_SECONDS = 1
 AWS_MAX_ATTEMPTS = 2
 # A failing call gives up after its attempts (connect and read timeouts) and at most a second of backoff.
@@ -51,18 +53,28 @@ def aws_proxy() -> Iterator[AwsFaultProxy]:
 
 
 @pytest.fixture(scope="module")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory, aws_proxy: AwsFaultProxy) -> Iterator[Stack]:
-    """The project's template whose functions (not the provisioner, not the queue pollers) call AWS through the proxy."""
+def kms_proxy() -> Iterator[AwsFaultProxy]:
+    with AwsFaultProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def fault_stack(
+    tmp_path_factory: pytest.TempPathFactory, aws_proxy: AwsFaultProxy, kms_proxy: AwsFaultProxy
+) -> Iterator[Stack]:
+    """The project's template whose functions (not the provisioner, not the queue pollers) call AWS through
+    the proxy; KMS through a proxy of its own, to fail it alone."""
     with Stack(
         template_path=DEFAULT_TEMPLATE,
         repo_root=REPO_ROOT,
         state_dir=tmp_path_factory.mktemp("devstack-faults"),
         parameter_overrides={"AwsTimeoutSeconds": AWS_TIMEOUT_SECONDS, "AwsMaxAttempts": AWS_MAX_ATTEMPTS},
-        env_overrides={"AWS_ENDPOINT_URL": aws_proxy.url},
+        env_overrides={"AWS_ENDPOINT_URL": aws_proxy.url, "AWS_ENDPOINT_URL_KMS": kms_proxy.url},
         schedules=False,
         with_provider=False,
     ) as running:
         aws_proxy.forward_to(running.aws_url)
+        kms_proxy.forward_to(running.aws_url)
         yield running
 
 
@@ -121,6 +133,33 @@ def test_warm_retrieval_answers_service_unavailable(
     assert result.seconds < ANSWER_WITHIN_SECONDS, result
     assert connected.item() == before
     assert get_token(connected.stack, connected.tenant, connected.connection_id)["access_token"] == warm["access_token"]
+
+
+@pytest.mark.parametrize("fault", ["throttle", "hang"])
+def test_key_service_failing_inside_a_refresh_is_not_the_providers_fault(
+    fault_stack: Stack, fault_provider: OidcProvider, kms_proxy: AwsFaultProxy, fault: Mode
+) -> None:
+    tenant = new_tenant("faults")
+    api = ApiClient(fault_stack).as_tenant(tenant)
+    connection = create_connection(api, fault_provider)
+    connect(api, connection["id"], RETURN_URL)
+    first = get_token(fault_stack, tenant, connection["id"])  # the tokens' data key is now cached
+    age_tokens(fault_stack, tenant, connection["id"])
+    before = stored_item(fault_stack, tenant, connection["id"])
+    refreshed_before = refreshes(fault_provider)
+    payload = {"tenant_id": tenant, "connection_id": connection["id"], "force_refresh": True}
+    with kms_proxy.fault(fault):  # the client secret needs KMS: its data key is not cached
+        result = invoke(fault_stack.lambda_client(), payload)
+    assert result.function_error is None, result
+    assert result.payload["error"]["code"] == "service_unavailable", result
+    assert result.seconds < ANSWER_WITHIN_SECONDS, result
+    after = stored_item(fault_stack, tenant, connection["id"])
+    assert refreshes(fault_provider) == refreshed_before
+    # Only the refresh lease was taken (and so the item's version moved): no failure, no backoff, same tokens.
+    lease = {"lease_owner", "lease_expires_at", "version"}
+    assert {k: v for k, v in after.items() if k not in lease} == {k: v for k, v in before.items() if k not in lease}
+    assert after["status"]["S"] == "connected" and "next_attempt_at" not in after and "status_reason" not in after
+    assert get_token(fault_stack, tenant, connection["id"])["access_token"] == first["access_token"]
 
 
 @pytest.mark.parametrize("fault", FAULTS)

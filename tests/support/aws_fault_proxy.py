@@ -8,7 +8,9 @@ until the block ends:
 * ``hang``: connections are accepted and requests read, but nothing is forwarded or answered (a paused
   process, a black-holed partition);
 * ``refuse``: the port is closed and open connections are reset (a process that is gone);
-* ``slow``: every response is held back ``SLOW_SECONDS`` before its first byte is relayed.
+* ``slow``: every response is held back ``SLOW_SECONDS`` before its first byte is relayed;
+* ``throttle``: every request is answered ``ThrottlingException`` (HTTP 400) without reaching AWS, and
+  the connection closed, as a JSON-protocol service answers when over its rate.
 
 The proxy works on bytes, not HTTP, so keep-alive connections, chunked uploads and every AWS protocol
 pass through untouched. A connection that saw a hang is closed when the fault ends, as a client would
@@ -28,9 +30,17 @@ from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-type Mode = Literal["pass", "hang", "refuse", "slow"]
+type Mode = Literal["pass", "hang", "refuse", "slow", "throttle"]
 
 SLOW_SECONDS = 2.0
+# What a throttled AWS JSON-protocol service (DynamoDB, KMS, SQS, EventBridge) answers.
+_THROTTLED_BODY = b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
+_THROTTLED = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n"
+    b"x-amzn-RequestId: fault-proxy\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_THROTTLED_BODY)}\r\n\r\n".encode()
+    + _THROTTLED_BODY
+)
 _POLL_SECONDS = 0.05
 
 
@@ -127,6 +137,9 @@ class AwsFaultProxy:
                         return
                     if mode == "hang":
                         hung = True  # read and dropped: nothing reaches AWS, nothing comes back
+                    elif mode == "throttle" and sock is client:
+                        client.sendall(_THROTTLED)
+                        return
                     elif sock is client:
                         if upstream is None:
                             upstream = self._connect_upstream()
