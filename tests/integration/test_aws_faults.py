@@ -41,6 +41,8 @@ AWS_TIMEOUT_SECONDS = 1
 AWS_MAX_ATTEMPTS = 2
 # A failing call gives up after its attempts (connect and read timeouts) and at most a second of backoff.
 ANSWER_WITHIN_SECONDS = AWS_MAX_ATTEMPTS * AWS_TIMEOUT_SECONDS + 1 + 2.5
+# The callback's own work, plus publishing given up after its time cap (events.py).
+EVENT_GIVEN_UP_WITHIN_SECONDS = 8.0
 RETURN_URL = "http://127.0.0.1:5173/done"
 REDELIVERY_SECONDS = 2
 QUEUE_WAIT_SECONDS = 30.0
@@ -59,22 +61,36 @@ def kms_proxy() -> Iterator[AwsFaultProxy]:
 
 
 @pytest.fixture(scope="module")
+def events_proxy() -> Iterator[AwsFaultProxy]:
+    with AwsFaultProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
 def fault_stack(
-    tmp_path_factory: pytest.TempPathFactory, aws_proxy: AwsFaultProxy, kms_proxy: AwsFaultProxy
+    tmp_path_factory: pytest.TempPathFactory,
+    aws_proxy: AwsFaultProxy,
+    kms_proxy: AwsFaultProxy,
+    events_proxy: AwsFaultProxy,
 ) -> Iterator[Stack]:
     """The project's template whose functions (not the provisioner, not the queue pollers) call AWS through
-    the proxy; KMS through a proxy of its own, to fail it alone."""
+    the proxy; KMS and EventBridge through proxies of their own, to fail them alone."""
     with Stack(
         template_path=DEFAULT_TEMPLATE,
         repo_root=REPO_ROOT,
         state_dir=tmp_path_factory.mktemp("devstack-faults"),
         parameter_overrides={"AwsTimeoutSeconds": AWS_TIMEOUT_SECONDS, "AwsMaxAttempts": AWS_MAX_ATTEMPTS},
-        env_overrides={"AWS_ENDPOINT_URL": aws_proxy.url, "AWS_ENDPOINT_URL_KMS": kms_proxy.url},
+        env_overrides={
+            "AWS_ENDPOINT_URL": aws_proxy.url,
+            "AWS_ENDPOINT_URL_KMS": kms_proxy.url,
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": events_proxy.url,
+        },
         schedules=False,
         with_provider=False,
     ) as running:
         aws_proxy.forward_to(running.aws_url)
         kms_proxy.forward_to(running.aws_url)
+        events_proxy.forward_to(running.aws_url)
         yield running
 
 
@@ -199,6 +215,30 @@ def test_callback_answers_503_and_succeeds_when_retried(
     retried = result.follow()  # the same callback, once AWS answers again: nothing of the flow was lost
     assert retried.status_code == 302, retried.text
     assert query_of(retried.headers["Location"])["status"] == "connected"
+    assert get_token(fault_stack, tenant, connection["id"])["token_type"].lower() == "bearer"
+
+
+@pytest.mark.parametrize("fault", ["throttle", "hang"])
+def test_a_failed_event_does_not_fail_the_stored_connection(
+    fault_stack: Stack, fault_provider: OidcProvider, events_proxy: AwsFaultProxy, fault: Mode
+) -> None:
+    tenant = new_tenant("faults")
+    api = ApiClient(fault_stack).as_tenant(tenant)
+    connection = create_connection(api, fault_provider)
+    _, result = authorize(api, connection["id"], RETURN_URL)
+    logged = len(fault_stack.function_logs("OAuthCallbackFunction"))
+    with events_proxy.fault(fault):  # the connection.connected event follows the stored tokens
+        response, seconds = timed(result.follow)
+    assert response.status_code == 302, response.text
+    assert query_of(response.headers["Location"])["status"] == "connected"
+    assert seconds < EVENT_GIVEN_UP_WITHIN_SECONDS, seconds
+    assert stored_item(fault_stack, tenant, connection["id"])["status"]["S"] == "connected"
+    lines = [
+        json.loads(line) for line in fault_stack.function_logs("OAuthCallbackFunction")[logged:] if line.startswith("{")
+    ]
+    [failure] = [line for line in lines if line.get("message") == "event not published"]
+    assert failure["detail_type"] == "connection.connected"
+    assert any(line.get("EventsNotPublished") == [1.0] for line in lines)
     assert get_token(fault_stack, tenant, connection["id"])["token_type"].lower() == "bearer"
 
 

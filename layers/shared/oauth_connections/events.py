@@ -20,6 +20,8 @@ from oauth_connections.observability import logger
 SOURCE = "oauth-connections"
 PUBLISH_ATTEMPTS = 3
 RETRY_PAUSE_SECONDS = 0.2
+# Publishing stops retrying after this long: each PutEvents already makes the SDK's bounded attempts.
+PUBLISH_MAX_SECONDS = 2.0
 NOT_PUBLISHED_METRIC = "EventsNotPublished"
 
 
@@ -33,13 +35,15 @@ def publish(bus_name: str, detail_type: str, *, tenant_id: str, connection_id: s
     }
     entry = {"Source": SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": bus_name}
     context = {"detail_type": detail_type, "connection_id": connection_id}
+    started = time.monotonic()
     problem = _put(entry)
     for attempt in range(1, PUBLISH_ATTEMPTS):
         if problem is None:
             return
         pause = RETRY_PAUSE_SECONDS * attempt
-        if budget.bounded(pause, reserve=aws.ANSWER_RESERVE_SECONDS) < pause:
-            break  # no time left to wait for another attempt
+        spent = time.monotonic() - started
+        if spent + pause > PUBLISH_MAX_SECONDS or budget.bounded(pause, reserve=aws.ANSWER_RESERVE_SECONDS) < pause:
+            break  # an unreachable EventBridge must not hold up the caller any longer
         time.sleep(pause)
         problem = _put(entry)
     if problem is None:
