@@ -218,9 +218,12 @@ def test_callback_answers_503_and_succeeds_when_retried(
     assert get_token(fault_stack, tenant, connection["id"])["token_type"].lower() == "bearer"
 
 
-@pytest.mark.parametrize("fault", ["throttle", "hang"])
+@pytest.mark.parametrize(
+    ("fault", "problem"),
+    [("throttle", "ThrottlingException"), ("hang", "ReadTimeoutError"), ("fail_entries", "InternalFailure")],
+)
 def test_a_failed_event_does_not_fail_the_stored_connection(
-    fault_stack: Stack, fault_provider: OidcProvider, events_proxy: AwsFaultProxy, fault: Mode
+    fault_stack: Stack, fault_provider: OidcProvider, events_proxy: AwsFaultProxy, fault: Mode, problem: str
 ) -> None:
     tenant = new_tenant("faults")
     api = ApiClient(fault_stack).as_tenant(tenant)
@@ -237,7 +240,7 @@ def test_a_failed_event_does_not_fail_the_stored_connection(
         json.loads(line) for line in fault_stack.function_logs("OAuthCallbackFunction")[logged:] if line.startswith("{")
     ]
     [failure] = [line for line in lines if line.get("message") == "event not published"]
-    assert failure["detail_type"] == "connection.connected"
+    assert failure["detail_type"] == "connection.connected" and failure["problem"] == problem
     assert any(line.get("EventsNotPublished") == [1.0] for line in lines)
     assert get_token(fault_stack, tenant, connection["id"])["token_type"].lower() == "bearer"
 

@@ -10,7 +10,8 @@ until the block ends:
 * ``refuse``: the port is closed and open connections are reset (a process that is gone);
 * ``slow``: every response is held back ``SLOW_SECONDS`` before its first byte is relayed;
 * ``throttle``: every request is answered ``ThrottlingException`` (HTTP 400) without reaching AWS, and
-  the connection closed, as a JSON-protocol service answers when over its rate.
+  the connection closed, as a JSON-protocol service answers when over its rate;
+* ``fail_entries``: every request is answered 200 with one failed entry (EventBridge's PutEvents).
 
 The proxy works on bytes, not HTTP, so keep-alive connections, chunked uploads and every AWS protocol
 pass through untouched. A connection that saw a hang is closed when the fault ends, as a client would
@@ -30,17 +31,27 @@ from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-type Mode = Literal["pass", "hang", "refuse", "slow", "throttle"]
+type Mode = Literal["pass", "hang", "refuse", "slow", "throttle", "fail_entries"]
 
 SLOW_SECONDS = 2.0
-# What a throttled AWS JSON-protocol service (DynamoDB, KMS, SQS, EventBridge) answers.
-_THROTTLED_BODY = b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
-_THROTTLED = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n"
-    b"x-amzn-RequestId: fault-proxy\r\nConnection: close\r\n"
-    + f"Content-Length: {len(_THROTTLED_BODY)}\r\n\r\n".encode()
-    + _THROTTLED_BODY
-)
+
+
+def _answer(status: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: fault-proxy\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+# Canned answers, given without reaching AWS: what a JSON-protocol service (DynamoDB, KMS, SQS,
+# EventBridge) answers when over its rate, and what EventBridge answers for an entry it could not take.
+_ANSWERS: dict[Mode, bytes] = {
+    "throttle": _answer("400 Bad Request", b'{"__type":"ThrottlingException","message":"Rate exceeded"}'),
+    "fail_entries": _answer(
+        "200 OK", b'{"FailedEntryCount":1,"Entries":[{"ErrorCode":"InternalFailure","ErrorMessage":"try again"}]}'
+    ),
+}
 _POLL_SECONDS = 0.05
 
 
@@ -137,8 +148,8 @@ class AwsFaultProxy:
                         return
                     if mode == "hang":
                         hung = True  # read and dropped: nothing reaches AWS, nothing comes back
-                    elif mode == "throttle" and sock is client:
-                        client.sendall(_THROTTLED)
+                    elif mode in _ANSWERS and sock is client:
+                        client.sendall(_ANSWERS[mode])
                         return
                     elif sock is client:
                         if upstream is None:

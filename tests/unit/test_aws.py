@@ -49,10 +49,12 @@ def test_limits_are_the_settings_when_time_is_plenty() -> None:
 
 
 def test_limits_shrink_so_every_attempt_ends_before_the_deadline() -> None:
-    limits = _limits_with(3_000)
-    worst = limits.max_attempts * (limits.connect_timeout + limits.read_timeout) + (limits.max_attempts - 1)
-    assert limits.read_timeout == 0.25
-    assert worst <= 3.0 - aws.ANSWER_RESERVE_SECONDS
+    for millis, timeout in ((5_000, 0.5), (3_000, 0.25), (500, 0.25)):
+        limits = _limits_with(millis)
+        assert limits.connect_timeout == limits.read_timeout == timeout, millis
+        assert limits.max_attempts == 2
+    worst = 2 * (0.5 + 0.5) + 1
+    assert worst <= 5.0 - aws.ANSWER_RESERVE_SECONDS
 
 
 def client_error(code: str, status: int = 400, operation: str = "GetItem", **extra: Any) -> ClientError:

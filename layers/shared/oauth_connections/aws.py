@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 # Time kept back at the end of an invocation to answer after the last attempt gave up.
 ANSWER_RESERVE_SECONDS = 0.5
-# Timeouts are rounded to this step, so clients built near a deadline are reused rather than rebuilt.
-_STEP_SECONDS = 0.25
 _SHORTEST_TIMEOUT_SECONDS = 0.25
 
 # Error codes (from any AWS service) that mean "too many requests" or "the service failed", not "you are wrong".
@@ -82,16 +80,18 @@ DEFAULT_LIMITS = _default_limits()
 def call_limits(settings: Settings) -> CallLimits:
     """Per-attempt timeouts and attempts such that all attempts of one call end before the deadline.
 
-    One attempt may wait for both the connection and the answer; the standard mode's backoff between
-    attempts is at most one second for two attempts, which the reserve and the rounding absorb.
+    One attempt may wait for both the connection and the answer, and the standard mode waits up to a
+    second between attempts. Near the deadline the timeout is halved until the call fits (down to a
+    floor): a few fixed values, so the clients built for them are reused, not rebuilt per call.
     """
     attempts = settings.aws_max_attempts
     timeout = settings.aws_timeout_seconds
     left = budget.remaining_seconds()
     if left is not None:
-        timeout = min(timeout, (left - ANSWER_RESERVE_SECONDS - (attempts - 1)) / (2 * attempts))
-    rounded = max(_SHORTEST_TIMEOUT_SECONDS, int(timeout / _STEP_SECONDS) * _STEP_SECONDS)
-    return CallLimits(connect_timeout=rounded, read_timeout=rounded, max_attempts=attempts)
+        available = left - ANSWER_RESERVE_SECONDS - (attempts - 1)
+        while timeout > _SHORTEST_TIMEOUT_SECONDS and 2 * attempts * timeout > available:
+            timeout = max(_SHORTEST_TIMEOUT_SECONDS, timeout / 2)
+    return CallLimits(connect_timeout=timeout, read_timeout=timeout, max_attempts=attempts)
 
 
 def client_config(limits: CallLimits) -> botocore.config.Config:

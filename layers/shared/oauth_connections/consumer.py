@@ -51,6 +51,12 @@ class ProviderUnavailableError(TokenServiceError):
     code = "provider_unavailable"
 
 
+class ServiceUnavailableError(TokenServiceError):
+    """The token service's own AWS dependencies were throttled or down; retry after `retry_after` seconds."""
+
+    code = "service_unavailable"
+
+
 class InvalidTokenRequestError(TokenServiceError):
     code = "invalid_request"
 
@@ -68,6 +74,7 @@ _ERRORS: dict[str, type[TokenServiceError]] = {
         ConnectionNotConnectedError,
         ReauthorizationRequiredError,
         ProviderUnavailableError,
+        ServiceUnavailableError,
         InvalidTokenRequestError,
     )
 }

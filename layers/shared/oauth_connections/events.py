@@ -59,7 +59,9 @@ def _put(entry: dict[str, str]) -> str | None:
 
     try:
         result = aws.client("events").put_events(Entries=[entry])
-    except (BotoCoreError, ClientError) as error:
+    except ClientError as error:
+        return str(error.response.get("Error", {}).get("Code") or type(error).__name__)
+    except BotoCoreError as error:
         return type(error).__name__
     if result.get("FailedEntryCount"):
         refused = (result.get("Entries") or [{}])[0]

@@ -9,6 +9,7 @@ own items. Secrets and tokens are stored as envelope ciphertext only (see crypto
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, ClassVar
@@ -224,6 +225,9 @@ MODELS: tuple[type[_TableModel], ...] = (
 class _Binding:
     table_name: ClassVar[str | None] = None
     limits: ClassVar[aws.CallLimits | None] = None
+    # Each model's pynamodb connection per (table, limits): a call near the deadline switches to
+    # shorter timeouts, the next invocation back, without building a client again.
+    connections: ClassVar[dict[tuple[type[_TableModel], str, aws.CallLimits], Any]] = {}
 
 
 def bind_table(table_name: str) -> None:
@@ -238,7 +242,11 @@ def bind_table(table_name: str) -> None:
         meta.connect_timeout_seconds = limits.connect_timeout
         meta.read_timeout_seconds = limits.read_timeout
         meta.max_retry_attempts = limits.max_attempts - 1  # pynamodb counts retries, not attempts
-        model._connection = None
+        connection = _Binding.connections.get((model, table_name, limits))
+        if connection is None:
+            model._connection = None
+            connection = _Binding.connections[(model, table_name, limits)] = model._get_connection()
+        model._connection = connection
     _Binding.table_name, _Binding.limits = table_name, limits
 
 
@@ -252,7 +260,11 @@ def _connection(limits: aws.CallLimits) -> Connection:
 
 
 def _transaction() -> TransactWrite:
-    return TransactWrite(connection=_connection(_Binding.limits or aws.current_limits()))
+    """A transaction whose retries (after a timeout, say) DynamoDB recognizes: a retried write that had
+    already succeeded is not refused by its own conditions."""
+    return TransactWrite(
+        connection=_connection(_Binding.limits or aws.current_limits()), client_request_token=uuid.uuid4().hex
+    )
 
 
 def _cancellation_codes(error: TransactWriteError) -> list[str]:
