@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--sweep-connections", type=int, default=300)
     parser.add_argument("--feed-mb", type=int, default=100, help="feed size of the feed memory benchmark")
+    parser.add_argument("--outage-runs", type=int, default=5, help="invocations per fault with AWS unavailable")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
     args = parser.parse_args()
 
@@ -50,6 +51,9 @@ def main() -> None:
     from benchmarks.feed_memory import measure as bench_feed_memory
 
     rows += bench_feed_memory(args.feed_mb)
+    from benchmarks.aws_outage import measure as bench_aws_outage
+
+    rows += bench_aws_outage(args.outage_runs)
     table = render(rows)
     print(table)
     if not args.no_write:

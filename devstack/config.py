@@ -62,6 +62,8 @@ LOCAL_PARAMETER_VALUES: Final[dict[str, str]] = {
     "AllowedReturnOrigins": "http://127.0.0.1:*,http://localhost:*",
     # The demo provider's tokens live five minutes: sweep every minute so `make run` shows refreshes.
     "RefreshScheduleExpression": "rate(1 minute)",
+    # The embedded AWS on a busy laptop answers far slower than AWS does.
+    "AwsTimeoutSeconds": "5",
 }
 
 #: Environment switches of ``python -m devstack run`` (the Stack options win in tests).

@@ -29,6 +29,9 @@ os.environ.update(
     POWERTOOLS_LOG_LEVEL="DEBUG",
     POWERTOOLS_TRACE_DISABLED="true",
     POWERTOOLS_METRICS_NAMESPACE="OAuthConnectionsTest",
+    # The embedded AWS on a busy machine answers far slower than AWS: a generous per-attempt timeout,
+    # so that slowness never turns a successful conditional write into a retry refused by its own condition.
+    AWS_TIMEOUT_SECONDS="5",
 )
 os.environ.pop("AWS_PROFILE", None)
 

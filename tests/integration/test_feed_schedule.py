@@ -54,8 +54,16 @@ def api(scheduled_stack: Stack) -> ApiClient:
     return ApiClient(scheduled_stack).as_tenant(f"sched-{uuid.uuid4().hex[:10]}")
 
 
-def create_feed(api: ApiClient, url: str, schedule: str, connection_id: str | None = None) -> str:
-    body: dict[str, Any] = {"name": f"feed {uuid.uuid4().hex[:8]}", "url": url, "format": "yml", "schedule": schedule}
+def create_feed(
+    api: ApiClient, url: str, schedule: str, connection_id: str | None = None, *, enabled: bool = True
+) -> str:
+    body: dict[str, Any] = {
+        "name": f"feed {uuid.uuid4().hex[:8]}",
+        "url": url,
+        "format": "yml",
+        "schedule": schedule,
+        "enabled": enabled,
+    }
     if connection_id:
         body["connection_id"] = connection_id
     response = api.post("/feeds", json=body)
@@ -153,9 +161,12 @@ def test_a_feed_whose_connection_was_deleted_fails_and_leaves_its_schedule(
     )
     assert created.status_code == 201, created.text
     connection_id = created.json()["id"]
-    feed_id = create_feed(api, url, "* * * * *", connection_id)
+    # Disabled until the connection is gone, so that no run can come between the two.
+    feed_id = create_feed(api, url, "* * * * *", connection_id, enabled=False)
     deleted = api.delete(f"/connections/{connection_id}")
     assert deleted.status_code == 204, deleted.text
+    enabled = api.patch(f"/feeds/{feed_id}", json={"enabled": True})
+    assert enabled.status_code == 200, enabled.text
 
     wait_for("failed scheduled run", lambda: finished_runs(api, feed_id))
     view = wait_for(

@@ -15,7 +15,7 @@ import pytest
 
 from devstack import Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
-from tests.support.aws_fault_proxy import AwsFaultProxy
+from tests.support.aws_service_faults import AwsFaultProxy
 from tests.support.provider import OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import (

@@ -15,10 +15,11 @@ from typing import Any, cast
 
 import pytest
 
+from oauth_connections import aws as aws_clients
 from oauth_connections import crypto, oauth, storage, tokens
 from oauth_connections.config import get_settings
 from tests.conftest import InProcessApi, LambdaContext, LogCapture, load_handler
-from tests.support.aws_fault_proxy import AwsFaultProxy
+from tests.support.aws_service_faults import AwsFaultProxy
 from tests.support.provider import OidcProvider
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 from tests.support.token_proxy import HoldingTokenProxy
@@ -43,9 +44,12 @@ def get_token(tenant: str, connection_id: str, remaining_millis: int = 25_000, *
 def _new_aws_clients() -> None:
     """Every SDK client of the service is created again, so the endpoint in the environment applies."""
     storage._connection.cache_clear()
+    storage._Binding.connections.clear()
+    storage._Binding.table_name = None
     for model in storage.MODELS:
         model._connection = None
-    crypto.envelope_for.cache_clear()
+    crypto._envelope.cache_clear()
+    aws_clients._client.cache_clear()
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ def test_a_token_without_expiry_or_type() -> None:
         ("not_connected", client.ConnectionNotConnectedError),
         ("reauthorization_required", client.ReauthorizationRequiredError),
         ("provider_unavailable", client.ProviderUnavailableError),
+        ("service_unavailable", client.ServiceUnavailableError),
         ("invalid_request", client.InvalidTokenRequestError),
         ("internal_error", client.TokenServiceError),
         ("a_code_from_a_newer_service", client.TokenServiceError),

@@ -26,6 +26,10 @@ class Settings(BaseModel):
     # The overall deadline of one provider call (connect and the whole response); a refresh shortens it
     # further to end within its lease and the invocation's remaining time.
     outbound_timeout_seconds: float = Field(default=8.0, gt=0)
+    # AWS calls (DynamoDB, KMS, SQS, EventBridge, S3): connect and read timeout of one attempt, and
+    # attempts per call in the standard retry mode; aws.py also keeps them inside the invocation's time.
+    aws_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    aws_max_attempts: int = Field(default=2, ge=1, le=10)
     # Origins the frontend may ask to return to after authorization: "https://app.example.com",
     # "http://127.0.0.1:*" (any port). Comma-separated in the environment.
     allowed_return_origins: tuple[str, ...] = ()
@@ -96,6 +100,8 @@ _ENV_NAMES = {
     "aws_region": "AWS_REGION",
     "max_body_bytes": "MAX_BODY_BYTES",
     "outbound_timeout_seconds": "OUTBOUND_TIMEOUT_SECONDS",
+    "aws_timeout_seconds": "AWS_TIMEOUT_SECONDS",
+    "aws_max_attempts": "AWS_MAX_ATTEMPTS",
     "allowed_return_origins": "ALLOWED_RETURN_ORIGINS",
     "event_bus_name": "EVENT_BUS_NAME",
     "require_scopes": "REQUIRE_SCOPES",

@@ -68,3 +68,14 @@ class DecryptionError(ServiceError):
 class ValidationFailedError(ServiceError):
     code = "validation_error"
     status = 422
+
+
+class ServiceUnavailableError(ServiceError):
+    """An AWS dependency throttled, timed out or refused: nobody's fault, and worth a retry shortly."""
+
+    code = "service_unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
 from typing import Any, cast
 
-from oauth_connections import budget, events, storage
+from oauth_connections import aws, budget, events, storage
 from oauth_connections.config import Settings, url_policy
 from oauth_connections.errors import ConfigurationError, NotFoundError, ServiceError
 from oauth_connections.feed_formats import FeedContentError, checker_for
@@ -51,11 +50,8 @@ class FetchOutcome:
     last_modified: str | None = None
 
 
-@cache
 def _s3() -> Any:
-    import boto3
-
-    return boto3.client("s3")
+    return aws.client("s3")
 
 
 class StagedUpload:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import zlib
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from oauth_connections import storage
+from oauth_connections import aws, storage
 from oauth_connections.config import Settings
 from oauth_connections.connections import Caller, decode_cursor_of, encode_cursor
 from oauth_connections.cron import next_run
@@ -176,11 +175,8 @@ def list_runs(settings: Settings, caller: Caller, feed_id: str, limit: int) -> F
 # ------------------------------------------------------------------ dispatch
 
 
-@cache
 def _sqs() -> Any:
-    import boto3
-
-    return boto3.client("sqs")
+    return aws.client("sqs")
 
 
 def enqueue_fetch(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> None:

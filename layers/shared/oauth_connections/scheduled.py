@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from oauth_connections import storage
+from oauth_connections import aws, storage
 from oauth_connections.config import Settings
 from oauth_connections.errors import ConfigurationError, NotFoundError
 from oauth_connections.observability import logger, metrics
@@ -23,11 +22,8 @@ SQS_BATCH = 10
 PAGE_SIZE = 100
 
 
-@cache
 def _sqs() -> Any:
-    import boto3
-
-    return boto3.client("sqs")
+    return aws.client("sqs")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ own items. Secrets and tokens are stored as envelope ciphertext only (see crypto
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
@@ -31,6 +32,7 @@ from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from oauth_connections import aws
 from oauth_connections.errors import ConflictError, NotFoundError
 
 TENANT_PREFIX = "TENANT#"
@@ -229,25 +231,47 @@ MODELS: tuple[type[_TableModel], ...] = (
 
 class _Binding:
     table_name: ClassVar[str | None] = None
+    limits: ClassVar[aws.CallLimits | None] = None
+    # Each model's pynamodb connection per (table, limits): a call near the deadline switches to
+    # shorter timeouts, the next invocation back, without building a client again.
+    connections: ClassVar[dict[tuple[type[_TableModel], str, aws.CallLimits], Any]] = {}
 
 
 def bind_table(table_name: str) -> None:
-    """Point every model at the table; cheap when unchanged (called on each request path)."""
-    if _Binding.table_name == table_name:
+    """Point every model at the table, with the timeouts and attempts of aws.py; cheap when unchanged
+    (called on each request path, so a call made near the invocation's deadline gets shorter timeouts)."""
+    limits = aws.current_limits()
+    if _Binding.table_name == table_name and _Binding.limits == limits:
         return
     for model in MODELS:
-        model.Meta.table_name = table_name
-        model._connection = None
-    _Binding.table_name = table_name
+        meta: Any = model.Meta  # pynamodb adds the connection settings to Meta at class creation
+        meta.table_name = table_name
+        meta.connect_timeout_seconds = limits.connect_timeout
+        meta.read_timeout_seconds = limits.read_timeout
+        meta.max_retry_attempts = limits.max_attempts - 1  # pynamodb counts retries, not attempts
+        connection = _Binding.connections.get((model, table_name, limits))
+        if connection is None:
+            model._connection = None
+            connection = _Binding.connections[(model, table_name, limits)] = model._get_connection()
+        model._connection = connection
+    _Binding.table_name, _Binding.limits = table_name, limits
 
 
 @cache
-def _connection() -> Connection:
-    return Connection()
+def _connection(limits: aws.CallLimits) -> Connection:
+    return Connection(
+        connect_timeout_seconds=limits.connect_timeout,
+        read_timeout_seconds=limits.read_timeout,
+        max_retry_attempts=limits.max_attempts - 1,
+    )
 
 
 def _transaction() -> TransactWrite:
-    return TransactWrite(connection=_connection())
+    """A transaction whose retries (after a timeout, say) DynamoDB recognizes: a retried write that had
+    already succeeded is not refused by its own conditions."""
+    return TransactWrite(
+        connection=_connection(_Binding.limits or aws.current_limits()), client_request_token=uuid.uuid4().hex
+    )
 
 
 def _cancellation_codes(error: TransactWriteError) -> list[str]:

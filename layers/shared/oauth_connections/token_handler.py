@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from oauth_connections import budget
+from oauth_connections import aws, budget
 from oauth_connections.config import get_settings
 from oauth_connections.observability import logger, metrics, tracer
 from oauth_connections.refresh import TokenError
@@ -31,9 +31,16 @@ def _answer(event: dict[str, Any]) -> dict[str, Any]:
         logger.info("token not given", extra={"error_code": error.code})
         metrics.add_metric(name="TokenRetrievalFailed", unit=MetricUnit.Count, value=1)
         return error_response(error)
-    except Exception:  # noqa: BLE001 - the boundary: logged with its trace, answered with a code
-        logger.exception("token retrieval failed")
+    except Exception as error:  # noqa: BLE001 - the boundary: logged with its trace, answered with a code
         metrics.add_metric(name="TokenRetrievalFailed", unit=MetricUnit.Count, value=1)
+        unavailable = aws.unavailable_error(error)
+        if unavailable is not None:
+            logger.warning("token retrieval failed: AWS unavailable", exc_info=True)
+            metrics.add_metric(name="AwsUnavailable", unit=MetricUnit.Count, value=1)
+            return error_response(
+                TokenError(unavailable.code, unavailable.message, retry_after=unavailable.retry_after)
+            )
+        logger.exception("token retrieval failed")
         return error_response(TokenError("internal_error", "the token service failed; try again"))
     metrics.add_metric(name="TokenRetrieved", unit=MetricUnit.Count, value=1)
     return response

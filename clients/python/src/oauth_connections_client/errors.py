@@ -31,6 +31,12 @@ class ProviderUnavailableError(TokenServiceError):
     code = "provider_unavailable"
 
 
+class ServiceUnavailableError(TokenServiceError):
+    """The token service's own AWS dependencies were throttled or down; retry after `retry_after` seconds."""
+
+    code = "service_unavailable"
+
+
 class InvalidTokenRequestError(TokenServiceError):
     code = "invalid_request"
 
@@ -60,6 +66,7 @@ ERRORS_BY_CODE: dict[str, type[TokenServiceError]] = {
         ConnectionNotConnectedError,
         ReauthorizationRequiredError,
         ProviderUnavailableError,
+        ServiceUnavailableError,
         InvalidTokenRequestError,
     )
 }

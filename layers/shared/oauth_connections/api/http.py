@@ -10,6 +10,7 @@ from typing import Any, cast
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, Router
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -20,12 +21,13 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from oauth_connections import budget
+from oauth_connections import aws, budget
 from oauth_connections.config import get_settings
 from oauth_connections.connections import CALLBACK_PATH, Caller
 from oauth_connections.errors import (
     PayloadTooLargeError,
     ServiceError,
+    ServiceUnavailableError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
@@ -99,6 +101,15 @@ def build_resolver(routers: Iterable[Router]) -> APIGatewayHttpResolver:
             response.headers["Retry-After"] = str(retry_after)
         return response
 
+    app.use(middlewares=[_aws_unavailable_as_error])
+
+    @app.exception_handler(ServiceUnavailableError)
+    def _service_unavailable(error: ServiceUnavailableError) -> Response[Any]:
+        logger.warning("request failed: AWS unavailable", extra={"error_code": error.code}, exc_info=error)
+        response = error_response(error.status, error.code, error.message)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response[Any]:
         status, code, details = _validation_details(error)
@@ -115,6 +126,17 @@ def build_resolver(routers: Iterable[Router]) -> APIGatewayHttpResolver:
         return error_response(404, "not_found", "no such route")
 
     return app
+
+
+def _aws_unavailable_as_error(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """A throttled or unreachable AWS dependency, in whatever SDK error, answers 503 service_unavailable."""
+    try:
+        return next_middleware(app)
+    except Exception as error:
+        unavailable = aws.unavailable_error(error)
+        if unavailable is None or unavailable is error:
+            raise
+        raise unavailable from error
 
 
 def current_caller(app: BaseRouter) -> Caller:

@@ -1,0 +1,135 @@
+"""AWS as a dependency: limits sized to the invocation's time, and what counts as AWS being unavailable.
+
+The errors are the SDKs' own classes, wrapped the way pynamodb and the Encryption SDK wrap them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import pytest
+from aws_encryption_sdk.exceptions import GenerateKeyError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from pynamodb.exceptions import GetError, PutError, TransactWriteError, VerboseClientError
+
+from oauth_connections import aws, budget
+from oauth_connections.config import Settings
+from oauth_connections.errors import ServiceUnavailableError
+
+SETTINGS = Settings(connections_table_name="t", aws_timeout_seconds=1.0, aws_max_attempts=2)
+
+
+class _Context:
+    def __init__(self, millis: int) -> None:
+        self.millis = millis
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.millis
+
+
+def _limits_with(millis: int | None) -> aws.CallLimits:
+    def run() -> aws.CallLimits:
+        if millis is not None:
+            budget.start_invocation(_Context(millis))
+        return aws.call_limits(SETTINGS)
+
+    return contextvars.Context().run(run)
+
+
+def test_limits_are_the_settings_when_time_is_plenty() -> None:
+    assert _limits_with(None) == aws.CallLimits(connect_timeout=1.0, read_timeout=1.0, max_attempts=2)
+    assert _limits_with(25_000) == aws.CallLimits(connect_timeout=1.0, read_timeout=1.0, max_attempts=2)
+
+
+def test_limits_shrink_so_every_attempt_ends_before_the_deadline() -> None:
+    for millis, timeout in ((5_000, 0.5), (3_000, 0.25), (500, 0.25)):
+        limits = _limits_with(millis)
+        assert limits.connect_timeout == limits.read_timeout == timeout, millis
+        assert limits.max_attempts == 2
+    worst = 2 * (0.5 + 0.5) + 1
+    assert worst <= 5.0 - aws.ANSWER_RESERVE_SECONDS
+
+
+def client_error(code: str, status: int = 400, operation: str = "GetItem", **extra: Any) -> ClientError:
+    response: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}} | extra
+    return ClientError(response, operation)
+
+
+def wrapped(outer: type[Exception], inner: BaseException) -> Exception:
+    """`outer` raised while handling `inner`, as pynamodb and the Encryption SDK do."""
+    try:
+        try:
+            raise inner
+        except BaseException as error:
+            raise outer(f"failed: {error}") from error
+    except Exception as raised:  # noqa: BLE001 - capturing the chained error
+        return raised
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("ThrottlingException", operation="Decrypt"),
+        client_error("ProvisionedThroughputExceededException"),
+        client_error("RequestLimitExceeded"),
+        client_error("ThrottlingException"),
+        client_error("InternalServerError", 500),
+        client_error("Whatever", 503),
+        client_error(
+            "TransactionCanceledException",
+            operation="TransactWriteItems",
+            CancellationReasons=[{"Code": "None"}, {"Code": "ThrottlingError"}],
+        ),
+        ConnectTimeoutError(endpoint_url="http://127.0.0.1:1"),
+        ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        ConnectionClosedError(endpoint_url="http://127.0.0.1:1"),
+        wrapped(GetError, ReadTimeoutError(endpoint_url="http://127.0.0.1:1")),
+        wrapped(PutError, client_error("ProvisionedThroughputExceededException", operation="PutItem")),
+        wrapped(GenerateKeyError, client_error("KMSInternalException", 500, operation="GenerateDataKey")),
+        ServiceUnavailableError("already classified"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_throttled_or_unreachable_aws_is_unavailable(error: BaseException) -> None:
+    assert aws.is_unavailable(error)
+    answer = aws.unavailable_error(error)
+    assert answer is not None and answer.code == "service_unavailable" and answer.status == 503
+    assert answer.retry_after >= 1
+
+
+def test_pynamodb_verbose_error_keeps_the_5xx_of_its_cause() -> None:
+    verbose = wrapped(VerboseClientError, client_error("InternalServerError", 500))
+    assert aws.is_unavailable(wrapped(GetError, verbose))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("ConditionalCheckFailedException"),
+        client_error("ValidationException"),
+        client_error("AccessDeniedException", operation="Decrypt"),
+        client_error("InvalidCiphertextException", operation="Decrypt"),
+        wrapped(PutError, client_error("ConditionalCheckFailedException", operation="PutItem")),
+        wrapped(
+            TransactWriteError,
+            client_error(
+                "TransactionCanceledException",
+                operation="TransactWriteItems",
+                CancellationReasons=[{"Code": "ConditionalCheckFailed"}],
+            ),
+        ),
+        ValueError("not about AWS"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_refusals_and_our_own_errors_are_not_unavailability(error: BaseException) -> None:
+    assert not aws.is_unavailable(error)
+    assert aws.unavailable_error(error) is None
