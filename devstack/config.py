@@ -63,7 +63,7 @@ LOCAL_PARAMETER_VALUES: Final[dict[str, str]] = {
     # The demo provider's tokens live five minutes: sweep every minute so `make run` shows refreshes.
     "RefreshScheduleExpression": "rate(1 minute)",
     # The embedded AWS on a busy laptop answers far slower than AWS does.
-    "AwsTimeoutSeconds": "5",
+    "AwsTimeoutSeconds": "15",
 }
 
 #: Environment switches of ``python -m devstack run`` (the Stack options win in tests).

@@ -31,7 +31,7 @@ os.environ.update(
     POWERTOOLS_METRICS_NAMESPACE="OAuthConnectionsTest",
     # The embedded AWS on a busy machine answers far slower than AWS: a generous per-attempt timeout,
     # so that slowness never turns a successful conditional write into a retry refused by its own condition.
-    AWS_TIMEOUT_SECONDS="5",
+    AWS_TIMEOUT_SECONDS="15",
 )
 os.environ.pop("AWS_PROFILE", None)
 

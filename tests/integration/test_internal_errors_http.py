@@ -6,6 +6,7 @@ their environment is wrong."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,18 @@ def tenant_api(broken_stack: Stack) -> ApiClient:
     return ApiClient(broken_stack).as_tenant(f"broken-{uuid.uuid4().hex[:12]}")
 
 
+def _logged_failures(stack: Stack, function: str, request_id: str) -> list[dict[str, Any]]:
+    """The function's "request failed unexpectedly" lines of one request; the runtime forwards a
+    function's output from a pipe, so a line may land a moment after the answer."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [line for line in stack.function_logs(function) if request_id in line and line.startswith("{")]
+        failures = [e for e in map(json.loads, lines) if e.get("message") == "request failed unexpectedly"]
+        if failures or time.monotonic() > deadline:
+            return failures
+        time.sleep(0.1)
+
+
 def assert_internal_error(stack: Stack, function: str, response: requests.Response) -> None:
     assert response.status_code == 500, response.text
     assert response.headers["Content-Type"].startswith("application/json")
@@ -59,9 +72,8 @@ def assert_internal_error(stack: Stack, function: str, response: requests.Respon
             "correlation_id": request_id,
         }
     }
-    logged = [json.loads(line) for line in stack.function_logs(function) if request_id in line and line.startswith("{")]
-    failures = [entry for entry in logged if entry.get("message") == "request failed unexpectedly"]
-    assert len(failures) == 1, logged
+    failures = _logged_failures(stack, function, request_id)
+    assert len(failures) == 1, stack.function_logs(function)
     assert failures[0]["level"] == "ERROR"
     assert failures[0]["correlation_id"] == request_id
     assert failures[0]["exception"].startswith("Traceback (most recent call last)")

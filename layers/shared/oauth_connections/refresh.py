@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from oauth_connections import budget, events, oauth, schedule, storage, tokens
+from oauth_connections import aws, budget, events, oauth, schedule, storage, tokens
 from oauth_connections.config import Settings, url_policy
 from oauth_connections.crypto import KeyUnavailableError, envelope_for
 from oauth_connections.errors import DecryptionError, ServiceError
@@ -239,7 +239,12 @@ def _recovered_meanwhile(settings: Settings, record: ConnectionRecord, seen: int
 
 
 def _release_after_unexpected(settings: Settings, record: ConnectionRecord, owner: str, error: Exception) -> None:
+    """Free the lease; a fault of ours also backs off, but AWS being slow or throttled is nobody's failure
+    to record on the connection (its status, backoff and due time stay as they were)."""
     try:
+        if aws.unavailable_error(error) is not None:
+            storage.release_lease(record, owner, [])
+            return
         _record_transient_failure(settings, record, owner, f"refresh failed: {type(error).__name__}", None)
     except Exception:  # noqa: BLE001 - the original error is raised by the caller; the lease expires anyway
         logger.exception("could not release the refresh lease", extra={"connection_id": record.connection_id})
