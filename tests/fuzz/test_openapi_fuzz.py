@@ -35,7 +35,7 @@ EXAMPLES_PER_OPERATION = 40
 BROWSER_EXAMPLES = 150
 CLIENT_SECRET = f"fuzz-client-secret-{uuid.uuid4().hex}"
 MARKUP = "<script>alert(1)</script>"
-COOKIE_NAME = "oauth_flow"  # the local API is plain http, so the binding cookie has no __Host- prefix
+COOKIE_NAME = "oauth_flow_"  # plain-http local API: no __Host- prefix; each flow's cookie adds a suffix
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +130,11 @@ def live_flow(fuzz_stack: Stack, bearer: dict[str, str]) -> LiveFlow:
     )
     assert redirected.status_code == 302, redirected.text
     state = parse_qs(urlsplit(redirected.headers["Location"]).query)["state"][0]
-    return LiveFlow(handles=(handle(), handle()), state=state, cookie=redirected.cookies[COOKIE_NAME])
+    return LiveFlow(
+        handles=(handle(), handle()),
+        state=state,
+        cookie=next(str(c.value) for c in redirected.cookies if c.name.startswith(COOKIE_NAME)),
+    )
 
 
 def hostile_text() -> st.SearchStrategy[str]:
