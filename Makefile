@@ -23,13 +23,13 @@ DEV_TOKEN_SCOPES := $(if $(filter undefined,$(origin SCOPES)),,--scopes "$(SCOPE
 .PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench client lock clean
 
 help:
-	@echo "make run        start the local stack (embedded AWS, API on :3000, Lambda on :3001, demo provider)"
+	@echo "make run        start the local stack (console on :8000, API on :3000, Lambda on :3001, demo provider on :3002)"
 	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
 	@echo "make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]   print a bearer token for the local API"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
 	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 
-setup: $(VENV)/.installed provider/node_modules/.installed .system-deps.installed
+setup: $(VENV)/.installed provider/node_modules/.installed console/node_modules/.installed .system-deps.installed
 
 $(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
 	@command -v python3.13 >/dev/null || { echo "python3.13 is required (pyenv install 3.13.0)"; exit 1; }
@@ -39,6 +39,11 @@ $(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
 
 provider/node_modules/.installed: provider/package.json provider/package-lock.json
 	cd provider && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The console needs no packages to run; axe-core (its accessibility test) comes from its lockfile.
+console/node_modules/.installed: console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
@@ -88,4 +93,4 @@ lock:
 	cd requirements && uv pip compile --python-version 3.13 --generate-hashes -q dev.in -o dev.txt
 
 clean:
-	rm -rf $(VENV) .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules .system-deps.installed
+	rm -rf $(VENV) .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules console/node_modules .system-deps.installed

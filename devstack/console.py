@@ -34,11 +34,14 @@ class ConsoleServer(LocalServer):
         super().__init__(port, _Handler)
         self.root: Path = Path()
         self.api_url = ""
+        self.settings: dict[str, Any] = {}
         self.minter: TokenMinter | None = None
 
-    def configure(self, root: Path, api_url: str, minter: TokenMinter) -> None:
+    def configure(self, root: Path, api_url: str, settings: dict[str, Any], minter: TokenMinter) -> None:
+        """``settings``: what the page reads from /config.json besides the API's address."""
         self.root = root.resolve()
         self.api_url = api_url
+        self.settings = {"api_url": api_url, "local_sign_in": True, **settings}
         self.minter = minter
 
     def content_security_policy(self) -> str:
@@ -54,7 +57,7 @@ class _Handler(RequestHandler):
     def do_GET(self) -> None:
         path = self.path.partition("?")[0]
         if path == "/config.json":
-            self._json(200, {"api_url": self.server.api_url, "local_sign_in": True})
+            self._json(200, self.server.settings)
             return
         relative = "index.html" if path in ("/", "") else path.lstrip("/")
         target = (self.server.root / relative).resolve()

@@ -185,7 +185,12 @@ class Stack:
         self._lambda.runtime = runtime
         self._api.start("api-gateway")
         self._lambda.start("lambda-endpoint")
-        self._console.configure(self.repo_root / CONSOLE_DIR_NAME, self.api_url, self._console_token)
+        console_settings = {
+            "manage_scope": self.parameters.get("ManageScope"),
+            "tenant_claim": self.tenant_claim,
+            "redirect_uri": f"{self.api_url}/oauth2/callback",
+        }
+        self._console.configure(self.repo_root / CONSOLE_DIR_NAME, self.api_url, console_settings, self._console_token)
         self._console.start("console")
 
         queue_urls = {
