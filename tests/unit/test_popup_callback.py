@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -149,7 +149,7 @@ def test_the_state_gets_ten_minutes_from_the_redirect(
         if str(item["pk"]).startswith("STATE#") and item.get("connection_id") == connection["id"]
     ]
     assert len(states) == 1
-    expires = storage.FlowRecord.expires_at.deserialize(states[0]["expires_at"])
+    expires = datetime.strptime(str(states[0]["expires_at"]), "%Y-%m-%dT%H:%M:%S.%f%z")
     assert expires - storage.utcnow() > timedelta(minutes=9, seconds=50)
     response = callback(flow_api, walk_authorization(redirect.location), redirect.cookie)
     assert page_parts(response)[2]["message"]["status"] == "connected"
