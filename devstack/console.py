@@ -16,7 +16,7 @@ from typing import Any
 from devstack.httpserver import BodyTooLarge, LocalServer, RequestHandler
 
 CONSOLE_DIR_NAME = "console"
-_STATIC_SUFFIXES = {".html", ".js", ".css", ".svg", ".json"}
+_STATIC_SUFFIXES = {".html", ".js", ".css", ".svg"}
 _TOKEN_BODY_LIMIT = 4096
 _NAME_LIMIT = 128
 _SECURITY_HEADERS = [
