@@ -50,7 +50,9 @@ function describeError(error) {
   if (error.status === 401) return t("unauthorized");
   if (error.status === 403) return t("forbidden");
   if (error.status === 412) return t("conflict");
-  return `${t("errorPrefix")} ${error.status} ${error.code}: ${error.message}`;
+  const explained = t(`error_${error.code}`);
+  const detail = `${t("errorPrefix")} ${error.status} ${error.code}: ${error.message}`;
+  return explained === `error_${error.code}` ? detail : `${explained} (${detail})`;
 }
 
 // ------------------------------------------------------------------ session
@@ -226,6 +228,7 @@ async function loadAll() {
   }
   renderConnections();
   renderFeeds();
+  showReturnedOutcome();
 }
 
 // ------------------------------------------------------------------ connections
@@ -706,7 +709,10 @@ async function runFeed(feed) {
 async function showRuns(feed) {
   let runs = [];
   try {
-    runs = (await state.api.listRuns(feed.id)).data.items;
+    const [answer, current] = await Promise.all([state.api.listRuns(feed.id), state.api.getFeed(feed.id)]);
+    runs = answer.data.items;
+    state.feeds = state.feeds.map((item) => (item.id === feed.id ? current.data : item));
+    renderFeeds();
   } catch (error) {
     notify(describeError(error), "error");
     return;
@@ -728,8 +734,9 @@ function showReturnedOutcome() {
   // A full-page Connect (popup blocked) comes back here with the outcome in the query.
   const query = new URLSearchParams(location.search);
   if (!query.has("status")) return;
-  if (query.get("status") === "connected") notify(t("connected", { name: query.get("connection_id") }));
-  else notify(t("connectFailed", { name: query.get("connection_id") ?? "", error: query.get("error_description") ?? query.get("error") }), "error");
+  const name = connectionName(query.get("connection_id") ?? "");
+  if (query.get("status") === "connected") notify(t("connected", { name }));
+  else notify(t("connectFailed", { name, error: query.get("error_description") ?? query.get("error") }), "error");
   history.replaceState(null, "", location.pathname);
 }
 
@@ -743,7 +750,6 @@ async function main() {
   } catch {
     state.config = { api_url: location.origin, local_sign_in: false };
   }
-  showReturnedOutcome();
   const session = loadSession();
   if (session?.token) startSession(session);
   else renderSignIn();

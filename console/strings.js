@@ -70,6 +70,11 @@ export const STRINGS = {
     unauthorized: "Your sign-in has expired. Sign in again.",
     networkError: "The API could not be reached.",
     errorPrefix: "Error",
+    error_client_secret_required:
+      "The token or revocation endpoint moves to another origin: enter the client secret for it in the same change.",
+    error_pkce_required: "A client without a secret must use PKCE.",
+    error_name_taken: "Another connection already has this name.",
+    error_validation_error: "Some fields are not valid.",
     confirmDeleteTitle: "Delete {name}?",
     confirmDelete:
       "The grant is revoked at the provider and the connection is deleted. Feeds that use it will fail until they get another connection.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from devstack import Stack
 from devstack.config import REPO_ROOT
 from tests.support.browser import launch_chromium
+from tests.support.feed_server import Catalog, FeedServer
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import callback_url, new_tenant
@@ -147,7 +149,14 @@ def test_the_whole_journey_in_the_console(
     dialog.get_by_role("button", name="Reload").click()
     dialog = page.get_by_role("dialog")
     expect(dialog.get_by_label("Description")).to_have_value("changed elsewhere")
+    # Moving the token endpoint to another origin without its secret is refused, and said so.
+    moved = provider.token_endpoint.replace("127.0.0.1", "localhost")
+    dialog.get_by_label("Token URL").fill(moved)
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("enter the client secret for it")
+    expect(dialog.get_by_role("alert")).to_contain_text("422 client_secret_required")
     dialog.get_by_role("button", name="Cancel").click()
+    assert client.get(f"/connections/{connection_id}").json()["token_url"] == provider.token_endpoint
 
     row.get_by_role("button", name="Details: Demo CRM").click()
     details = page.get_by_role("dialog")
@@ -282,3 +291,78 @@ def axe(page: Page) -> list[dict[str, Any]]:
     result = json.loads(page.evaluate("async () => JSON.stringify(await axe.run(document))"))
     assert len(result["passes"]) > 10  # the rules ran on a rendered page
     return [item for item in result["violations"] if item["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.browser
+def test_feeds_are_created_edited_and_run_from_the_console(browser: Browser, stack: Stack) -> None:
+    tenant = new_tenant("console-feeds")
+    with FeedServer() as server:
+        url = server.serve("/public/catalog.yml", Catalog(offers=25))
+        context = console_context(browser, stack)
+        page = context.new_page()
+        sign_in(page, stack, tenant)
+        page.get_by_role("tab", name="Feeds").click()
+        page.get_by_role("button", name="New feed").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("Name", exact=True).fill("Catalog")
+        dialog.get_by_label("URL").fill(url)
+        dialog.get_by_label("Format").select_option("yml")
+        dialog.get_by_role("button", name="Create").click()
+        expect(dialog).to_be_hidden()
+        row = page.locator("#feeds tbody tr", has=page.get_by_role("rowheader", name="Catalog"))
+        expect(row).to_have_count(1)
+
+        row.get_by_role("button", name="Edit: Catalog").click()
+        page.get_by_role("dialog").get_by_label("Name", exact=True).fill("Shop catalog")
+        page.get_by_role("dialog").get_by_role("button", name="Save").click()
+        row = page.locator("#feeds tbody tr", has=page.get_by_role("rowheader", name="Shop catalog"))
+        expect(row).to_have_count(1)
+
+        row.get_by_role("button", name="Run now: Shop catalog").click()
+        expect(page.get_by_role("status")).to_have_text("Shop catalog is queued to run.")
+        deadline = time.monotonic() + 30
+        while True:
+            row.get_by_role("button", name="Runs: Shop catalog").click()
+            runs = page.get_by_role("dialog")
+            expect(runs).to_be_visible()
+            if runs.get_by_role("cell", name="succeeded").count() or time.monotonic() > deadline:
+                break
+            runs.get_by_role("button", name="Close").click()
+            time.sleep(0.5)
+        expect(runs.get_by_role("cell", name="succeeded")).to_have_count(1)
+        expect(runs.get_by_role("cell", name="25", exact=True)).to_have_count(1)  # the offers it found
+        screenshot(page, "09-feed-runs")
+        assert len(server.requests_to("/public/catalog.yml")) == 1
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_popup_without_its_opener_goes_back_to_the_console(
+    browser: Browser, stack: Stack, provider: OidcProvider, api: ApiClient
+) -> None:
+    """The sign-in link opened in a plain tab: the callback's page navigates to the return URL instead."""
+    tenant = new_tenant("console-noopener")
+    client = api.as_tenant(tenant)
+    created = client.post(
+        "/connections",
+        json={
+            "name": "Tab CRM",
+            "client_id": BASIC_CLIENT_ID,
+            "client_secret": BASIC_CLIENT_SECRET,
+            "issuer": provider.issuer,
+            "scopes": ["api.read"],
+        },
+    ).json()
+    started = client.post(
+        f"/connections/{created['id']}/authorize", json={"return_url": stack.console_url + "/", "display": "popup"}
+    )
+    context = console_context(browser, stack)
+    page = context.new_page()
+    sign_in(page, stack, tenant)
+    page.goto(started.json()["redirect_url"])
+    sign_in_at_provider(page)
+    page.locator("form:has(input[name=prompt][value=consent]) [type=submit]").first.click()
+    page.wait_for_url(f"{stack.console_url}/?*status=connected*", timeout=TIMEOUT_MS)
+    expect(page.get_by_role("status")).to_have_text("Tab CRM is connected.")
+    expect(row_of(page, "Tab CRM").locator("[data-status]")).to_have_attribute("data-status", "connected")
+    context.close()
