@@ -78,6 +78,8 @@ def connect_in_popup(page: Page, name: str) -> None:
     with page.expect_popup() as opened:
         row_of(page, name).get_by_role("button", name=f"Connect: {name}").click()
     popup = opened.value
+    popup.locator("form:has(input[type=password])").wait_for(timeout=TIMEOUT_MS)
+    screenshot(popup, "02b-provider-sign-in")
     sign_in_at_provider(popup)
     consent = popup.locator("form:has(input[name=prompt][value=consent])")
     with popup.expect_event("close", timeout=TIMEOUT_MS):  # the callback's page closes the popup itself
@@ -117,6 +119,9 @@ def test_the_whole_journey_in_the_console(
     assert page.evaluate("navigator.clipboard.readText()") == callback_url(stack)
     dialog.get_by_role("button", name="Cancel").click()
 
+    page.get_by_role("button", name="New connection").click()
+    screenshot(page, "01b-create-form")
+    page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
     create_in_form(page, provider, "Demo CRM")
     row = row_of(page, "Demo CRM")
     expect(row.locator("[data-status]")).to_have_attribute("data-status", "pending")
