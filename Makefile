@@ -27,14 +27,14 @@ DEV_TOKEN_SCOPES := $(if $(filter undefined,$(origin SCOPES)),,--scopes "$(SCOPE
 .PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench client lock clean
 
 help:
-	@echo "make run        start the local stack (embedded AWS, API on :3000, Lambda on :3001, demo provider)"
+	@echo "make run        start the local stack (console on :8000, API on :3000, Lambda on :3001, demo provider on :3002)"
 	@echo "make run LOGS=all   the same, streaming every function's log lines"
 	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
 	@echo "make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]   print a bearer token for the local API"
 	@echo "make bench      benchmarks (see BENCHMARKS.md)"
 	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 
-setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed .system-deps.installed
+setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed console/node_modules/.installed .system-deps.installed
 
 $(NODE_DIR)/.installed:
 	npm install --prefix $(NODE_DIR) --no-save --no-audit --no-fund --loglevel=error node@$(NODE_VERSION)
@@ -49,6 +49,11 @@ $(VENV)/.installed: requirements/dev.txt layers/deps/requirements.txt
 
 provider/node_modules/.installed: provider/package.json provider/package-lock.json | $(NODE_DIR)/.installed
 	cd provider && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The console needs no packages to run; axe-core (its accessibility test) comes from its lockfile.
+console/node_modules/.installed: console/package.json console/package-lock.json | $(NODE_DIR)/.installed
+	cd console && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
@@ -99,4 +104,4 @@ lock:
 	cd requirements && uv pip compile --python-version 3.13 --generate-hashes -q dev.in -o dev.txt
 
 clean:
-	rm -rf $(VENV) .tools .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules .system-deps.installed
+	rm -rf $(VENV) .tools .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules console/node_modules .system-deps.installed

@@ -67,6 +67,7 @@ def _banner(stack: Any) -> str:
     lines = [
         "",
         f"Local stack '{stack.stack_name}' is running ({len(stack.functions)} functions, {len(stack.routes)} routes)",
+        f"  Console         {stack.console_url}  (sign in with any tenant and user name)",
         f"  API             {stack.api_url}",
         f"  Lambda endpoint {stack.lambda_url}",
         f"  Embedded AWS    {stack.aws_url}  (region {config.REGION}, credentials testing/testing)",
@@ -110,6 +111,7 @@ def _run(arguments: argparse.Namespace) -> int:
         api_port=api_port,
         lambda_port=config.env_port("LAMBDA_PORT", config.DEFAULT_LAMBDA_PORT),
         aws_port=config.env_port("AWS_PORT", config.DEFAULT_AWS_PORT),
+        console_port=config.env_port("CONSOLE_PORT", config.DEFAULT_CONSOLE_PORT),
         schedules=_env_flag(config.ENV_SCHEDULES, not arguments.no_schedules),
         schedule_speedup=speedup,
         with_provider=not arguments.no_provider and provider_available(repo_root),

@@ -438,6 +438,8 @@ class _Handler(RequestHandler):
             self._log(route.function, f"[devstack] malformed Lambda proxy response: {error}")
             self._reply(*_json(500, "Internal Server Error"), extra)
             return
+        if route.api.cors is not None:  # API Gateway ignores the integration's own CORS headers
+            headers = [(name, value) for name, value in headers if not name.lower().startswith("access-control-")]
         self._reply(status, body, headers + extra)
 
     @staticmethod
@@ -490,8 +492,13 @@ class _Handler(RequestHandler):
         return None
 
     def _origin_allowed(self, cors: Mapping[str, Any], origin: str) -> bool:
-        allowed = [str(item) for item in cors.get("AllowOrigins") or []]
-        return "*" in allowed or origin in allowed
+        """API Gateway's matching: an exact origin, "*", or any origin of a scheme ("https://*")."""
+        scheme = origin.partition("://")[0].lower()
+        for item in cors.get("AllowOrigins") or []:
+            allowed = str(item).rstrip("/")
+            if allowed == "*" or allowed.lower() == origin.lower() or allowed == f"{scheme}://*":
+                return True
+        return False
 
     def _preflight(self, path: str, base_headers: list[tuple[str, str]]) -> bool:
         cors = self._cors_for(path)

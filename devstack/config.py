@@ -20,6 +20,7 @@ DEFAULT_LAMBDA_PORT: Final = 3001
 DEFAULT_PROVIDER_PORT: Final = 3002
 DEFAULT_AWS_PORT: Final = 4566
 DEFAULT_RETURN_PORT: Final = 3003
+DEFAULT_CONSOLE_PORT: Final = 8000
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE: Final = REPO_ROOT / "template.yaml"
@@ -33,7 +34,7 @@ FAKE_SECRET_KEY: Final = "testing"  # noqa: S105 (moto accepts any credentials)
 
 #: Environment variables every local function gets ON TOP of its template environment
 #: (Globals merged with the function's own). Values are ``str.format`` templates over:
-#: ``aws_url``, ``api_url``, ``lambda_url``, ``function_name``, ``memory_size``.
+#: ``aws_url``, ``api_url``, ``lambda_url``, ``console_url``, ``function_name``, ``memory_size``.
 #: Callers add more with ``Stack(env_overrides=...)``; nothing else in devstack sets function env vars
 #: except the reserved runtime variables Lambda itself provides (see ``runtime.reserved_environment``).
 LOCAL_ENV_OVERRIDES: Final[dict[str, str]] = {
@@ -60,6 +61,8 @@ LOCAL_PARAMETER_VALUES: Final[dict[str, str]] = {
     "JwtAudience": "oauth-connections-local",
     "PublicBaseUrl": "",
     "AllowedReturnOrigins": "http://127.0.0.1:*,http://localhost:*",
+    # CORS matches exact origins: the console's.
+    "AllowedOrigins": "{console_url}",
     # The demo provider's tokens live five minutes: sweep every minute so `make run` shows refreshes.
     "RefreshScheduleExpression": "rate(1 minute)",
     # The embedded AWS on a busy laptop answers far slower than AWS does.

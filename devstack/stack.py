@@ -19,6 +19,7 @@ import boto3
 from devstack import config
 from devstack.apigw import ApiGateway, Route, build_routes
 from devstack.aws import MotoServer, Provisioner, client_config
+from devstack.console import CONSOLE_DIR_NAME, ConsoleServer
 from devstack.functions import build_functions
 from devstack.lambda_api import LambdaEndpoint
 from devstack.logs import LogSink
@@ -66,6 +67,7 @@ class Stack:
         api_port: int = 0,
         lambda_port: int = 0,
         aws_port: int = 0,
+        console_port: int = 0,
         parameter_overrides: Mapping[str, Any] | None = None,
         env_overrides: Mapping[str, str] | None = None,
         function_env_overrides: Mapping[str, Mapping[str, str]] | None = None,
@@ -82,7 +84,7 @@ class Stack:
         self.template_path = Path(template_path).resolve()
         self.repo_root = Path(repo_root).resolve()
         self.state_dir = Path(state_dir).resolve() if state_dir else config.default_state_dir(self.repo_root, api_port)
-        self.ports = {"api": api_port, "lambda": lambda_port, "aws": aws_port}
+        self.ports = {"api": api_port, "lambda": lambda_port, "aws": aws_port, "console": console_port}
         self.parameter_overrides = dict(parameter_overrides or {})
         self.env_overrides = dict(env_overrides or {})
         self.function_env_overrides = {key: dict(value) for key, value in (function_env_overrides or {}).items()}
@@ -96,7 +98,7 @@ class Stack:
         self.all_logs = all_logs
         self.stack_name = stack_name
 
-        self.api_url = self.lambda_url = self.aws_url = ""
+        self.api_url = self.lambda_url = self.aws_url = self.console_url = ""
         self.provider_url: str | None = None
         self.return_url: str | None = None
         self.parameters: dict[str, Any] = {}
@@ -113,6 +115,7 @@ class Stack:
         self._moto: MotoServer | None = None
         self._api: ApiGateway | None = None
         self._lambda: LambdaEndpoint | None = None
+        self._console: ConsoleServer | None = None
         self._runtime: LambdaRuntime | None = None
         self._scheduler: Scheduler | None = None
         self._pollers: list[SqsPoller] = []
@@ -158,11 +161,17 @@ class Stack:
         self._lambda = _bind(LambdaEndpoint, self.ports["lambda"], "LAMBDA_PORT")
         if self.with_return_page:
             self._return_page = _bind(ReturnPage, self.return_port, "RETURN_PORT")
-        self.api_url, self.lambda_url = self._api.url, self._lambda.url
+        self._console = _bind(ConsoleServer, self.ports["console"], "CONSOLE_PORT")
+        self.api_url, self.lambda_url, self.console_url = self._api.url, self._lambda.url, self._console.url
         self._moto.wait_ready()
         self.aws_url = self._moto.url
 
-        fields = {"api_url": self.api_url, "lambda_url": self.lambda_url, "aws_url": self.aws_url}
+        fields = {
+            "api_url": self.api_url,
+            "lambda_url": self.lambda_url,
+            "aws_url": self.aws_url,
+            "console_url": self.console_url,
+        }
         self.parameters = parameter_values(self.template, self.parameter_overrides, fields)
         provisioner = Provisioner(
             self.template, self.parameters, self.boto3_client, api_url=self.api_url, stack_name=self.stack_name
@@ -193,6 +202,13 @@ class Stack:
         if self._return_page is not None:
             self._return_page.start("return-page")
             self.return_url = self._return_page.page_url
+        console_settings = {
+            "manage_scope": self.parameters.get("ManageScope"),
+            "tenant_claim": self.tenant_claim,
+            "redirect_uri": f"{self.api_url}/oauth2/callback",
+        }
+        self._console.configure(self.repo_root / CONSOLE_DIR_NAME, self.api_url, console_settings, self._console_token)
+        self._console.start("console")
 
         queue_urls = {
             str(values["Arn"]): str(values["QueueUrl"]) for values in self.attributes.values() if "QueueUrl" in values
@@ -225,7 +241,7 @@ class Stack:
             self._scheduler.stop()
         for poller in self._pollers:
             poller.stop()
-        for server in (self._api, self._lambda, self._return_page):
+        for server in (self._api, self._lambda, self._return_page, self._console):
             if server is not None:
                 with contextlib.suppress(OSError):
                     server.stop()
@@ -245,7 +261,7 @@ class Stack:
             self._lock = None
         self._scheduler = None
         self._pollers = []
-        self._api = self._lambda = None
+        self._api = self._lambda = self._console = None
         self._return_page = None
         self._runtime = None
         self._provider = None
@@ -302,6 +318,11 @@ class Stack:
             expires_in=expires_in,
             claims=scope_claim(self.route_scopes) | dict(claims or {}),
         )
+
+    def _console_token(self, tenant_id: str, user: str, read_only: bool) -> str:
+        """The console's local sign-in: the read scope only, or every route scope."""
+        scopes = [str(self.parameters.get("ReadScope", ""))] if read_only else self.route_scopes
+        return self.mint_token(tenant_id, user, claims=scope_claim([scope for scope in scopes if scope]))
 
     # ------------------------------------------------------------------ observation
     def function_logs(self, function: str | None = None) -> list[str]:
@@ -417,6 +438,7 @@ class Stack:
             "aws_url": self.aws_url,
             "provider_url": self.provider_url,
             "return_url": self.return_url,
+            "console_url": self.console_url,
             "issuer": self.issuer,
             "audience": self.audience,
             "tenant_claim": self.tenant_claim,
@@ -467,7 +489,7 @@ class StateLock:
         self._handle.close()
 
 
-def _bind[T: (ApiGateway, LambdaEndpoint, ReturnPage)](kind: type[T], port: int, variable: str) -> T:
+def _bind[T: (ApiGateway, LambdaEndpoint, ReturnPage, ConsoleServer)](kind: type[T], port: int, variable: str) -> T:
     try:
         return kind(port)
     except OSError as error:

@@ -358,7 +358,11 @@ def to_string(value: Any) -> str:
 def parameter_values(
     template: Mapping[str, Any], overrides: Mapping[str, Any], fields: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Local parameter values: overrides, else the local defaults of config, else template Defaults."""
+    """Local parameter values: overrides, else the local defaults of config, else template Defaults.
+
+    ``console_url`` may be left out (no console): then AllowedOrigins falls back to its template Default.
+    """
+    fields = {"console_url": "", **fields}
     declared: Mapping[str, Any] = template.get("Parameters") or {}
     values: dict[str, Any] = {}
     unknown = set(overrides) - set(declared)

@@ -1,163 +1,72 @@
-"""What `make run` prints: one line per request, scheduled run and queue batch; the full logs in files."""
+"""The console on the local stack: its files, its settings, and the local sign-in."""
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import queue
-import re
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
-
-import pytest
 import requests
 
-from devstack.config import REPO_ROOT
-from devstack.logs import LogSink, describe_outcome
-from devstack.tokens import load_or_create_key, mint
-
-FIXTURE_TEMPLATE = REPO_ROOT / "tests" / "fixtures" / "devstack" / "template.yaml"
-FUNCTION_LINE = json.dumps({"level": "INFO", "message": "refreshed", "tenant_id": "acme"})
-WARNING_LINE = json.dumps({"level": "WARNING", "message": "provider slow", "error_code": "provider_unavailable"})
+from devstack import Stack
+from devstack.tokens import token_scopes, verify
 
 
-def test_the_console_gets_activity_and_warnings_the_files_get_everything(tmp_path: Path) -> None:
-    console = io.StringIO()
-    sink = LogSink(tmp_path, console=console)
-    sink.write("RefreshWorkerFunction", FUNCTION_LINE)
-    sink.write("RefreshWorkerFunction", WARNING_LINE)
-    sink.write("provider", "provider listening on http://127.0.0.1:3002", echo=True)
-    sink.activity("GET /connections 200 12 ms")
-    sink.close()
-    assert console.getvalue().splitlines() == [
-        "[RefreshWorkerFunction] WARNING provider slow (provider_unavailable)",
-        "[provider] provider listening on http://127.0.0.1:3002",
-        "GET /connections 200 12 ms",
+def sign_in(stack: Stack, body: object, origin: str | None = None) -> requests.Response:
+    return requests.post(
+        f"{stack.console_url}/dev-token",
+        json=body,
+        headers={"Origin": origin if origin is not None else stack.console_url},
+        timeout=30,
+    )
+
+
+def test_the_console_and_its_settings_are_served(stack: Stack) -> None:
+    page = requests.get(stack.console_url + "/", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert f"connect-src 'self' {stack.api_url}" in page.headers["Content-Security-Policy"]
+    assert requests.get(stack.console_url + "/app.js", timeout=30).headers["Content-Type"].startswith("text/javascript")
+    settings = requests.get(stack.console_url + "/config.json", timeout=30).json()
+    assert settings == {
+        "api_url": stack.api_url,
+        "local_sign_in": True,
+        "manage_scope": "connections:manage",
+        "tenant_claim": "tenant_id",
+        "redirect_uri": f"{stack.api_url}/oauth2/callback",
+    }
+    assert stack.parameters["AllowedOrigins"] == [stack.console_url]
+
+
+def test_only_the_console_files_are_served(stack: Stack) -> None:
+    for path in (
+        "/package.json",
+        "/package-lock.json",
+        "/node_modules/axe-core/axe.min.js",
+        "/../template.yaml",
+        "/%2e%2e/template.yaml",
+        "/missing.js",
+    ):
+        assert requests.get(stack.console_url + path, timeout=30).status_code == 404, path
+
+
+def test_the_local_sign_in_gives_read_or_manage_tokens(stack: Stack) -> None:
+    assert stack.signing_key is not None
+    for read_only, scopes in ((True, ["connections:read"]), (False, ["connections:manage", "connections:read"])):
+        answer = sign_in(stack, {"tenant": "acme", "user": "bob", "read_only": read_only})
+        assert answer.status_code == 200, answer.text
+        claims = verify(answer.json()["token"], [stack.signing_key], issuer=stack.issuer, audiences=stack.audience)
+        assert (claims["tenant_id"], claims["sub"], sorted(token_scopes(claims))) == ("acme", "bob", scopes)
+
+
+def test_the_local_sign_in_refuses_other_origins_and_bad_names(stack: Stack) -> None:
+    assert (
+        sign_in(stack, {"tenant": "acme", "user": "bob", "read_only": False}, "http://127.0.0.1:1").status_code == 403
+    )
+    bodies: list[object] = [
+        {"tenant": "", "user": "bob", "read_only": False},
+        {"tenant": "a#b", "user": "bob", "read_only": False},
+        {"tenant": "acme", "user": "bob"},
+        {"tenant": "acme", "user": "x" * 129, "read_only": True},
+        [],
     ]
-    assert (tmp_path / "RefreshWorkerFunction.log").read_text().splitlines() == [FUNCTION_LINE, WARNING_LINE]
-    assert (tmp_path / "activity.log").read_text() == "GET /connections 200 12 ms\n"
-
-
-def test_all_logs_streams_every_line(tmp_path: Path) -> None:
-    console = io.StringIO()
-    sink = LogSink(tmp_path, console=console, all_logs=True)
-    sink.write("RefreshWorkerFunction", FUNCTION_LINE)
-    sink.write("RefreshWorkerFunction", "START RequestId: x", echo=False)
-    sink.activity("GET /connections 200 12 ms")
-    sink.close()
-    assert console.getvalue().splitlines() == [f"[RefreshWorkerFunction] {FUNCTION_LINE}", "GET /connections 200 12 ms"]
-
-
-@pytest.mark.parametrize(
-    ("ok", "payload", "expected"),
-    [
-        (True, b'{"enqueued": 3, "shards": 4}', "enqueued=3 shards=4"),
-        (True, b'{"access_token": "secret-token", "expires_at": "x"}', "ok"),
-        (True, b'{"error": {"code": "not_found", "message": "m"}}', "error not_found"),
-        (True, b'{"batchItemFailures": [{"itemIdentifier": "a"}]}', "1 item failures"),
-        (True, b'{"batchItemFailures": []}', "ok"),
-        (False, b'{"errorType": "Sandbox.Timedout", "errorMessage": "m"}', "failed Sandbox.Timedout"),
-        (True, b"null", "ok"),
-    ],
-)
-def test_outcomes_in_a_few_words_and_never_a_token(ok: bool, payload: bytes, expected: str) -> None:
-    assert describe_outcome(ok, payload) == expected
-
-
-def _run(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], queue.Queue[str], list[str]]:
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "devstack", "run", "--no-provider", "--template", str(FIXTURE_TEMPLATE)),
-            *("--state-dir", str(tmp_path), "--schedule-speedup", "30", *flags),
-        ],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO_ROOT),
-            **dict.fromkeys(("API_PORT", "LAMBDA_PORT", "AWS_PORT", "RETURN_PORT"), "0"),
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        for line in process.stdout or []:
-            lines.put(line.rstrip("\n"))
-
-    threading.Thread(target=read, daemon=True).start()
-    output: list[str] = []
-    _wait_for(lines, output, lambda line: "Ctrl-C" in line)
-    return process, lines, output
-
-
-def _wait_for(lines: queue.Queue[str], output: list[str], found: Callable[[str], bool], timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        output.append(line)
-        if found(line):
-            return line
-    pytest.fail("not seen:\n" + "\n".join(output))
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _get_item(tmp_path: Path) -> None:
-    info = json.loads((tmp_path / "stack.json").read_text())
-    token = mint(
-        load_or_create_key(tmp_path),
-        issuer=info["issuer"],
-        audience=info["audience"],
-        subject="alice",
-        tenant_claim=info["tenant_claim"],
-        tenant_id="acme",
-    )
-    response = requests.get(
-        info["api_url"] + "/items/7?secret=do-not-print", headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    assert response.status_code == 200
-
-
-def test_make_run_prints_a_line_per_request_and_per_scheduled_run(tmp_path: Path) -> None:
-    process, lines, output = _run(tmp_path)
-    try:
-        _get_item(tmp_path)
-        request = _wait_for(lines, output, lambda line: line.startswith("GET /items/7 "))
-        assert re.fullmatch(r"GET /items/7 200 \d+ ms", request), request
-        run = _wait_for(lines, output, lambda line: line.startswith("schedule TickFunction"))
-        assert re.fullmatch(r"schedule TickFunction \(Tick\) ok \d+ ms", run), run
-    finally:
-        _stop(process)
-    assert not any(line.startswith("[TickFunction]") or line.startswith("{") for line in output), output
-    assert "do-not-print" not in "\n".join(output)
-    assert any(
-        '"detail-type": "Scheduled Event"' in line
-        for line in (tmp_path / "logs" / "TickFunction.log").read_text().splitlines()
-    )
-
-
-def test_make_run_with_all_logs_streams_the_functions_lines(tmp_path: Path) -> None:
-    process, lines, output = _run(tmp_path, "--all-logs")
-    try:
-        _wait_for(lines, output, lambda line: line.startswith("[TickFunction] {"))
-        _wait_for(lines, output, lambda line: line.startswith("schedule TickFunction (Tick) ok"))
-    finally:
-        _stop(process)
+    for body in bodies:
+        answer = sign_in(stack, body)
+        assert answer.status_code == 400, body
+        assert "token" not in answer.json()

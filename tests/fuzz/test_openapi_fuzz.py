@@ -35,7 +35,7 @@ EXAMPLES_PER_OPERATION = 40
 BROWSER_EXAMPLES = 150
 CLIENT_SECRET = f"fuzz-client-secret-{uuid.uuid4().hex}"
 MARKUP = "<script>alert(1)</script>"
-COOKIE_NAME = "oauth_flow"  # the local API is plain http, so the binding cookie has no __Host- prefix
+COOKIE_NAME = "oauth_flow_"  # plain-http local API: no __Host- prefix; each flow's cookie adds a suffix
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +97,7 @@ class LiveFlow:
     handles: tuple[str, ...]
     state: str
     cookie: str
+    cookie_name: str
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +131,12 @@ def live_flow(fuzz_stack: Stack, bearer: dict[str, str]) -> LiveFlow:
     )
     assert redirected.status_code == 302, redirected.text
     state = parse_qs(urlsplit(redirected.headers["Location"]).query)["state"][0]
-    return LiveFlow(handles=(handle(), handle()), state=state, cookie=redirected.cookies[COOKIE_NAME])
+    return LiveFlow(
+        handles=(handle(), handle()),
+        state=state,
+        cookie=next(str(c.value) for c in redirected.cookies if c.name.startswith(COOKIE_NAME)),
+        cookie_name=next(c.name for c in redirected.cookies if c.name.startswith(COOKIE_NAME)),
+    )
 
 
 def hostile_text() -> st.SearchStrategy[str]:
@@ -169,7 +175,10 @@ def cookie_headers(flow: LiveFlow) -> st.SearchStrategy[str | None]:
     header_safe = st.text(
         alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=200
     )
-    names = st.one_of(st.sampled_from([COOKIE_NAME, "__Host-oauth_flow", "", "=", COOKIE_NAME + " "]), header_safe)
+    names = st.one_of(
+        st.sampled_from([flow.cookie_name, COOKIE_NAME, "__Host-oauth_flow", "", "=", flow.cookie_name + " "]),
+        header_safe,
+    )
     values = st.one_of(header_safe, st.sampled_from([flow.cookie, flow.cookie + ";", "", '"' + flow.cookie + '"']))
     pairs = st.lists(st.tuples(names, values).map(lambda pair: f"{pair[0]}={pair[1]}"), max_size=5)
     return st.one_of(st.none(), pairs.map("; ".join).map(str.strip))

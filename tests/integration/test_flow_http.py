@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +30,9 @@ from tests.support.user_agent import walk_authorization
 # A frontend on loopback (the local stack allows http://127.0.0.1:* and http://localhost:*); the
 # browser's last hop is never requested here, so nothing needs to listen on it.
 RETURN_URL = "http://127.0.0.1:5173/settings/connections?tab=crm"
-COOKIE = "oauth_flow"  # the binding cookie's name on the plain-http local API (__Host-oauth_flow on https)
+# The binding cookies' name prefix on the plain-http local API (__Host-oauth_flow_ on https); each flow's
+# cookie adds a suffix of its own.
+COOKIE = "oauth_flow_"
 
 
 def connected_events(stack: Stack, connection_id: str) -> list[dict[str, Any]]:
@@ -72,7 +75,7 @@ def test_connects_with_each_client_type(api: ApiClient, stack: Stack, provider: 
     session = requests.Session()
     result = walk_authorization(redirect_url, session=session)
     # The first hop bound the flow to this browser with an HttpOnly cookie on our API's host.
-    binding = next(cookie for cookie in session.cookies if cookie.name == COOKIE)
+    binding = next(cookie for cookie in session.cookies if cookie.name.startswith(COOKIE))
     assert binding.has_nonstandard_attr("HttpOnly") and binding.get_nonstandard_attr("SameSite") == "Lax"
     assert binding.domain == "127.0.0.1" and not binding.secure  # plain-http loopback API: no Secure flag
     # ... and sent it to the provider with our callback, the connection's scopes, state and PKCE S256.
@@ -93,7 +96,7 @@ def test_connects_with_each_client_type(api: ApiClient, stack: Stack, provider: 
     assert query_of(location) == {"tab": "crm", "status": "connected", "connection_id": connection["id"]}
     assert result.code not in location
     spent = response.headers["Set-Cookie"]
-    assert spent.startswith(f"{COOKIE}=;") and "Max-Age=0" in spent  # the binding cookie is expired
+    assert spent.startswith(f"{binding.name}=;") and "Max-Age=0" in spent  # the binding cookie is expired
 
     view = client.get(f"/connections/{connection['id']}").json()
     assert view["status"] == "connected"
@@ -148,7 +151,8 @@ def test_callback_from_another_browser_is_refused(api: ApiClient, stack: Stack, 
     elsewhere = requests.Session().get(result.callback_url, allow_redirects=False, timeout=30)
     assert error_redirect(elsewhere)["error"] == "browser_mismatch"
     forged = requests.Session()
-    forged.cookies.set(COOKIE, "forged-value")
+    assert result.state is not None
+    forged.cookies.set(f"{COOKIE}{hashlib.sha256(result.state.encode()).hexdigest()[:16]}", "forged-value")
     assert error_redirect(forged.get(result.callback_url, allow_redirects=False, timeout=30))["error"] == (
         "browser_mismatch"
     )

@@ -73,13 +73,15 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         extra_authorize_params=dict(record.extra_authorize_params or {}),
         allowed_urls=list(record.allowed_urls or []),
         status=record.status,
+        status_reason=record.status_reason,
         redirect_uri=caller.callback_url if browser_flow else None,
         granted_scopes=list(record.granted_scopes) if record.granted_scopes is not None else None,
         expires_at=record.expires_at,
         connected_at=record.connected_at,
+        refreshed_at=record.refreshed_at,
         created_at=record.created_at,
         updated_at=record.updated_at,
-        version=int(record.version or 0),
+        version=int(record.settings_version or 1),
     )
 
 
@@ -181,8 +183,9 @@ def update_connection(
 ) -> ConnectionOut:
     """Apply a partial update under the version read.
 
-    With If-Match, a changed version is refused (412). Without it, the change is a merge: when a
-    concurrent write (a token refresh, say) moved the version, the change is applied again on top.
+    With If-Match, a change of the settings since (their own version, the ETag) is refused (412).
+    A concurrent write that left the settings alone (a token refresh, a lease, a status) only moves
+    the item's write version: the change is applied again on top, with or without If-Match.
     A change of a grant setting ends the grant (see grants.py); a new client secret retries a
     connection the provider refused because of its client.
     """
@@ -196,7 +199,7 @@ def update_connection(
     secret = request.client_secret
     ciphertext = _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
     for attempt in range(UPDATE_ATTEMPTS):
-        if if_match is not None and if_match != record.version:
+        if if_match is not None and if_match != int(record.settings_version or 1):
             raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
         old_name = record.name
         secret_origins = grants.secret_origins(record)
@@ -219,16 +222,13 @@ def update_connection(
         )
         if ended:
             _drop_grant(settings, record)
+        record.settings_version = int(record.settings_version or 1) + 1
         try:
             storage.save_connection(record, old_name=old_name)
             break
         except ConflictError as error:
             if error.code != "stale_update" or attempt == UPDATE_ATTEMPTS - 1:
                 raise
-            if if_match is not None:
-                raise PreconditionFailedError(
-                    "the connection has changed since it was read", code="stale_update"
-                ) from error
             record = storage.load_connection(caller.tenant_id, connection_id, consistent=True)
     logger.info(
         "connection updated",

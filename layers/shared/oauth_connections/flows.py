@@ -1,9 +1,11 @@
 """The authorization-code flow: start (authenticated), redirect to the provider, and the callback.
 
 The callback URL is public, so every step assumes an attacker: the redirect handle and the state are
-single-use and expire after ten minutes (checked here, not left to the TTL sweeper); the state is bound
-to the browser that started the flow by an HttpOnly cookie; the provider's `iss` is checked (RFC 9207);
-PKCE S256 protects the code; the return URL must be under an allowed frontend origin.
+single-use and expire after ten minutes (checked here, not left to the TTL sweeper), the state's ten
+minutes counted from the redirect to the provider, so the sign-in there gets all of them; the state is
+bound to the browser that started the flow by an HttpOnly cookie of its own (named after the state, so
+several sign-ins in one browser do not overwrite each other's); the provider's `iss` is checked
+(RFC 9207); PKCE S256 protects the code; the return URL must be under an allowed frontend origin.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ FLOW_LIFETIME = timedelta(minutes=10)
 AUTHORIZE_PATH = "/oauth2/authorize"
 COOKIE_NAME_SECURE = "__Host-oauth_flow"
 COOKIE_NAME_LOOPBACK = "oauth_flow"
+DISPLAYS = ("page", "popup")
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -39,9 +42,28 @@ class FlowError(ServiceError):
 
     status = 400
 
-    def __init__(self, code: str, message: str, *, return_url: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        return_url: str | None = None,
+        display: str = "page",
+        connection_id: str | None = None,
+    ) -> None:
         super().__init__(message, code=code)
         self.return_url = return_url
+        self.display = display
+        self.connection_id = connection_id
+
+
+@dataclass(frozen=True)
+class FlowCompleted:
+    """Where the browser goes after a successful callback, and how the flow was opened (page or popup)."""
+
+    return_url: str
+    display: str
+    connection_id: str
 
 
 @dataclass(frozen=True)
@@ -70,8 +92,10 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def cookie_name(settings: Settings) -> str:
-    return COOKIE_NAME_SECURE if settings.cookie_secure else COOKIE_NAME_LOOPBACK
+def cookie_name(settings: Settings, state: str) -> str:
+    """The binding cookie of one flow: its own name, so concurrent flows in one browser keep theirs."""
+    base = COOKIE_NAME_SECURE if settings.cookie_secure else COOKIE_NAME_LOOPBACK
+    return f"{base}_{_digest(state)[:16]}"
 
 
 def return_url_allowed(url: str, allowed_origins: tuple[str, ...]) -> bool:
@@ -118,7 +142,7 @@ def _flow_context(record: FlowRecord) -> EncryptionContext:
 
 
 def start_authorization(
-    settings: Settings, caller: Caller, connection_id: str, return_url: str | None
+    settings: Settings, caller: Caller, connection_id: str, return_url: str | None, display: str = "page"
 ) -> AuthorizationStart | DirectConnection:
     if not is_id(connection_id, CONNECTION_ID_PREFIX):
         raise NotFoundError("connection not found")
@@ -145,6 +169,7 @@ def start_authorization(
             return_url=return_url,
             redirect_uri=caller.callback_url,
             status="created",
+            display=display,
             grant_fingerprint=grants.fingerprint(connection),
             expires_at=expires_at,
             expires_at_epoch=expires_at,
@@ -200,6 +225,7 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
     state = secrets.token_urlsafe(32)
     cookie = secrets.token_urlsafe(32)
     verifier, challenge = _pkce_pair() if connection.use_pkce else (None, None)
+    state_expires_at = utcnow() + FLOW_LIFETIME
     redirected = FlowRecord(
         f"{STATE_PREFIX}{_digest(state)}",
         FLOW_SORT_KEY,
@@ -208,10 +234,11 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
         return_url=started.return_url,
         redirect_uri=started.redirect_uri,
         status="redirected",
+        display=started.display,
         cookie_hash=_digest(cookie),
         grant_fingerprint=started.grant_fingerprint,
-        expires_at=started.expires_at,
-        expires_at_epoch=started.expires_at,
+        expires_at=state_expires_at,
+        expires_at_epoch=state_expires_at,
     )
     if verifier:
         redirected.code_verifier_ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
@@ -220,11 +247,13 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
     if not storage.advance_flow(started, redirected):
         raise FlowError("invalid_flow", "This sign-in link was already used.")
     location = authorization_location(connection, redirect_uri=started.redirect_uri, state=state, challenge=challenge)
-    max_age = max(1, int((started.expires_at - utcnow()).total_seconds()))
+    max_age = max(1, int((state_expires_at - utcnow()).total_seconds()))
     logger.info(
         "redirecting to provider", extra={"tenant_id": started.tenant_id, "connection_id": started.connection_id}
     )
-    return ProviderRedirect(location=location, cookie_name=cookie_name(settings), cookie_value=cookie, max_age=max_age)
+    return ProviderRedirect(
+        location=location, cookie_name=cookie_name(settings, state), cookie_value=cookie, max_age=max_age
+    )
 
 
 # ------------------------------------------------------------------ 3. callback (public)
@@ -234,7 +263,7 @@ def _clean(value: str | None, limit: int) -> str:
     return "".join(ch for ch in (value or "") if ch.isprintable())[:limit]
 
 
-def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[str, str]) -> str:
+def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[str, str]) -> FlowCompleted:
     """Finish a flow; returns where to send the browser. Raises FlowError for every failure."""
     state = params.get("state")
     if not state or len(state) > 256:
@@ -244,17 +273,19 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
     if flow is None:
         raise FlowError("invalid_state", "This sign-in response is unknown or has expired.")
     back = flow.return_url
+    display = flow.display or "page"
     context = {"tenant_id": flow.tenant_id, "connection_id": flow.connection_id}
 
-    def fail(code: str, message: str) -> FlowError:
-        logger.warning("authorization failed", extra=context | {"error_code": code})
-        return FlowError(code, message, return_url=back)
+    def fail(code: str, message: str, *, log: bool = True) -> FlowError:
+        if log:
+            logger.warning("authorization failed", extra=context | {"error_code": code})
+        return FlowError(code, message, return_url=back, display=display, connection_id=flow.connection_id)
 
     if flow.expires_at <= utcnow():
         raise fail("expired_state", "The sign-in took too long; start again.")
     if flow.status != "redirected":
         raise fail("state_already_used", "This sign-in response was already used.")
-    cookie = cookies.get(cookie_name(settings), "")
+    cookie = cookies.get(cookie_name(settings, state), "")
     if not cookie or not hmac.compare_digest(_digest(cookie), flow.cookie_hash or ""):
         raise fail("browser_mismatch", "The sign-in was started in another browser.")
     if not storage.consume_flow(flow):
@@ -275,7 +306,7 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         raise fail("issuer_missing", "The provider's response lacks its issuer.")
     if params.get("error"):
         code = params["error"] if _ERROR_CODE.match(params["error"]) else "provider_error"
-        raise FlowError(code, _clean(params.get("error_description"), 200) or code, return_url=back)
+        raise fail(code, _clean(params.get("error_description"), 200) or code, log=False)
     code_value = params.get("code")
     if not code_value or len(code_value) > 4096:
         raise fail("invalid_request", "The provider's response has no authorization code.")
@@ -298,12 +329,10 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         )
     except oauth.ProviderRejectedError as error:
         logger.warning("code exchange refused", extra=context | {"error_code": error.error})
-        raise FlowError(error.error, error.description or error.error, return_url=back) from error
+        raise fail(error.error, error.description or error.error, log=False) from error
     except oauth.ProviderUnavailableError as error:
         logger.warning("code exchange failed", extra=context | {"reason": error.message})
-        raise FlowError(
-            "provider_unavailable", "The provider could not be reached; try again.", return_url=back
-        ) from error
+        raise fail("provider_unavailable", "The provider could not be reached; try again.", log=False) from error
 
     try:
         tokens.store_connected(settings, flow.tenant_id, flow.connection_id, token_set, grant=flow.grant_fingerprint)
@@ -311,7 +340,9 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         code = "connection_changed" if error.code == "connection_changed" else "connection_not_found"
         raise fail(code, "The connection changed or no longer exists.") from error
     logger.info("connection connected", extra=context)
-    return with_query(back, status="connected", connection_id=flow.connection_id)
+    return FlowCompleted(
+        with_query(back, status="connected", connection_id=flow.connection_id), display, flow.connection_id
+    )
 
 
 def connect_with_client_credentials(settings: Settings, connection: storage.ConnectionRecord) -> DirectConnection:

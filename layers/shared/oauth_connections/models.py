@@ -165,15 +165,21 @@ class ConnectionOut(BaseModel):
     extra_authorize_params: dict[str, str]
     allowed_urls: list[str]
     status: ConnectionStatus
+    status_reason: str | None = Field(
+        default=None, description="Why the status is what it is (an OAuth error code, `settings_changed`, ...)"
+    )
     redirect_uri: str | None = Field(
         description="Register this callback URL at the provider; null for client_credentials (no browser)"
     )
     granted_scopes: list[str] | None = None
     expires_at: datetime | None = None
     connected_at: datetime | None = None
+    refreshed_at: datetime | None = Field(default=None, description="When the tokens were last refreshed")
     created_at: datetime
     updated_at: datetime
-    version: int = Field(description="Optimistic-concurrency version; also sent as the ETag")
+    version: int = Field(
+        description="Version of the settings, also sent as the ETag; token refreshes and status changes keep it"
+    )
 
 
 class ConnectionPage(BaseModel):
@@ -197,6 +203,11 @@ class AuthorizeRequest(_Strict):
         default=None,
         description="Where the browser returns after the provider; must be under an allowed frontend origin "
         "(required for the authorization_code grant)",
+    )
+    display: Literal["page", "popup"] = Field(
+        default="page",
+        description="How the browser was sent: `page` (a tab; the callback redirects to return_url) or `popup` "
+        "(the callback posts an `oauth_connection` message to window.opener at return_url's origin and closes)",
     )
 
 

@@ -127,6 +127,9 @@ class ConnectionRecord(_TableModel):
     due_index = DueIndex()
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
+    # The ETag: moves only when the tenant edits the settings, never on token writes, leases or status.
+    settings_version = NumberAttribute(default=1)
+    # Every write's optimistic lock (pynamodb bumps it on each save and update).
     version = VersionAttribute()
 
     @classmethod
@@ -151,6 +154,7 @@ class FlowRecord(_TableModel):
     return_url = UnicodeAttribute()
     redirect_uri = UnicodeAttribute()
     status = UnicodeAttribute()  # created -> redirected -> consumed
+    display = UnicodeAttribute(default="page")  # page | popup: how the callback answers the browser
     cookie_hash = UnicodeAttribute(null=True)
     code_verifier_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
     # The connection's grant settings when the flow started (grants.fingerprint): an edit since refuses it.

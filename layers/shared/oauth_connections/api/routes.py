@@ -14,10 +14,10 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from oauth_connections import connections, feeds, flows
-from oauth_connections.api import access
+from oauth_connections.api import access, popup
 from oauth_connections.api.access import FORBIDDEN
 from oauth_connections.api.http import current_caller, documented_responses
-from oauth_connections.config import get_settings
+from oauth_connections.config import Settings, get_settings
 from oauth_connections.errors import InvalidRequestError
 from oauth_connections.models import (
     AuthorizeRequest,
@@ -209,7 +209,8 @@ def start_authorization(
 ) -> Response[AuthorizeResponse]:
     caller = current_caller(start_authorization_router)
     return_url = request.return_url if request else None
-    start = flows.start_authorization(get_settings(), caller, connection_id, return_url)
+    display = request.display if request else "page"
+    start = flows.start_authorization(get_settings(), caller, connection_id, return_url, display)
     if isinstance(start, flows.DirectConnection):
         return _json(200, AuthorizeResponse(status=start.status, token_expires_at=start.token_expires_at))
     return _json(200, AuthorizeResponse(redirect_url=start.redirect_url, expires_at=start.expires_at))
@@ -228,11 +229,24 @@ def _redirect(location: str, cookies: list[Cookie] | None = None) -> Response[An
     return Response(status_code=302, headers={"Location": location, **_BROWSER_HEADERS}, cookies=cookies or [])
 
 
+def _popup(message: dict[str, Any], location: str, cookies: list[Cookie]) -> Response[Any]:
+    page, headers = popup.popup_page(message, location)
+    return Response(
+        status_code=200,
+        content_type="text/html; charset=utf-8",
+        body=page,
+        headers={**_BROWSER_HEADERS, **headers},
+        cookies=cookies,
+    )
+
+
 def _error_page(error: flows.FlowError) -> Response[Any]:
     if error.return_url:
-        return _redirect(
-            flows.with_query(error.return_url, status="error", error=error.code, error_description=error.message)
-        )
+        location = flows.with_query(error.return_url, status="error", error=error.code, error_description=error.message)
+        if error.display == "popup":
+            message = popup.popup_message("error", error.connection_id, error.code, error.message)
+            return _popup(message, location, [])
+        return _redirect(location)
     page = (
         "<!doctype html><html lang=en><meta charset=utf-8><title>Connection failed</title>"
         "<body style='font-family:sans-serif;max-width:40em;margin:4em auto'>"
@@ -284,24 +298,31 @@ def _cookies(raw: list[str] | None) -> dict[str, str]:
 @oauth_callback_router.get("/oauth2/callback", include_in_schema=False)
 def oauth_callback() -> Response[Any]:
     event = cast(APIGatewayProxyEventV2, oauth_callback_router.current_event)
+    settings = get_settings()
+    params = dict(event.query_string_parameters or {})
     try:
-        location = flows.complete_callback(
-            get_settings(), dict(event.query_string_parameters or {}), _cookies(event.cookies)
-        )
+        done = flows.complete_callback(settings, params, _cookies(event.cookies))
     except flows.FlowError as error:
         return _error_page(error)
-    # The binding cookie has done its job: expire it.
-    settings = get_settings()
-    spent = Cookie(
-        name=flows.cookie_name(settings),
-        value="",
-        path="/",
-        secure=settings.cookie_secure,
-        http_only=True,
-        same_site=SameSite.LAX_MODE,
-        max_age=0,
-    )
-    return _redirect(location, [spent])
+    spent = _spent_cookie(settings, params)
+    if done.display == "popup":
+        return _popup(popup.popup_message("connected", done.connection_id), done.return_url, spent)
+    return _redirect(done.return_url, spent)
+
+
+def _spent_cookie(settings: Settings, params: dict[str, str]) -> list[Cookie]:
+    """The flow's binding cookie has done its job: expire it."""
+    return [
+        Cookie(
+            name=flows.cookie_name(settings, params.get("state", "")),
+            value="",
+            path="/",
+            secure=settings.cookie_secure,
+            http_only=True,
+            same_site=SameSite.LAX_MODE,
+            max_age=0,
+        )
+    ]
 
 
 # ------------------------------------------------------------------ feeds
