@@ -60,6 +60,7 @@ provider/node_modules/.installed: provider/package.json provider/package-lock.js
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=layers/shared $(BIN)/lint-imports --no-cache
 
 types: setup
 	$(BIN)/mypy

@@ -17,14 +17,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from oauth_connections import grants, oauth, storage, tokens
-from oauth_connections.config import Settings, url_policy
-from oauth_connections.connections import Caller
-from oauth_connections.crypto import EncryptionContext, envelope_for
-from oauth_connections.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceError
-from oauth_connections.ids import CONNECTION_ID_PREFIX, is_id
-from oauth_connections.observability import logger
-from oauth_connections.storage import FLOW_PREFIX, FLOW_SORT_KEY, STATE_PREFIX, FlowRecord, utcnow
+from oauth_connections.connections import grants, tokens
+from oauth_connections.core.caller import Caller
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceError
+from oauth_connections.core.ids import CONNECTION_ID_PREFIX, is_id
+from oauth_connections.core.observability import logger
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.security.crypto import EncryptionContext, envelope_for
+from oauth_connections.security.policy import url_policy
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
+from oauth_connections.storage.flows import (
+    FLOW_PREFIX,
+    FLOW_SORT_KEY,
+    STATE_PREFIX,
+    FlowRecord,
+    advance_flow,
+    consume_flow,
+    insert_flow,
+    load_flow,
+)
 
 FLOW_LIFETIME = timedelta(minutes=10)
 AUTHORIZE_PATH = "/oauth2/authorize"
@@ -122,8 +136,8 @@ def start_authorization(
 ) -> AuthorizationStart | DirectConnection:
     if not is_id(connection_id, CONNECTION_ID_PREFIX):
         raise NotFoundError("connection not found")
-    storage.bind_table(settings.connections_table_name)
-    connection = storage.load_connection(caller.tenant_id, connection_id)
+    bind_table(settings.connections_table_name)
+    connection = CONNECTIONS.load(caller.tenant_id, connection_id)
     if connection.grant_type == "client_credentials":
         return connect_with_client_credentials(settings, connection)
     if not return_url:
@@ -136,7 +150,7 @@ def start_authorization(
         raise InvalidRequestError("the connection has no authorization_url", code="not_authorizable")
     handle = secrets.token_urlsafe(32)
     expires_at = utcnow() + FLOW_LIFETIME
-    storage.insert_flow(
+    insert_flow(
         FlowRecord(
             f"{FLOW_PREFIX}{_digest(handle)}",
             FLOW_SORT_KEY,
@@ -167,7 +181,7 @@ def _pkce_pair() -> tuple[str, str]:
 
 
 def authorization_location(
-    connection: storage.ConnectionRecord, *, redirect_uri: str, state: str, challenge: str | None
+    connection: ConnectionRecord, *, redirect_uri: str, state: str, challenge: str | None
 ) -> str:
     parts = urlsplit(connection.authorization_url or "")
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -185,14 +199,14 @@ def authorization_location(
 def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
     if not handle or len(handle) > 128:
         raise FlowError("invalid_flow", "This sign-in link is not valid.")
-    storage.bind_table(settings.connections_table_name)
-    started = storage.load_flow(f"{FLOW_PREFIX}{_digest(handle)}")
+    bind_table(settings.connections_table_name)
+    started = load_flow(f"{FLOW_PREFIX}{_digest(handle)}")
     if started is None or started.status != "created":
         raise FlowError("invalid_flow", "This sign-in link is not valid or was already used.")
     if started.expires_at <= utcnow():
         raise FlowError("expired_flow", "This sign-in link has expired. Start again from the app.")
     try:
-        connection = storage.load_connection(started.tenant_id, started.connection_id)
+        connection = CONNECTIONS.load(started.tenant_id, started.connection_id)
     except NotFoundError as error:
         raise FlowError("connection_not_found", "The connection no longer exists.") from error
     if started.grant_fingerprint != grants.fingerprint(connection):
@@ -217,7 +231,7 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
         redirected.code_verifier_ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
             verifier.encode(), _flow_context(redirected)
         )
-    if not storage.advance_flow(started, redirected):
+    if not advance_flow(started, redirected):
         raise FlowError("invalid_flow", "This sign-in link was already used.")
     location = authorization_location(connection, redirect_uri=started.redirect_uri, state=state, challenge=challenge)
     max_age = max(1, int((started.expires_at - utcnow()).total_seconds()))
@@ -239,8 +253,8 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
     state = params.get("state")
     if not state or len(state) > 256:
         raise FlowError("invalid_state", "This sign-in response is missing its state.")
-    storage.bind_table(settings.connections_table_name)
-    flow = storage.load_flow(f"{STATE_PREFIX}{_digest(state)}")
+    bind_table(settings.connections_table_name)
+    flow = load_flow(f"{STATE_PREFIX}{_digest(state)}")
     if flow is None:
         raise FlowError("invalid_state", "This sign-in response is unknown or has expired.")
     back = flow.return_url
@@ -257,11 +271,11 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
     cookie = cookies.get(cookie_name(settings), "")
     if not cookie or not hmac.compare_digest(_digest(cookie), flow.cookie_hash or ""):
         raise fail("browser_mismatch", "The sign-in was started in another browser.")
-    if not storage.consume_flow(flow):
+    if not consume_flow(flow):
         raise fail("state_already_used", "This sign-in response was already used.")
 
     try:
-        connection = storage.load_connection(flow.tenant_id, flow.connection_id, consistent=True)
+        connection = CONNECTIONS.load(flow.tenant_id, flow.connection_id, consistent=True)
     except NotFoundError as error:
         raise fail("connection_not_found", "The connection no longer exists.") from error
     # The code goes only to the token endpoint, with the secret, that the flow was started for.
@@ -288,7 +302,7 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
     )
     client = tokens.client_settings(settings, connection)
     try:
-        token_set = oauth.exchange_code(
+        token_set = token_endpoint.exchange_code(
             client,
             code=code_value,
             redirect_uri=flow.redirect_uri,
@@ -296,10 +310,10 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
             policy=url_policy(),
             timeout=settings.outbound_timeout_seconds,
         )
-    except oauth.ProviderRejectedError as error:
+    except token_endpoint.ProviderRejectedError as error:
         logger.warning("code exchange refused", extra=context | {"error_code": error.error})
         raise FlowError(error.error, error.description or error.error, return_url=back) from error
-    except oauth.ProviderUnavailableError as error:
+    except token_endpoint.ProviderUnavailableError as error:
         logger.warning("code exchange failed", extra=context | {"reason": error.message})
         raise FlowError(
             "provider_unavailable", "The provider could not be reached; try again.", return_url=back
@@ -314,11 +328,13 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
     return with_query(back, status="connected", connection_id=flow.connection_id)
 
 
-def connect_with_client_credentials(settings: Settings, connection: storage.ConnectionRecord) -> DirectConnection:
+def connect_with_client_credentials(settings: Settings, connection: ConnectionRecord) -> DirectConnection:
     client = tokens.client_settings(settings, connection)
     try:
-        token_set = oauth.client_credentials(client, policy=url_policy(), timeout=settings.outbound_timeout_seconds)
-    except oauth.ProviderRejectedError as error:
+        token_set = token_endpoint.client_credentials(
+            client, policy=url_policy(), timeout=settings.outbound_timeout_seconds
+        )
+    except token_endpoint.ProviderRejectedError as error:
         raise InvalidRequestError(
             f"the provider refused the client credentials: {error.error}", code=error.error
         ) from error

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from oauth_connections.errors import ValidationFailedError
+from oauth_connections.core.errors import ValidationFailedError
 
 GRANT_FIELDS = (
     "client_id",

@@ -9,9 +9,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from oauth_connections.config import url_policy
-from oauth_connections.errors import UnsafeUrlError, ValidationFailedError
-from oauth_connections.netguard import check_url
+from oauth_connections.core.errors import UnsafeUrlError, ValidationFailedError
+from oauth_connections.security.netguard import check_url
+from oauth_connections.security.policy import url_policy
 
 type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 type GrantType = Literal["authorization_code", "client_credentials"]
@@ -58,11 +58,11 @@ ParamValue = Annotated[str, StringConstraints(max_length=1024)]
 ExtraParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_params_allowed)]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ConnectionSettings(_Strict):
+class ConnectionSettings(StrictModel):
     """Fields a tenant may set; PATCH takes any subset of them."""
 
     name: Name
@@ -96,7 +96,7 @@ class ConnectionCreate(ConnectionSettings):
         return self
 
 
-class ConnectionUpdate(_Strict):
+class ConnectionUpdate(StrictModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
 
     name: Name | SkipJsonSchema[None] = None
@@ -181,18 +181,7 @@ class ConnectionPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    details: list[dict[str, object]] | None = None
-    correlation_id: str | None = Field(default=None, description="On an internal error: the request's id in the logs")
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-class AuthorizeRequest(_Strict):
+class AuthorizeRequest(StrictModel):
     return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
         default=None,
         description="Where the browser returns after the provider; must be under an allowed frontend origin "
@@ -212,106 +201,3 @@ class AuthorizeResponse(BaseModel):
 
 
 # ------------------------------------------------------------------ feeds
-
-type FeedFormat = Literal["yml", "xml", "csv", "json"]
-type FeedRunStatus = Literal["running", "succeeded", "not_modified", "failed"]
-
-
-def _cron(value: str) -> str:
-    from oauth_connections.cron import Cron, CronError
-
-    try:
-        Cron.parse(value)
-    except CronError as error:
-        raise PydanticCustomError("invalid_cron", str(error)) from error
-    return value
-
-
-RateMinutes = Annotated[int, Field(ge=5, le=10_080, description="Every N minutes (at least 5)")]
-CronExpression = Annotated[
-    str, StringConstraints(min_length=9, max_length=100), AfterValidator(_cron), Field(description="Cron, UTC")
-]
-FeedSchedule = RateMinutes | CronExpression
-ConnectionRef = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-
-
-class FeedSettings(_Strict):
-    name: Name
-    url: SafeUrl
-    connection_id: ConnectionRef | None = Field(
-        default=None, description="The tenant's connection whose token protects the feed; none for a public feed"
-    )
-    schedule: FeedSchedule = 60
-    format: FeedFormat = "yml"
-    enabled: bool = True
-
-
-class FeedCreate(FeedSettings):
-    pass
-
-
-class FeedUpdate(_Strict):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
-
-    name: Name | SkipJsonSchema[None] = None
-    url: SafeUrl | SkipJsonSchema[None] = None
-    connection_id: ConnectionRef | None = None
-    schedule: FeedSchedule | SkipJsonSchema[None] = None
-    format: FeedFormat | SkipJsonSchema[None] = None
-    enabled: bool | SkipJsonSchema[None] = None
-
-    @model_validator(mode="after")
-    def _required_fields_not_null(self) -> FeedUpdate:
-        nulled = sorted(f for f in self.model_fields_set - {"connection_id"} if getattr(self, f) is None)
-        if nulled:
-            raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
-        if not self.model_fields_set:
-            raise ValueError("no field to update")
-        return self
-
-
-class FeedOut(BaseModel):
-    id: str
-    name: str
-    url: str
-    connection_id: str | None
-    schedule: int | str
-    format: FeedFormat
-    enabled: bool
-    next_run_at: datetime | None
-    last_status: FeedRunStatus | None = None
-    last_run_at: datetime | None = None
-    last_good_at: datetime | None = None
-    last_items: int | None = Field(default=None, description="Offers (YML), rows (CSV) or array items (JSON)")
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-
-class FeedPage(BaseModel):
-    items: list[FeedOut]
-    next_cursor: str | None
-
-
-class FeedRunOut(BaseModel):
-    id: str
-    trigger: str
-    status: FeedRunStatus
-    http_status: int | None
-    bytes: int
-    items: int | None
-    duration_ms: int | None
-    s3_key: str | None
-    s3_version: str | None
-    error_code: str | None
-    error_message: str | None
-    started_at: datetime
-    finished_at: datetime | None
-
-
-class FeedRunList(BaseModel):
-    items: list[FeedRunOut]
-
-
-class FeedRunQueued(BaseModel):
-    status: Literal["queued"] = "queued"

@@ -28,14 +28,23 @@ from typing import Any, ClassVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from oauth_connections import budget, events, oauth, schedule, storage, tokens
-from oauth_connections.config import Settings, url_policy
-from oauth_connections.crypto import KeyUnavailableError, envelope_for
-from oauth_connections.errors import DecryptionError, ServiceError
-from oauth_connections.observability import logger, metrics
-from oauth_connections.storage import ConnectionRecord, utcnow
-
-R = ConnectionRecord
+from oauth_connections.connections import refresh_schedule, tokens
+from oauth_connections.core import budget, events
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import DecryptionError, ServiceError
+from oauth_connections.core.observability import logger, metrics
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.security.crypto import KeyUnavailableError, envelope_for
+from oauth_connections.security.policy import url_policy
+from oauth_connections.storage.connections import (
+    CONNECTIONS,
+    ConnectionRecord,
+    acquire_lease,
+    release_lease,
+    store_recovery,
+    store_refreshed,
+)
 
 
 class TokenError(ServiceError):
@@ -58,7 +67,7 @@ class TokenError(ServiceError):
 @dataclass(frozen=True)
 class Refreshed:
     record: ConnectionRecord
-    tokens: oauth.TokenSet
+    tokens: token_endpoint.TokenSet
 
 
 def backoff_seconds(settings: Settings, failures: int, retry_after: int | None) -> int:
@@ -127,13 +136,13 @@ def refresh_connection(
             raise TokenError("provider_unavailable", "no time left in this invocation to refresh", retry_after=1)
         owner = uuid.uuid4().hex
         until = utcnow() + timedelta(seconds=lease_seconds)
-        if storage.acquire_lease(record, owner, until):
+        if acquire_lease(record, owner, until):
             return _refresh_as_holder(settings, record, _Lease(owner, until), seen, reason)
         if not wait or time.monotonic() >= deadline:
             raise TokenError("provider_unavailable", "another refresh is still in progress", retry_after=1)
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
-        record = storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
+        record = CONNECTIONS.load(record.tenant_id, record.connection_id, consistent=True)
 
 
 @dataclass(frozen=True)
@@ -180,7 +189,7 @@ def _refresh_as_holder(
     return Refreshed(record, fresh)
 
 
-def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -> oauth.TokenSet | None:
+def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -> token_endpoint.TokenSet | None:
     """Tokens a previous holder got but could not store, if they follow the tokens this caller read."""
     if int(record.token_version or 0) != seen:
         return None
@@ -196,23 +205,23 @@ def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -
         return None
 
 
-def _still_valid(token_set: oauth.TokenSet) -> bool:
+def _still_valid(token_set: token_endpoint.TokenSet) -> bool:
     return token_set.expires_at is None or token_set.expires_at - time.time() > RECOVERED_MIN_VALID_SECONDS
 
 
 def _ask_provider(
-    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, recovered: oauth.TokenSet | None
-) -> oauth.TokenSet:
+    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, recovered: token_endpoint.TokenSet | None
+) -> token_endpoint.TokenSet:
     current = recovered or tokens.decrypt_tokens(settings, record)
     client = tokens.client_settings(settings, record)
     timeout = max(0.0, min(settings.outbound_timeout_seconds, lease.seconds_left() - STORE_RESERVE_SECONDS))
     try:
         if record.grant_type == "client_credentials":
-            return oauth.client_credentials(client, policy=url_policy(), timeout=timeout)
+            return token_endpoint.client_credentials(client, policy=url_policy(), timeout=timeout)
         if current is None:
-            raise oauth.ProviderRejectedError("invalid_grant", "the connection has no tokens")
-        return oauth.refresh(client, current, policy=url_policy(), timeout=timeout)
-    except oauth.ProviderRejectedError as error:
+            raise token_endpoint.ProviderRejectedError("invalid_grant", "the connection has no tokens")
+        return token_endpoint.refresh(client, current, policy=url_policy(), timeout=timeout)
+    except token_endpoint.ProviderRejectedError as error:
         if error.permanent:
             kept = None if recovered else _recovered_meanwhile(settings, record, seen)
             if kept is not None:
@@ -226,15 +235,15 @@ def _ask_provider(
             "the provider refused the refresh for now",
             retry_after=_seconds_until(record.next_attempt_at),
         ) from error
-    except oauth.ProviderUnavailableError as error:
+    except token_endpoint.ProviderUnavailableError as error:
         _record_transient_failure(settings, record, lease.owner, error.message, error.retry_after)
         raise TokenError(
             "provider_unavailable", error.message, retry_after=_seconds_until(record.next_attempt_at)
         ) from error
 
 
-def _recovered_meanwhile(settings: Settings, record: ConnectionRecord, seen: int) -> oauth.TokenSet | None:
-    latest = storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
+def _recovered_meanwhile(settings: Settings, record: ConnectionRecord, seen: int) -> token_endpoint.TokenSet | None:
+    latest = CONNECTIONS.load(record.tenant_id, record.connection_id, consistent=True)
     return _recovered_tokens(settings, latest, seen)
 
 
@@ -245,26 +254,34 @@ def _release_after_unexpected(settings: Settings, record: ConnectionRecord, owne
         logger.exception("could not release the refresh lease", extra={"connection_id": record.connection_id})
 
 
-def _fresh_actions(settings: Settings, record: ConnectionRecord, seen: int, fresh: oauth.TokenSet) -> list[Any]:
+def _fresh_actions(
+    settings: Settings, record: ConnectionRecord, seen: int, fresh: token_endpoint.TokenSet
+) -> list[Any]:
     record.token_version = seen  # apply_tokens counts from here, on every attempt
     tokens.apply_tokens(settings, record, fresh)
     now = utcnow()
     record.refreshed_at, record.status, record.next_attempt_at = now, "connected", None
     actions: list[Any] = [
-        R.tokens_ciphertext.set(record.tokens_ciphertext),
-        R.token_version.set(seen + 1),
-        R.has_refresh_token.set(record.has_refresh_token),
-        R.refreshed_at.set(now),
-        R.status.set("connected"),
-        R.consecutive_failures.set(0),
-        R.next_attempt_at.remove(),
-        R.failing_since.remove(),
-        R.status_reason.remove(),
-        *schedule.apply_due(settings, record),
+        ConnectionRecord.tokens_ciphertext.set(record.tokens_ciphertext),
+        ConnectionRecord.token_version.set(seen + 1),
+        ConnectionRecord.has_refresh_token.set(record.has_refresh_token),
+        ConnectionRecord.refreshed_at.set(now),
+        ConnectionRecord.status.set("connected"),
+        ConnectionRecord.consecutive_failures.set(0),
+        ConnectionRecord.next_attempt_at.remove(),
+        ConnectionRecord.failing_since.remove(),
+        ConnectionRecord.status_reason.remove(),
+        *refresh_schedule.apply_due(settings, record),
     ]
-    actions.append(R.expires_at.set(record.expires_at) if record.expires_at else R.expires_at.remove())
     actions.append(
-        R.granted_scopes.set(record.granted_scopes) if record.granted_scopes is not None else R.granted_scopes.remove()
+        ConnectionRecord.expires_at.set(record.expires_at)
+        if record.expires_at
+        else ConnectionRecord.expires_at.remove()
+    )
+    actions.append(
+        ConnectionRecord.granted_scopes.set(record.granted_scopes)
+        if record.granted_scopes is not None
+        else ConnectionRecord.granted_scopes.remove()
     )
     return actions
 
@@ -274,7 +291,7 @@ def _store_fresh(
     record: ConnectionRecord,
     lease: _Lease,
     seen: int,
-    fresh: oauth.TokenSet,
+    fresh: token_endpoint.TokenSet,
     context: dict[str, str],
 ) -> Refreshed | None:
     """Store what the provider answered; None when stored, else the outcome to return instead.
@@ -286,7 +303,7 @@ def _store_fresh(
     pause = FIRST_STORE_PAUSE_SECONDS
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            stored = storage.store_refreshed(record, lease.owner, seen, _fresh_actions(settings, record, seen, fresh))
+            stored = store_refreshed(record, lease.owner, seen, _fresh_actions(settings, record, seen, fresh))
         except Exception as error:  # noqa: BLE001 - any storage or KMS fault: retried, then kept for recovery
             failure = error
             logger.warning(
@@ -303,10 +320,10 @@ def _store_fresh(
 
 
 def _after_refused_store(
-    settings: Settings, record: ConnectionRecord, seen: int, fresh: oauth.TokenSet, context: dict[str, str]
+    settings: Settings, record: ConnectionRecord, seen: int, fresh: token_endpoint.TokenSet, context: dict[str, str]
 ) -> Refreshed:
     """Our lease ended before the store: newer tokens win; otherwise ours are kept for the next holder."""
-    latest = storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
+    latest = CONNECTIONS.load(record.tenant_id, record.connection_id, consistent=True)
     if int(latest.token_version or 0) != seen:
         logger.error("refresh result superseded", extra=context)
         latest_tokens = tokens.decrypt_tokens(settings, latest)
@@ -322,7 +339,7 @@ def _keep_for_recovery(
     settings: Settings,
     record: ConnectionRecord,
     seen: int,
-    fresh: oauth.TokenSet,
+    fresh: token_endpoint.TokenSet,
     context: dict[str, str],
     failure: Exception | None,
 ) -> None:
@@ -334,7 +351,7 @@ def _keep_for_recovery(
             ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
                 fresh.to_json(), tokens.token_context(record)
             )
-            kept = storage.store_recovery(record, seen, ciphertext)
+            kept = store_recovery(record, seen, ciphertext)
         except Exception as error:  # noqa: BLE001 - retried within the invocation, then reported below
             failure = error
         else:
@@ -371,14 +388,14 @@ def _describe(error: Exception | None) -> str:
 def _mark_reauthorization_required(settings: Settings, record: ConnectionRecord, owner: str, error: str) -> None:
     """A permanent refusal: the tokens stay stored (never lost), but the connection needs the user again."""
     record.status = "reauthorization_required"
-    recorded = storage.release_lease(
+    recorded = release_lease(
         record,
         owner,
         [
-            R.status.set("reauthorization_required"),
-            R.status_reason.set(error),
-            R.next_attempt_at.remove(),
-            *schedule.apply_due(settings, record),
+            ConnectionRecord.status.set("reauthorization_required"),
+            ConnectionRecord.status_reason.set(error),
+            ConnectionRecord.next_attempt_at.remove(),
+            *refresh_schedule.apply_due(settings, record),
         ],
     )
     if not recorded:  # the lease is no longer ours (it ran out, or an edit ended the grant)
@@ -403,16 +420,16 @@ def _record_transient_failure(
     delay = backoff_seconds(settings, failures, retry_after)
     record.next_attempt_at = now + timedelta(seconds=delay)
     actions: list[Any] = [
-        R.consecutive_failures.set(failures),
-        R.next_attempt_at.set(record.next_attempt_at),
-        R.failing_since.set(failing_since),
-        R.status_reason.set(reason[:200]),
-        *schedule.apply_due(settings, record),
+        ConnectionRecord.consecutive_failures.set(failures),
+        ConnectionRecord.next_attempt_at.set(record.next_attempt_at),
+        ConnectionRecord.failing_since.set(failing_since),
+        ConnectionRecord.status_reason.set(reason[:200]),
+        *refresh_schedule.apply_due(settings, record),
     ]
     became_error = record.status != "error" and (now - failing_since).total_seconds() >= settings.error_after_seconds
     if became_error:
-        actions.append(R.status.set("error"))
-    storage.release_lease(record, owner, actions)
+        actions.append(ConnectionRecord.status.set("error"))
+    release_lease(record, owner, actions)
     logger.warning(
         "refresh failed",
         extra={

@@ -14,10 +14,8 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from oauth_connections.config import Settings
-from oauth_connections.storage import ConnectionRecord
-
-R = ConnectionRecord
+from oauth_connections.core.config import Settings
+from oauth_connections.storage.connections import ConnectionRecord
 
 
 def shard_of(connection_id: str, shards: int) -> str:
@@ -52,7 +50,7 @@ def apply_due(settings: Settings, record: ConnectionRecord) -> list[Any]:
     if due is None:
         record.due_shard = None
         record.due_at = None
-        return [R.due_shard.remove(), R.due_at.remove()]
+        return [ConnectionRecord.due_shard.remove(), ConnectionRecord.due_at.remove()]
     record.due_shard = shard_of(record.connection_id, settings.due_shards)
     record.due_at = due
-    return [R.due_shard.set(record.due_shard), R.due_at.set(due)]
+    return [ConnectionRecord.due_shard.set(record.due_shard), ConnectionRecord.due_at.set(due)]

@@ -13,12 +13,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from oauth_connections import storage, tokens
-from oauth_connections.config import Settings
-from oauth_connections.errors import NotFoundError
-from oauth_connections.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
-from oauth_connections.refresh import TokenError, refresh_connection
-from oauth_connections.storage import utcnow
+from oauth_connections.connections import tokens
+from oauth_connections.connections.refresh import TokenError, refresh_connection
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import NotFoundError
+from oauth_connections.core.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
 
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN.pattern)]
 
@@ -51,9 +53,9 @@ def parse_request(event: Any) -> GetTokenRequest:
 def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
     if not is_id(request.connection_id, CONNECTION_ID_PREFIX):
         raise TokenError("not_found", "connection not found")
-    storage.bind_table(settings.connections_table_name)
+    bind_table(settings.connections_table_name)
     try:
-        record = storage.load_connection(request.tenant_id, request.connection_id, consistent=True)
+        record = CONNECTIONS.load(request.tenant_id, request.connection_id, consistent=True)
     except NotFoundError as error:
         raise TokenError("not_found", "connection not found") from error
     if record.status == "reauthorization_required":
@@ -73,9 +75,7 @@ def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
     }
 
 
-def _needs_refresh(
-    settings: Settings, record: storage.ConnectionRecord, current: Any, request: GetTokenRequest
-) -> bool:
+def _needs_refresh(settings: Settings, record: ConnectionRecord, current: Any, request: GetTokenRequest) -> bool:
     if request.force_refresh:
         # Many consumers may report the same 401 at once: tokens this young were just refreshed for them.
         obtained = record.refreshed_at or record.connected_at

@@ -10,13 +10,16 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from oauth_connections import aws, storage
-from oauth_connections.config import Settings
-from oauth_connections.errors import ConfigurationError, NotFoundError
-from oauth_connections.observability import logger, metrics
-from oauth_connections.refresh import TokenError, refresh_connection
-from oauth_connections.schedule import shard_of
-from oauth_connections.storage import utcnow
+from oauth_connections.connections.refresh import TokenError, refresh_connection
+from oauth_connections.connections.refresh_schedule import shard_of
+from oauth_connections.core import aws
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ConfigurationError, NotFoundError
+from oauth_connections.core.observability import logger, metrics
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import CONNECTIONS
+from oauth_connections.storage.due import due_page
 
 SQS_BATCH = 10
 PAGE_SIZE = 100
@@ -36,14 +39,14 @@ def sweep(settings: Settings) -> SweepResult:
     """Queue every connection due now, shard by shard."""
     if not settings.refresh_queue_url:
         raise ConfigurationError("REFRESH_QUEUE_URL is not set")
-    storage.bind_table(settings.connections_table_name)
+    bind_table(settings.connections_table_name)
     now = utcnow()
     enqueued = 0
     for number in range(settings.due_shards):
         shard = shard_of_number(number)
         start: dict[str, Any] | None = None
         while True:
-            keys, start = storage.due_page(shard, now, PAGE_SIZE, start)
+            keys, start = due_page(CONNECTIONS, shard, now, PAGE_SIZE, start)
             enqueued += _enqueue(settings.refresh_queue_url, keys)
             if not start:
                 break
@@ -79,9 +82,9 @@ def process(settings: Settings, body: dict[str, Any]) -> str:
     message is done. Only unexpected errors propagate, so SQS retries them and finally dead-letters them.
     """
     tenant_id, connection_id = str(body["tenant_id"]), str(body["connection_id"])
-    storage.bind_table(settings.connections_table_name)
+    bind_table(settings.connections_table_name)
     try:
-        record = storage.load_connection(tenant_id, connection_id, consistent=True)
+        record = CONNECTIONS.load(tenant_id, connection_id, consistent=True)
     except NotFoundError:
         return "gone"
     if record.due_at is None or record.due_at > utcnow():

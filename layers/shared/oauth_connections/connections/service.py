@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-from dataclasses import dataclass
 from typing import Any
 
-from oauth_connections import grants, storage
-from oauth_connections.config import Settings, url_policy
-from oauth_connections.crypto import EncryptionContext, KeyUnavailableError, envelope_for
-from oauth_connections.errors import (
-    ConflictError,
-    DecryptionError,
-    InvalidRequestError,
-    NotFoundError,
-    PreconditionFailedError,
-    UnsafeUrlError,
-    ValidationFailedError,
-)
-from oauth_connections.ids import CONNECTION_ID_PREFIX, is_id, new_id
-from oauth_connections.models import (
+from oauth_connections.connections import grants
+from oauth_connections.connections.models import (
     ConnectionCreate,
     ConnectionOut,
     ConnectionPage,
@@ -30,22 +15,32 @@ from oauth_connections.models import (
     check_public_client_pkce,
     check_secret_for_method,
 )
-from oauth_connections.observability import logger
-from oauth_connections.storage import ConnectionRecord
-
-CALLBACK_PATH = "/oauth2/callback"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: the tenant from the authorizer's claims, and where the API is reached."""
-
-    tenant_id: str
-    callback_url: str
+from oauth_connections.core.caller import Caller
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import (
+    ConflictError,
+    DecryptionError,
+    PreconditionFailedError,
+    UnsafeUrlError,
+    ValidationFailedError,
+)
+from oauth_connections.core.ids import CONNECTION_ID_PREFIX, new_id
+from oauth_connections.core.observability import logger
+from oauth_connections.security.crypto import EncryptionContext, KeyUnavailableError, envelope_for
+from oauth_connections.security.policy import url_policy
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import (
+    CONNECTIONS,
+    ConnectionRecord,
+    insert_connection,
+    new_connection_record,
+    remove_connection,
+    save_connection,
+)
 
 
 def _bind(settings: Settings) -> None:
-    storage.bind_table(settings.connections_table_name)
+    bind_table(settings.connections_table_name)
 
 
 def _encrypt_secret(settings: Settings, tenant_id: str, connection_id: str, secret: str) -> bytes:
@@ -84,10 +79,8 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
 
 
 def _load(settings: Settings, caller: Caller, connection_id: str) -> ConnectionRecord:
-    if not is_id(connection_id, CONNECTION_ID_PREFIX):
-        raise NotFoundError("connection not found")
     _bind(settings)
-    return storage.load_connection(caller.tenant_id, connection_id)
+    return CONNECTIONS.load_requested(caller.tenant_id, connection_id)
 
 
 def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str]) -> None:
@@ -95,11 +88,11 @@ def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str
 
     An endpoint the metadata does not name is cleared: one left from another issuer is not this one's.
     """
-    from oauth_connections import oauth
-    from oauth_connections.netguard import check_url
+    from oauth_connections.oauth import discovery
+    from oauth_connections.security.netguard import check_url
 
     policy = url_policy()
-    metadata = oauth.discover(fields["issuer"], policy, settings.outbound_timeout_seconds)
+    metadata = discovery.discover(fields["issuer"], policy, settings.outbound_timeout_seconds)
     discovered = {
         "authorization_url": metadata.authorization_endpoint,
         "token_url": metadata.token_endpoint,
@@ -111,7 +104,7 @@ def _discover_into(settings: Settings, fields: dict[str, Any], explicit: set[str
         try:
             fields[field] = check_url(url, policy) if url else None
         except UnsafeUrlError as error:
-            raise oauth.DiscoveryError(f"the metadata's {field} is refused: {error.message}") from error
+            raise discovery.DiscoveryError(f"the metadata's {field} is refused: {error.message}") from error
     fields["iss_parameter_supported"] = metadata.iss_parameter_supported
     if not fields.get("token_url"):
         raise ValidationFailedError("the issuer's metadata names no token endpoint; give token_url")
@@ -125,7 +118,7 @@ def create_connection(settings: Settings, caller: Caller, request: ConnectionCre
     if request.issuer:
         _discover_into(settings, fields, {f for f in request.model_fields_set if fields.get(f) is not None})
     secret = request.client_secret
-    record = storage.new_connection_record(
+    record = new_connection_record(
         caller.tenant_id,
         connection_id,
         client_secret_ciphertext=(
@@ -133,7 +126,7 @@ def create_connection(settings: Settings, caller: Caller, request: ConnectionCre
         ),
         **fields,
     )
-    storage.insert_connection(record)
+    insert_connection(record)
     logger.info("connection created", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
     return to_view(record, caller)
 
@@ -142,33 +135,10 @@ def get_connection(settings: Settings, caller: Caller, connection_id: str) -> Co
     return to_view(_load(settings, caller, connection_id), caller)
 
 
-def encode_cursor(connection_id: str) -> str:
-    return base64.urlsafe_b64encode(connection_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor_of(cursor: str, prefix: str) -> str:
-    """The id a page cursor continues after; only ids of the expected kind are accepted."""
-    try:
-        item_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
-        raise InvalidRequestError("invalid cursor", code="invalid_cursor") from error
-    if not is_id(item_id, prefix):
-        raise InvalidRequestError("invalid cursor", code="invalid_cursor")
-    return item_id
-
-
-def decode_cursor(cursor: str) -> str:
-    return decode_cursor_of(cursor, CONNECTION_ID_PREFIX)
-
-
 def list_connections(settings: Settings, caller: Caller, limit: int, cursor: str | None) -> ConnectionPage:
     _bind(settings)
-    after = decode_cursor(cursor) if cursor else None
-    records, next_id = storage.page_connections(caller.tenant_id, limit, after)
-    return ConnectionPage(
-        items=[to_view(r, caller) for r in records],
-        next_cursor=encode_cursor(next_id) if next_id else None,
-    )
+    records, next_cursor = CONNECTIONS.page(caller.tenant_id, limit, cursor)
+    return ConnectionPage(items=[to_view(r, caller) for r in records], next_cursor=next_cursor)
 
 
 UPDATE_ATTEMPTS = 3
@@ -220,7 +190,7 @@ def update_connection(
         if ended:
             _drop_grant(settings, record)
         try:
-            storage.save_connection(record, old_name=old_name)
+            save_connection(record, old_name=old_name)
             break
         except ConflictError as error:
             if error.code != "stale_update" or attempt == UPDATE_ATTEMPTS - 1:
@@ -229,7 +199,7 @@ def update_connection(
                 raise PreconditionFailedError(
                     "the connection has changed since it was read", code="stale_update"
                 ) from error
-            record = storage.load_connection(caller.tenant_id, connection_id, consistent=True)
+            record = CONNECTIONS.load(caller.tenant_id, connection_id, consistent=True)
     logger.info(
         "connection updated",
         extra={
@@ -251,7 +221,7 @@ def _drop_grant(settings: Settings, record: ConnectionRecord) -> None:
     The token version moves on, so a refresh that read the old settings cannot store its answer, and
     the lease is cleared, so such a refresh cannot record its outcome on the edited connection either.
     """
-    from oauth_connections import schedule
+    from oauth_connections.connections import refresh_schedule
 
     record.tokens_ciphertext = None
     record.recovered_tokens_ciphertext = None
@@ -269,12 +239,12 @@ def _drop_grant(settings: Settings, record: ConnectionRecord) -> None:
     record.failing_since = None
     record.status = "pending"
     record.status_reason = GRANT_ENDED_REASON
-    schedule.apply_due(settings, record)
+    refresh_schedule.apply_due(settings, record)
 
 
 def _announce_grant_ended(settings: Settings, before: ConnectionRecord, fields: list[str]) -> None:
     """Revoke the dropped grant with the settings it was issued under (best effort), and say so."""
-    from oauth_connections import events
+    from oauth_connections.core import events
 
     revoked = revoke_tokens(settings, before)
     logger.info(
@@ -295,7 +265,8 @@ def _announce_grant_ended(settings: Settings, before: ConnectionRecord, fields: 
 
 def _retry_with_new_secret(settings: Settings, record: ConnectionRecord) -> ConnectionRecord:
     """A connection refused for its client secret tries one refresh with the new one."""
-    from oauth_connections import events, refresh
+    from oauth_connections.connections import refresh
+    from oauth_connections.core import events
 
     if record.status_reason != RECOVERABLE_REASON:
         return record
@@ -304,7 +275,7 @@ def _retry_with_new_secret(settings: Settings, record: ConnectionRecord) -> Conn
         refreshed = refresh.refresh_connection(settings, record, reason="client_secret_changed", retry_refused=True)
     except refresh.TokenError as error:
         logger.warning("the new client secret did not recover the connection", extra=context | {"code": error.code})
-        return storage.load_connection(record.tenant_id, record.connection_id, consistent=True)
+        return CONNECTIONS.load(record.tenant_id, record.connection_id, consistent=True)
     logger.info("the new client secret recovered the connection", extra=context)
     events.publish(
         settings.event_bus_name,
@@ -334,16 +305,16 @@ def delete_connection(settings: Settings, caller: Caller, connection_id: str) ->
             revoke_tokens(settings, record)
             revoked_version = int(record.token_version or 0)
         try:
-            storage.remove_connection(record, guarded=attempt < DELETE_ATTEMPTS - 1)
+            remove_connection(record, guarded=attempt < DELETE_ATTEMPTS - 1)
             break
         except ConflictError:
-            record = storage.load_connection(caller.tenant_id, connection_id, consistent=True)
+            record = CONNECTIONS.load(caller.tenant_id, connection_id, consistent=True)
     logger.info("connection deleted", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
 
 
 def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> ConnectionOut:
     """Force a refresh of the tenant's own connection (same single flight as token retrieval)."""
-    from oauth_connections import refresh
+    from oauth_connections.connections import refresh
 
     record = _load(settings, caller, connection_id)
     if not record.tokens_ciphertext:  # checked without decrypting: the refresh decrypts them anyway
@@ -354,7 +325,8 @@ def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> Conne
 
 def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
     """RFC 7009: revoke the refresh token (which ends the grant), else the access token. Best effort."""
-    from oauth_connections import oauth, tokens
+    from oauth_connections.connections import tokens
+    from oauth_connections.oauth import revocation, token_endpoint
 
     if not record.revocation_url or record.tokens_ciphertext is None:
         return False
@@ -369,7 +341,7 @@ def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
             if token_set.refresh_token
             else (token_set.access_token, "access_token")
         )
-        oauth.revoke(
+        revocation.revoke(
             tokens.client_settings(settings, record),
             record.revocation_url,
             token,
@@ -383,7 +355,7 @@ def revoke_tokens(settings: Settings, record: ConnectionRecord) -> bool:
             extra=context | {"error_code": error.code, "kms_error_code": error.kms_error_code},
         )
         return False
-    except (oauth.ProviderUnavailableError, DecryptionError) as error:
+    except (token_endpoint.ProviderUnavailableError, DecryptionError) as error:
         logger.warning(
             "revocation failed; deleting anyway", extra=context | {"error_code": error.code, "reason": error.message}
         )

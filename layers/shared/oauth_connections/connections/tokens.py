@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import cast
 
-from oauth_connections import events, grants, oauth, schedule, storage
-from oauth_connections.config import Settings
-from oauth_connections.crypto import EncryptionContext, envelope_for
-from oauth_connections.errors import ConflictError
-from oauth_connections.storage import ConnectionRecord
+from oauth_connections.connections import grants, refresh_schedule
+from oauth_connections.core import events
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ConflictError
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.security.crypto import EncryptionContext, envelope_for
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord, save_connection
 
 SAVE_ATTEMPTS = 3
 
@@ -18,12 +21,12 @@ def token_context(record: ConnectionRecord) -> EncryptionContext:
     return EncryptionContext(record.tenant_id, record.connection_id, "tokens")
 
 
-def client_settings(settings: Settings, record: ConnectionRecord) -> oauth.ClientSettings:
+def client_settings(settings: Settings, record: ConnectionRecord) -> token_endpoint.ClientSettings:
     secret = None
     if record.client_secret_ciphertext is not None:
         context = EncryptionContext(record.tenant_id, record.connection_id, "client_secret")
         secret = envelope_for(settings.encryption_key_arn).decrypt(record.client_secret_ciphertext, context).decode()
-    return oauth.ClientSettings(
+    return token_endpoint.ClientSettings(
         client_id=record.client_id,
         client_secret=secret,
         token_url=record.token_url,
@@ -33,15 +36,15 @@ def client_settings(settings: Settings, record: ConnectionRecord) -> oauth.Clien
     )
 
 
-def decrypt_tokens(settings: Settings, record: ConnectionRecord) -> oauth.TokenSet | None:
+def decrypt_tokens(settings: Settings, record: ConnectionRecord) -> token_endpoint.TokenSet | None:
     ciphertext = cast(bytes | None, record.tokens_ciphertext)  # nullable; the stubs do not say so
     if ciphertext is None:
         return None
     plaintext = envelope_for(settings.encryption_key_arn).decrypt(ciphertext, token_context(record))
-    return oauth.TokenSet.from_json(plaintext)
+    return token_endpoint.TokenSet.from_json(plaintext)
 
 
-def recovered_tokens(settings: Settings, record: ConnectionRecord) -> oauth.TokenSet | None:
+def recovered_tokens(settings: Settings, record: ConnectionRecord) -> token_endpoint.TokenSet | None:
     """Tokens a lease holder got from the provider but could not store, if they follow the stored ones.
 
     Their refresh token, not the stored one, is then the live one (the provider rotated it).
@@ -51,10 +54,10 @@ def recovered_tokens(settings: Settings, record: ConnectionRecord) -> oauth.Toke
     if ciphertext is None or after is None or int(after) != int(record.token_version or 0):
         return None
     plaintext = envelope_for(settings.encryption_key_arn).decrypt(ciphertext, token_context(record))
-    return oauth.TokenSet.from_json(plaintext)
+    return token_endpoint.TokenSet.from_json(plaintext)
 
 
-def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: oauth.TokenSet) -> None:
+def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: token_endpoint.TokenSet) -> None:
     record.tokens_ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
         token_set.to_json(), token_context(record)
     )
@@ -65,7 +68,12 @@ def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: oauth.
 
 
 def store_connected(
-    settings: Settings, tenant_id: str, connection_id: str, token_set: oauth.TokenSet, *, grant: str | None = None
+    settings: Settings,
+    tenant_id: str,
+    connection_id: str,
+    token_set: token_endpoint.TokenSet,
+    *,
+    grant: str | None = None,
 ) -> None:
     """Store fresh tokens from an authorization and mark the connection connected.
 
@@ -75,21 +83,21 @@ def store_connected(
     are refused (ConflictError `connection_changed`).
     """
     for attempt in range(SAVE_ATTEMPTS):
-        record = storage.load_connection(tenant_id, connection_id, consistent=True)
+        record = CONNECTIONS.load(tenant_id, connection_id, consistent=True)
         if grant is not None and grants.fingerprint(record) != grant:
             raise ConflictError("the connection's grant settings changed meanwhile", code="connection_changed")
         apply_tokens(settings, record, token_set)
         record.recovered_tokens_ciphertext = None  # a new grant: tokens kept from the old one are void
         record.recovered_after_version = None
         record.status = "connected"
-        record.connected_at = storage.utcnow()
+        record.connected_at = utcnow()
         record.status_reason = None
         record.next_attempt_at = None
         record.consecutive_failures = 0
         record.failing_since = None
-        schedule.apply_due(settings, record)
+        refresh_schedule.apply_due(settings, record)
         try:
-            storage.save_connection(record)
+            save_connection(record)
             break
         except ConflictError:
             if attempt == SAVE_ATTEMPTS - 1:

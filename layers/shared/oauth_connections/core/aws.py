@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from oauth_connections import budget
-from oauth_connections.errors import ServiceUnavailableError
+from oauth_connections.core import budget
+from oauth_connections.core.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     import botocore.config
     import botocore.session
 
-    from oauth_connections.config import Settings
+    from oauth_connections.core.config import Settings
 
 # Time kept back at the end of an invocation to answer after the last attempt gave up.
 ANSWER_RESERVE_SECONDS = 0.5
@@ -64,7 +64,7 @@ class CallLimits:
 
 
 def _default_limits() -> CallLimits:
-    from oauth_connections.config import Settings
+    from oauth_connections.core.config import Settings
 
     fields = Settings.model_fields
     timeout = float(fields["aws_timeout_seconds"].default)
@@ -112,7 +112,7 @@ def _config(connect_timeout: float, read_timeout: float, max_attempts: int) -> b
 
 def current_limits() -> CallLimits:
     """The limits of a call made now, from this environment's settings."""
-    from oauth_connections.config import get_settings
+    from oauth_connections.core.config import get_settings
 
     return call_limits(get_settings())
 

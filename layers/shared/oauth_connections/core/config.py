@@ -7,8 +7,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oauth_connections.errors import ConfigurationError
-from oauth_connections.netguard import UrlPolicy
+from oauth_connections.core.errors import ConfigurationError
 
 
 class Settings(BaseModel):
@@ -140,8 +139,3 @@ def load_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> Se
 def get_settings() -> Settings:
     """The settings of this execution environment; read on first use, not at import time."""
     return load_settings()
-
-
-def url_policy() -> UrlPolicy:
-    """The SSRF guard's policy: loopback over plain http only where the local stack allows it."""
-    return UrlPolicy(allow_insecure_loopback=get_settings().allow_insecure_loopback_urls)

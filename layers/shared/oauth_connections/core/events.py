@@ -14,8 +14,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from oauth_connections import aws, budget
-from oauth_connections.observability import logger
+from oauth_connections.core import aws, budget
+from oauth_connections.core.observability import logger
 
 SOURCE = "oauth-connections"
 PUBLISH_ATTEMPTS = 3

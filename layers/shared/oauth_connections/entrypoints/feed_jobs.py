@@ -10,16 +10,17 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from oauth_connections import budget, feed_fetch, feeds
-from oauth_connections.config import get_settings
-from oauth_connections.observability import logger, metrics, tracer
+from oauth_connections.core import budget
+from oauth_connections.core.config import get_settings
+from oauth_connections.core.observability import logger, metrics, tracer
+from oauth_connections.feeds import dispatch, fetch
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handle_dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return {"queued": feeds.dispatch_due(get_settings(), fired_at(event))}
+    return {"queued": dispatch.dispatch_due_feeds(get_settings(), fired_at(event))}
 
 
 def fired_at(event: dict[str, Any]) -> datetime | None:
@@ -36,7 +37,7 @@ def fired_at(event: dict[str, Any]) -> datetime | None:
 
 def _fetch_record(record: SQSRecord) -> str:
     body = json.loads(record.body)
-    return feed_fetch.run_feed(
+    return fetch.record_feed_run(
         get_settings(), str(body["tenant_id"]), str(body["feed_id"]), str(body.get("trigger", "schedule"))
     )
 

@@ -10,9 +10,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from oauth_connections import budget, refresh, scheduled
-from oauth_connections.config import get_settings
-from oauth_connections.observability import logger, metrics, tracer
+from oauth_connections.connections import refresh, scheduled_refresh
+from oauth_connections.core import budget
+from oauth_connections.core.config import get_settings
+from oauth_connections.core.observability import logger, metrics, tracer
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -20,7 +21,7 @@ from oauth_connections.observability import logger, metrics, tracer
 @metrics.log_metrics
 def handle_sweep(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     with budget.invocation(context):
-        result = scheduled.sweep(get_settings())
+        result = scheduled_refresh.sweep(get_settings())
     return {"enqueued": result.enqueued, "shards": result.shards}
 
 
@@ -34,7 +35,7 @@ def _process_record(record: SQSRecord) -> str:
     if left is not None and left < refresh.holder_seconds_needed(settings):
         metrics.add_metric(name="RefreshMessagesDeferred", unit=MetricUnit.Count, value=1)
         raise OutOfTimeError(f"{left:.1f} s left in the invocation")
-    outcome = scheduled.process(settings, json.loads(record.body))
+    outcome = scheduled_refresh.process(settings, json.loads(record.body))
     metrics.add_metric(name="RefreshMessagesProcessed", unit=MetricUnit.Count, value=1)
     logger.info("scheduled refresh", extra={"outcome": outcome, "message_id": record.message_id})
     return outcome

@@ -13,14 +13,25 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from oauth_connections import aws, budget, events, storage
-from oauth_connections.config import Settings, url_policy
-from oauth_connections.errors import ConfigurationError, NotFoundError, ServiceError
-from oauth_connections.feed_formats import FeedContentError, checker_for
-from oauth_connections.feeds import R, schedule_next
-from oauth_connections.ids import new_id
-from oauth_connections.observability import logger
-from oauth_connections.storage import FeedRecord, FeedRunRecord, utcnow
+from oauth_connections.core import aws, budget, events
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ConfigurationError, NotFoundError, ServiceError
+from oauth_connections.core.ids import new_id
+from oauth_connections.core.observability import logger
+from oauth_connections.feeds.formats import FeedContentError, checker_for
+from oauth_connections.feeds.service import schedule_next
+from oauth_connections.security.policy import url_policy
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.feeds import (
+    FEEDS,
+    RUN_PREFIX,
+    FeedRecord,
+    FeedRunRecord,
+    record_feed_outcome,
+    runs_key,
+    save_run,
+)
 
 CHUNK_BYTES = 1024 * 1024
 PART_BYTES = 8 * 1024 * 1024  # S3 multipart parts (at least 5 MiB each but the last)
@@ -124,7 +135,7 @@ def _session(settings: Settings, record: FeedRecord) -> Any:
     return client.guarded_session(policy)
 
 
-def fetch(settings: Settings, record: FeedRecord) -> FetchOutcome:
+def fetch_feed(settings: Settings, record: FeedRecord) -> FetchOutcome:
     import requests
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -268,11 +279,11 @@ def _is_timeout(error: BaseException) -> bool:
     )
 
 
-def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> str:
+def record_feed_run(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> str:
     """One fetch of a feed, recorded as a run; returns the run's status."""
-    storage.bind_table(settings.connections_table_name)
+    bind_table(settings.connections_table_name)
     try:
-        record = storage.load_feed(tenant_id, feed_id, consistent=True)
+        record = FEEDS.load(tenant_id, feed_id, consistent=True)
     except NotFoundError:
         return "gone"
     if not record.enabled and trigger == "schedule":
@@ -280,8 +291,8 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
     started = utcnow()
     clock = time.monotonic()
     run = FeedRunRecord(
-        storage.runs_key(tenant_id, feed_id),
-        f"{storage.RUN_PREFIX}{(run_id := new_id('run'))}",
+        runs_key(tenant_id, feed_id),
+        f"{RUN_PREFIX}{(run_id := new_id('run'))}",
         tenant_id=tenant_id,
         feed_id=feed_id,
         run_id=run_id,
@@ -290,11 +301,11 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
         started_at=started,
         expires_at_epoch=started + timedelta(days=settings.feed_runs_kept_days),
     )
-    storage.save_run(run)
+    save_run(run)
     context = {"tenant_id": tenant_id, "feed_id": feed_id, "run_id": run_id}
-    actions: list[Any] = [R.last_run_id.set(run_id), R.last_run_at.set(started)]
+    actions: list[Any] = [FeedRecord.last_run_id.set(run_id), FeedRecord.last_run_at.set(started)]
     try:
-        outcome = fetch(settings, record)
+        outcome = fetch_feed(settings, record)
     except Exception as error:  # noqa: BLE001 - the run records every failure; the message is done
         failure = error if isinstance(error, FetchFailed) else _unexpected(error)
         if failure is not error:
@@ -322,15 +333,17 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
         run.s3_key, run.s3_version = outcome.s3_key, outcome.s3_version
         if outcome.status == "succeeded":
             actions += [
-                R.last_good_key.set(outcome.s3_key or ""),
-                R.last_good_at.set(utcnow()),
-                R.etag.set(outcome.etag) if outcome.etag else R.etag.remove(),
-                R.last_modified.set(outcome.last_modified) if outcome.last_modified else R.last_modified.remove(),
+                FeedRecord.last_good_key.set(outcome.s3_key or ""),
+                FeedRecord.last_good_at.set(utcnow()),
+                FeedRecord.etag.set(outcome.etag) if outcome.etag else FeedRecord.etag.remove(),
+                FeedRecord.last_modified.set(outcome.last_modified)
+                if outcome.last_modified
+                else FeedRecord.last_modified.remove(),
             ]
             if outcome.s3_version:
-                actions.append(R.last_good_version.set(outcome.s3_version))
+                actions.append(FeedRecord.last_good_version.set(outcome.s3_version))
             if outcome.items is not None:
-                actions.append(R.last_items.set(outcome.items))
+                actions.append(FeedRecord.last_items.set(outcome.items))
         logger.info(
             "feed fetched", extra=context | {"status": outcome.status, "bytes": outcome.bytes, "items": outcome.items}
         )
@@ -348,20 +361,25 @@ def run_feed(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> 
         )
     run.finished_at = utcnow()
     run.duration_ms = int((time.monotonic() - clock) * 1000)
-    storage.save_run(run)
-    actions.append(R.last_status.set(run.status))
+    save_run(run)
+    actions.append(FeedRecord.last_status.set(run.status))
     if run.error_code == "connection_not_found" and record.enabled:
         # The connection will not come back (ids are never reused): stop the schedule instead of failing forever.
         record.enabled = False
-        actions += [R.enabled.set(False), R.next_run_at.remove(), R.due_shard.remove(), R.due_at.remove()]
+        actions += [
+            FeedRecord.enabled.set(False),
+            FeedRecord.next_run_at.remove(),
+            FeedRecord.due_shard.remove(),
+            FeedRecord.due_at.remove(),
+        ]
         logger.info("feed schedule stopped: its connection no longer exists", extra=context)
     elif trigger == "manual" and record.enabled:
         schedule_next(settings, record, utcnow())
         actions += [
-            R.next_run_at.set(record.next_run_at),
-            R.due_shard.set(record.due_shard),
-            R.due_at.set(record.due_at),
+            FeedRecord.next_run_at.set(record.next_run_at),
+            FeedRecord.due_shard.set(record.due_shard),
+            FeedRecord.due_at.set(record.due_at),
         ]
-    if not storage.update_feed(record, actions):
+    if not record_feed_outcome(record, actions):
         logger.info("feed deleted during its run", extra=context)
     return str(run.status)

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import zlib
 from datetime import datetime
-from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
-from oauth_connections import aws, storage
-from oauth_connections.config import Settings
-from oauth_connections.connections import Caller, decode_cursor_of, encode_cursor
-from oauth_connections.cron import next_run
-from oauth_connections.errors import ConfigurationError, NotFoundError, PreconditionFailedError, ValidationFailedError
-from oauth_connections.ids import CONNECTION_ID_PREFIX, FEED_ID_PREFIX, is_id, new_id
-from oauth_connections.models import FeedCreate, FeedOut, FeedPage, FeedRunList, FeedRunOut, FeedUpdate
-from oauth_connections.netguard import is_under
-from oauth_connections.observability import logger, metrics
-from oauth_connections.storage import FeedRecord, utcnow
+from oauth_connections.core.caller import Caller
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import (
+    NotFoundError,
+    PreconditionFailedError,
+    ValidationFailedError,
+)
+from oauth_connections.core.ids import CONNECTION_ID_PREFIX, FEED_ID_PREFIX, is_id, new_id
+from oauth_connections.core.observability import logger
+from oauth_connections.feeds.cron import next_run
+from oauth_connections.feeds.models import FeedCreate, FeedOut, FeedPage, FeedRunList, FeedRunOut, FeedUpdate
+from oauth_connections.security.netguard import is_under
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import CONNECTIONS
+from oauth_connections.storage.feeds import FEEDS, FeedRecord, latest_runs
 
 SHARD_PREFIX = "FEED#"
-R = FeedRecord
 
 
 def feed_shard(feed_id: str, shards: int) -> str:
@@ -74,27 +75,25 @@ def _check_connection(caller: Caller, connection_id: str | None, url: str) -> No
     if not is_id(connection_id, CONNECTION_ID_PREFIX):
         raise ValidationFailedError("connection_id names no connection of this tenant")
     try:
-        connection = storage.load_connection(caller.tenant_id, connection_id)
+        connection = CONNECTIONS.load(caller.tenant_id, connection_id)
     except NotFoundError as error:
         raise ValidationFailedError("connection_id names no connection of this tenant") from error
     if not any(is_under(url, base) for base in connection.allowed_urls or []):
         raise ValidationFailedError("the feed url is not under the connection's allowed_urls")
 
 
-def _load(settings: Settings, caller: Caller, feed_id: str) -> FeedRecord:
-    if not is_id(feed_id, FEED_ID_PREFIX):
-        raise NotFoundError("feed not found")
-    storage.bind_table(settings.connections_table_name)
-    return storage.load_feed(caller.tenant_id, feed_id)
+def load_for_caller(settings: Settings, caller: Caller, feed_id: str) -> FeedRecord:
+    bind_table(settings.connections_table_name)
+    return FEEDS.load_requested(caller.tenant_id, feed_id)
 
 
 def create_feed(settings: Settings, caller: Caller, request: FeedCreate) -> FeedOut:
-    storage.bind_table(settings.connections_table_name)
+    bind_table(settings.connections_table_name)
     _check_connection(caller, request.connection_id, request.url)
     feed_id = new_id(FEED_ID_PREFIX)
     now = utcnow()
     record = FeedRecord(
-        *storage.feed_key(caller.tenant_id, feed_id),
+        *FEEDS.key(caller.tenant_id, feed_id),
         tenant_id=caller.tenant_id,
         feed_id=feed_id,
         name=request.name,
@@ -107,24 +106,23 @@ def create_feed(settings: Settings, caller: Caller, request: FeedCreate) -> Feed
         updated_at=now,
     )
     schedule_next(settings, record, now)
-    storage.insert_feed(record)
+    FEEDS.insert(record)
     logger.info("feed created", extra={"tenant_id": caller.tenant_id, "feed_id": feed_id})
     return to_view(record)
 
 
 def get_feed(settings: Settings, caller: Caller, feed_id: str) -> FeedOut:
-    return to_view(_load(settings, caller, feed_id))
+    return to_view(load_for_caller(settings, caller, feed_id))
 
 
 def list_feeds(settings: Settings, caller: Caller, limit: int, cursor: str | None) -> FeedPage:
-    storage.bind_table(settings.connections_table_name)
-    after = decode_cursor_of(cursor, FEED_ID_PREFIX) if cursor else None
-    records, next_id = storage.page_feeds(caller.tenant_id, limit, after)
-    return FeedPage(items=[to_view(r) for r in records], next_cursor=encode_cursor(next_id) if next_id else None)
+    bind_table(settings.connections_table_name)
+    records, next_cursor = FEEDS.page(caller.tenant_id, limit, cursor)
+    return FeedPage(items=[to_view(r) for r in records], next_cursor=next_cursor)
 
 
 def update_feed(settings: Settings, caller: Caller, feed_id: str, request: FeedUpdate, if_match: int | None) -> FeedOut:
-    record = _load(settings, caller, feed_id)
+    record = load_for_caller(settings, caller, feed_id)
     if if_match is not None and if_match != record.version:
         raise PreconditionFailedError("the feed has changed since it was read", code="stale_update")
     changes = request.model_dump(include=request.model_fields_set)
@@ -138,18 +136,18 @@ def update_feed(settings: Settings, caller: Caller, feed_id: str, request: FeedU
         schedule_next(settings, record, utcnow())
     if {"url", "connection_id", "format"} & request.model_fields_set:
         record.etag = record.last_modified = None  # the next fetch is a full one
-    storage.save_feed(record)
+    FEEDS.save(record)
     return to_view(record)
 
 
 def delete_feed(settings: Settings, caller: Caller, feed_id: str) -> None:
-    storage.delete_feed(_load(settings, caller, feed_id))
+    FEEDS.delete(load_for_caller(settings, caller, feed_id))
     logger.info("feed deleted", extra={"tenant_id": caller.tenant_id, "feed_id": feed_id})
 
 
 def list_runs(settings: Settings, caller: Caller, feed_id: str, limit: int) -> FeedRunList:
-    record = _load(settings, caller, feed_id)
-    runs = storage.latest_runs(record.tenant_id, record.feed_id, limit)
+    record = load_for_caller(settings, caller, feed_id)
+    runs = latest_runs(record.tenant_id, record.feed_id, limit)
     return FeedRunList(
         items=[
             FeedRunOut(
@@ -173,59 +171,3 @@ def list_runs(settings: Settings, caller: Caller, feed_id: str, limit: int) -> F
 
 
 # ------------------------------------------------------------------ dispatch
-
-
-def _sqs() -> Any:
-    return aws.client("sqs")
-
-
-def enqueue_fetch(settings: Settings, tenant_id: str, feed_id: str, trigger: str) -> None:
-    if not settings.feed_queue_url:
-        raise ConfigurationError("FEED_QUEUE_URL is not set")
-    body = json.dumps({"tenant_id": tenant_id, "feed_id": feed_id, "trigger": trigger})
-    _sqs().send_message(QueueUrl=settings.feed_queue_url, MessageBody=body)
-
-
-def run_now(settings: Settings, caller: Caller, feed_id: str) -> None:
-    record = _load(settings, caller, feed_id)
-    enqueue_fetch(settings, record.tenant_id, record.feed_id, "manual")
-
-
-def dispatch_due(settings: Settings, fired_at: datetime | None = None) -> int:
-    """Queue every feed due now, moving its next run forward as it is queued (one fetch per slot).
-
-    `fired_at` is the schedule's own time of this firing; "now" is the later of it and the function's
-    clock. On AWS the two differ by the delivery delay only, so the function's clock decides. The local
-    stack's sped-up schedules stamp their faster clock, so under test feed schedules keep its pace too.
-    """
-    storage.bind_table(settings.connections_table_name)
-    now = max(utcnow(), fired_at) if fired_at else utcnow()
-    queued = 0
-    for number in range(settings.due_shards):
-        start: dict[str, Any] | None = None
-        while True:
-            keys, start = storage.due_feeds_page(f"{SHARD_PREFIX}{number:03d}", now, 100, start)
-            for tenant_id, feed_id in keys:
-                try:
-                    record = storage.load_feed(tenant_id, feed_id, consistent=True)
-                except NotFoundError:
-                    continue
-                if record.due_at is None or record.due_at > now:
-                    continue
-                schedule_next(settings, record, now)
-                moved = storage.update_feed(
-                    record,
-                    [
-                        R.next_run_at.set(record.next_run_at),
-                        R.due_shard.set(record.due_shard),
-                        R.due_at.set(record.due_at),
-                    ],
-                )
-                if not moved:
-                    continue  # deleted since it was read
-                enqueue_fetch(settings, tenant_id, feed_id, "schedule")
-                queued += 1
-            if not start:
-                break
-    metrics.add_metric(name="FeedsDispatched", unit=MetricUnit.Count, value=queued)
-    return queued

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from oauth_connections import aws
-from oauth_connections.errors import ConfigurationError, DecryptionError, ServiceUnavailableError
+from oauth_connections.core import aws
+from oauth_connections.core.errors import ConfigurationError, DecryptionError, ServiceUnavailableError
 
 type Purpose = Literal["client_secret", "tokens", "flow"]
 

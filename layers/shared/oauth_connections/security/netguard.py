@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from oauth_connections.errors import UnsafeUrlError
+from oauth_connections.core.errors import UnsafeUrlError
 
 MAX_URL_LENGTH = 2048
 

@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, SecurityScheme
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
-from oauth_connections.config import Settings
+from oauth_connections.core.config import Settings
 
 BEARER_SCHEME = "platformJwt"
 # The defaults of the ReadScope and ManageScope Parameters; the served document shows the deployed names.

@@ -19,21 +19,21 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from oauth_connections import aws, budget
-from oauth_connections.config import get_settings
-from oauth_connections.connections import CALLBACK_PATH, Caller
-from oauth_connections.errors import (
+from oauth_connections.core import aws, budget
+from oauth_connections.core.caller import CALLBACK_PATH, Caller
+from oauth_connections.core.config import get_settings
+from oauth_connections.core.errors import (
+    InvalidRequestError,
     PayloadTooLargeError,
     ServiceError,
     ServiceUnavailableError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from oauth_connections.ids import TENANT_PATTERN
-from oauth_connections.models import ErrorBody
-from oauth_connections.observability import logger, tracer
+from oauth_connections.core.ids import TENANT_PATTERN
+from oauth_connections.core.observability import logger, tracer
 
 type Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
@@ -221,3 +221,39 @@ def _as_proxy_response(response: Response[Any]) -> dict[str, Any]:
         "body": response.body,
         "isBase64Encoded": False,
     }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, object]] | None = None
+    correlation_id: str | None = Field(default=None, description="On an internal error: the request's id in the logs")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+AUTH_ERRORS = (401,)
+
+
+def json_response(status: int, model: Any, *, etag: int | None = None) -> Response[Any]:
+    headers = {"Cache-Control": "no-store"}
+    if etag is not None:
+        headers["ETag"] = f'"{etag}"'
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=model,
+        headers=headers,
+    )
+
+
+def parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    # isdigit alone admits non-ASCII digits ("²") that int() refuses.
+    if not (tag.isascii() and tag.isdigit()) or len(tag) > 18:
+        raise InvalidRequestError("If-Match must be an ETag returned by this API", code="invalid_if_match")
+    return int(tag)
