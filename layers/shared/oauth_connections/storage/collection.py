@@ -4,7 +4,7 @@ once, saved and deleted under the version read."""
 
 from __future__ import annotations
 
-from pynamodb.attributes import UTCDateTimeAttribute, VersionAttribute
+from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
 from pynamodb.exceptions import DeleteError, PutError
 
 from oauth_connections.core.clock import utcnow
@@ -20,6 +20,14 @@ class TenantItem(TableModel):
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
+
+
+class DueItem(TenantItem):
+    """A collection item that has work due now and then: while it has, it sits in the sparse DueIndex under
+    `due_shard`, by `due_at` (each model holds its own DueIndex instance, bound to it)."""
+
+    due_shard = UnicodeAttribute(null=True)
+    due_at = UTCDateTimeAttribute(null=True)
 
 
 class Collection[T: TenantItem]:

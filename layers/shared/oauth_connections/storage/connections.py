@@ -20,8 +20,8 @@ from pynamodb.exceptions import TransactWriteError
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.errors import ConflictError
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX
-from oauth_connections.storage.collection import Collection, TenantItem
-from oauth_connections.storage.table import DueIndexKeys, TableModel, cancellation_codes, new_transaction, tenant_key
+from oauth_connections.storage.collection import Collection, DueItem
+from oauth_connections.storage.table import DueIndex, TableModel, cancellation_codes, new_transaction, tenant_key
 
 CONNECTION_PREFIX = "CONNECTION#"
 NAME_PREFIX = "NAME#"
@@ -31,12 +31,7 @@ def name_key(name: str) -> str:
     return f"{NAME_PREFIX}{name.casefold()}"
 
 
-class DueIndex(DueIndexKeys):  # type: ignore[no-untyped-call]
-    class Meta(DueIndexKeys.Meta):
-        pass
-
-
-class ConnectionRecord(TenantItem):
+class ConnectionRecord(DueItem):
     tenant_id = UnicodeAttribute()
     connection_id = UnicodeAttribute()
     name = UnicodeAttribute()
@@ -75,8 +70,6 @@ class ConnectionRecord(TenantItem):
     consecutive_failures = NumberAttribute(default=0)
     failing_since = UTCDateTimeAttribute(null=True)
     status_reason = UnicodeAttribute(null=True)
-    due_shard = UnicodeAttribute(null=True)
-    due_at = UTCDateTimeAttribute(null=True)
     due_index = DueIndex()
 
     @classmethod

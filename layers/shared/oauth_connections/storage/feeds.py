@@ -14,20 +14,15 @@ from pynamodb.attributes import (
 
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.ids import FEED_ID_PREFIX
-from oauth_connections.storage.collection import Collection, TenantItem
-from oauth_connections.storage.table import DueIndexKeys, TableModel
+from oauth_connections.storage.collection import Collection, DueItem
+from oauth_connections.storage.table import DueIndex, TableModel
 
 FEED_PREFIX = "FEED#"
 FEED_RUNS_PREFIX = "FEEDRUNS#"
 RUN_PREFIX = "RUN#"
 
 
-class FeedDueIndex(DueIndexKeys):  # type: ignore[no-untyped-call]
-    class Meta(DueIndexKeys.Meta):
-        pass
-
-
-class FeedRecord(TenantItem):
+class FeedRecord(DueItem):
     """A tenant's product feed: pk=TENANT#<tenant>, sk=FEED#<id>; in the DueIndex under FEED shards."""
 
     tenant_id = UnicodeAttribute()
@@ -39,9 +34,7 @@ class FeedRecord(TenantItem):
     format = UnicodeAttribute()
     enabled = BooleanAttribute(default=True)
     next_run_at = UTCDateTimeAttribute(null=True)
-    due_shard = UnicodeAttribute(null=True)
-    due_at = UTCDateTimeAttribute(null=True)
-    due_index = FeedDueIndex()
+    due_index = DueIndex()
     etag = UnicodeAttribute(null=True)
     last_modified = UnicodeAttribute(null=True)
     last_run_id = UnicodeAttribute(null=True)

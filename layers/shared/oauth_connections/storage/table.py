@@ -29,11 +29,11 @@ def tenant_key(tenant_id: str) -> str:
     return f"{TENANT_PREFIX}{tenant_id}"
 
 
-class DueIndexKeys(GlobalSecondaryIndex[Any]):  # type: ignore[no-untyped-call]
+class DueIndex(GlobalSecondaryIndex[Any]):  # type: ignore[no-untyped-call]
     """Sparse, sharded index of what has work due, by when: connections to refresh (shards DUE#nnn) and feeds to
     run (shards FEED#nnn). Only items with something to do carry `due_shard`/`due_at`; a sweep queries each
-    shard for `due_at <= now`, never scanning the table. pynamodb binds an index class to one model, so each
-    model has its own subclass of these keys."""
+    shard for `due_at <= now`, never scanning the table. Each model holds its own instance, which pynamodb
+    binds to that model."""
 
     class Meta:
         index_name = "DueIndex"

@@ -10,7 +10,6 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from oauth_connections.core.config import get_settings
 from oauth_connections.entrypoints.http import access
-from oauth_connections.entrypoints.http.access import FORBIDDEN
 from oauth_connections.entrypoints.http.browser import authorize_redirect_router, oauth_callback_router
 from oauth_connections.entrypoints.http.connections import (
     create_connection_router,
@@ -30,16 +29,13 @@ from oauth_connections.entrypoints.http.feeds import (
     run_feed_router,
     update_feed_router,
 )
-from oauth_connections.entrypoints.http.resolver import documented_responses, json_response
+from oauth_connections.entrypoints.http.resolver import documented, json_response
 
 openapi_router = Router()
 
 
 @openapi_router.get(
-    "/openapi.json",
-    summary="This API's OpenAPI document",
-    responses=documented_responses(200, "The document", None, 401) | FORBIDDEN,
-    security=access.READ,
+    "/openapi.json", summary="This API's OpenAPI document", **documented(access.READ, 200, "The document", None, 401)
 )
 def openapi_document() -> Response[dict[str, Any]]:
     from oauth_connections.entrypoints.http.resolver import build_resolver

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, Router
@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
@@ -34,6 +35,7 @@ from oauth_connections.core.errors import (
 )
 from oauth_connections.core.ids import TENANT_PATTERN
 from oauth_connections.core.observability import logger, tracer
+from oauth_connections.entrypoints.http.access import FORBIDDEN
 
 type Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
@@ -64,6 +66,13 @@ def documented_responses(
             "content": {"application/json": {"model": ErrorBody}},
         }
     return documented
+
+
+def documented(
+    security: list[dict[str, list[str]]], status: int, description: str, model: type[BaseModel] | None, *errors: int
+) -> dict[str, Any]:
+    """A route's OpenAPI entries and the scopes it needs: a route without them is refused with 403."""
+    return {"responses": documented_responses(status, description, model, *errors) | FORBIDDEN, "security": security}
 
 
 def _validation_details(error: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
@@ -247,6 +256,20 @@ def json_response(status: int, model: Any, *, etag: int | None = None) -> Respon
         body=model,
         headers=headers,
     )
+
+
+def versioned_response(status: int, view: Any) -> Response[Any]:
+    """A resource's JSON with its version as the ETag, the value If-Match sends back."""
+    return json_response(status, view, etag=view.version)
+
+
+def no_content() -> Response[None]:
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+PageLimit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+PageCursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
+IfMatch = Annotated[str | None, Header(alias="if-match", max_length=64)]
 
 
 def parse_if_match(value: str | None) -> int | None:
