@@ -10,7 +10,7 @@ and reads the result. A holder that dies leaves a lease that expires, and the ne
 Once the provider answered, its refresh token may be the only valid one: a failing store is retried
 within the lease, and if storage is still failing, the tokens are kept encrypted on the item
 (`recovered_tokens_ciphertext`), where the next holder adopts them instead of calling the provider.
-A lease is only taken with the time to use it (budget.py), and the provider call ends before the lease.
+A lease is only taken with the time to use it (core/budget.py), and the provider call ends before the lease.
 
 Failures are classified: a permanent OAuth error makes the connection `reauthorization_required`;
 anything transient keeps the tokens and sets a cooldown (exponential backoff with jitter, honouring

@@ -1,4 +1,4 @@
-"""When a connection is next due for the scheduled refresh (the sparse DueIndex of storage.py).
+"""When a connection is next due for the scheduled refresh (the sparse DueIndex, storage/table.py).
 
 - tokens with a known expiry: `refresh window` before they expire, but never before half their life
   has passed (so a token that lives shorter than the window is not due the moment it is stored);

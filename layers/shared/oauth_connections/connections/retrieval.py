@@ -1,7 +1,7 @@
 """GetTokenFunction's logic: a valid access token for the platform's other functions, fast.
 
 A warm retrieval of a valid token costs one consistent DynamoDB read and no KMS call (the data key of
-the stored ciphertext is cached in memory by crypto.py). A refresh happens only when the token expires
+the stored ciphertext is cached in memory by security/crypto.py). A refresh happens only when the token expires
 within `min_valid_seconds`, or when a consumer that got a 401 sets `force_refresh`.
 """
 

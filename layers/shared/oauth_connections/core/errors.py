@@ -1,4 +1,4 @@
-"""Domain errors. Each carries a stable code and the HTTP status the API maps it to (api/http.py)."""
+"""Domain errors. Each carries a stable code and the HTTP status the API maps it to (entrypoints/http/resolver.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ connection and purpose; decryption checks that the header's context is exactly t
 ciphertext copied onto another item (or used for another purpose) does not decrypt. Data keys are cached
 in memory for at most five minutes, so a warm function decrypts without calling KMS.
 
-KMS calls carry the timeouts and attempts of aws.py. The SDK reports every failed data-key decryption as
+KMS calls carry the timeouts and attempts of core/aws.py. The SDK reports every failed data-key decryption as
 the same DecryptKeyError, so the KMS answers of the current call are watched to tell them apart: a
 throttled or unreachable KMS is `service_unavailable` (try again), a refusal (a disabled key, a missing
 grant) is `key_unavailable` with KMS's own code, and only a ciphertext that KMS had no part in refusing

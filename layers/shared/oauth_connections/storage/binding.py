@@ -20,7 +20,7 @@ MODELS: tuple[type[TableModel], ...] = (
 
 
 def bind_table(table_name: str) -> None:
-    """Point every model at the table, with the timeouts and attempts of aws.py; cheap when unchanged
+    """Point every model at the table, with the timeouts and attempts of core/aws.py; cheap when unchanged
     (called on each request path, so a call made near the invocation's deadline gets shorter timeouts)."""
     limits = aws.current_limits()
     if _Binding.table_name == table_name and _Binding.limits == limits:

@@ -1,10 +1,11 @@
-"""Storage: the DynamoDB items of the service and the only module that talks to DynamoDB.
+"""The one table every item lives in: the base of the item models, the tenant key, the due index and
+transactions.
 
 One table (template.yaml: ConnectionsTable), keys `pk`/`sk`:
 - a connection:            pk=TENANT#<tenant>  sk=CONNECTION#<connection id>
 - its unique name:         pk=TENANT#<tenant>  sk=NAME#<case-folded name>
 Every key of a tenant's items starts with the tenant, so a tenant's request can only ever address its
-own items. Secrets and tokens are stored as envelope ciphertext only (see crypto.py).
+own items. Secrets and tokens are stored as envelope ciphertext only (see security/crypto.py).
 """
 
 from __future__ import annotations
