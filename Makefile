@@ -65,6 +65,7 @@ console/node_modules/.installed: console/package.json console/package-lock.json 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=layers/shared $(BIN)/lint-imports --no-cache
 
 types: setup
 	$(BIN)/mypy
