@@ -19,7 +19,7 @@ from oauth_connections import aws as aws_clients
 from oauth_connections import crypto, oauth, storage, tokens
 from oauth_connections.config import get_settings
 from tests.conftest import InProcessApi, LambdaContext, LogCapture, load_handler
-from tests.support.aws_service_faults import AwsFaultProxy
+from tests.support.aws_fault_proxy import AwsFaultProxy
 from tests.support.provider import OidcProvider
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 from tests.support.token_proxy import HoldingTokenProxy
