@@ -25,7 +25,7 @@ from oauth_connections.storage.binding import MODELS
 from oauth_connections.storage.connections import ConnectionRecord, acquire_lease, store_refreshed
 from oauth_connections.storage.table import _Binding, _connection
 from tests.conftest import InProcessApi, LambdaContext, LogCapture, load_handler
-from tests.support.aws_service_faults import AwsFaultProxy
+from tests.support.aws_fault_proxy import AwsFaultProxy
 from tests.support.provider import OidcProvider
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 from tests.support.token_proxy import HoldingTokenProxy
