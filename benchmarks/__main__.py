@@ -12,11 +12,10 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 LOG = REPO / ".bench" / "bench.log"
@@ -27,6 +26,7 @@ import tests.conftest  # noqa: E402, F401 - the test environment: fake credentia
 
 os.environ["ALLOW_INSECURE_LOOPBACK_URLS"] = "true"  # the local token endpoint and feed server are on loopback
 
+from benchmarks.output import output_to_log  # noqa: E402
 from benchmarks.stats import percentile  # noqa: E402
 
 Row = tuple[str, str, str]
@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
-    with output_to_log(LOG) as (terminal, progress):
+    with output_to_log(LOG) as progress:
         rows = measure(plan, progress)
     table = render(rows, quick=args.quick)
     minutes = (time.monotonic() - started) / 60
@@ -83,7 +83,7 @@ def main() -> None:
     elif not args.no_write:
         write_results(table)
         footer += " Results written to BENCHMARKS.md."
-    print(table + "\n" + footer, file=terminal, flush=True)
+    print(table + "\n" + footer, flush=True)
 
 
 def measure(plan: Plan, progress: Callable[[str], None]) -> list[Row]:
@@ -116,35 +116,6 @@ def measure(plan: Plan, progress: Callable[[str], None]) -> list[Row]:
     progress("AWS unavailable")
     rows += bench_aws_outage(plan.outage_runs)
     return rows
-
-
-@contextmanager
-def output_to_log(path: Path) -> Iterator[tuple[TextIO, Callable[[str], None]]]:
-    """Points file descriptors 1 and 2 (this process's and every child's) at the log; yields the terminal's
-    stdout and a progress printer on the terminal's stderr. A failure's traceback still reaches stderr."""
-    path.parent.mkdir(exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    terminal = os.fdopen(os.dup(saved[0]), "w")
-    console = os.fdopen(os.dup(saved[1]), "w")
-
-    def progress(section: str) -> None:
-        print(f"bench: {section}...", file=console, flush=True)
-
-    with path.open("w") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield terminal, progress
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            console.close()
 
 
 def render(rows: list[Row], *, quick: bool) -> str:
