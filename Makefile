@@ -31,7 +31,7 @@ help:
 	@echo "make run LOGS=all   the same, streaming every function's log lines"
 	@echo "make test       lint, types, template checks, sam build, unit, integration and browser tests"
 	@echo "make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]   print a bearer token for the local API"
-	@echo "make bench      benchmarks (see BENCHMARKS.md)"
+	@echo "make bench      benchmarks (see BENCHMARKS.md); make bench QUICK=1: every section, smaller, in under two minutes"
 	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 
 setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed console/node_modules/.installed .system-deps.installed
@@ -95,7 +95,7 @@ dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)" $(DEV_TOKEN_SCOPES)
 
 bench: setup
-	PYTHONPATH=.:layers/shared:clients/python/src $(PY) -m benchmarks
+	@PYTHONPATH=.:layers/shared:clients/python/src $(PY) -m benchmarks $(if $(QUICK),--quick)
 
 client: setup
 	$(PY) clients/python/sync_netguard.py

@@ -1,5 +1,10 @@
-"""What the benchmarks run against: moto in server mode provisioned from template.yaml, a local token
-endpoint, and the service's functions in-process (warm) or in fresh interpreters (cold)."""
+"""What the benchmarks run against: moto in server mode provisioned from template.yaml, local token
+endpoints (one fast, one that answers in 300 ms like a real provider), and the service's functions
+in-process (warm) or in fresh interpreters (cold).
+
+The benchmarks reach the domain package (oauth_connections) only through this module, so a change of its
+module layout is one edit here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -42,15 +48,18 @@ heavy = [m for m in json.loads(sys.argv[4]) if m in sys.modules]
 print(json.dumps({"import_ms": (imported - started) * 1000, "total_ms": (done - started) * 1000, "heavy": heavy}))
 """
 
+# A naive function's cold init: import boto3, requests, authlib, Powertools and pynamodb, create two clients.
 BASELINE_SCRIPT = r"""
 import time
 started = time.perf_counter()
-import boto3, botocore, pydantic, requests, pynamodb.models, aws_encryption_sdk
+import boto3, requests, pynamodb.models
 import authlib.integrations.requests_client
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+logger, metrics, tracer = Logger(), Metrics(), Tracer()
+dynamodb, kms = boto3.client("dynamodb"), boto3.client("kms")
 print((time.perf_counter() - started) * 1000)
 """
+PROVIDER_DELAY_SECONDS = 0.3  # a real provider's token endpoint answers in about this time
 
 
 class Environment:
@@ -83,22 +92,20 @@ class Environment:
         os.environ["CONNECTIONS_TABLE_NAME"] = str(provisioner.attributes["ConnectionsTable"]["Ref"])
         os.environ["ENCRYPTION_KEY_ARN"] = str(provisioner.attributes["EncryptionKey"]["Arn"])
         os.environ["REFRESH_QUEUE_URL"] = str(provisioner.attributes["RefreshQueue"]["Ref"])
+        tokens = {"access_token": "bench-access", "refresh_token": "bench-refresh", "token_type": "bearer"}
         self.endpoint = ScriptedTokenEndpoint().start()
-        self.endpoint.default = Scripted(
-            200,
-            {
-                "access_token": "bench-access",
-                "refresh_token": "bench-refresh",
-                "token_type": "bearer",
-                "expires_in": 3600,
-            },
-        )
+        self.endpoint.default = Scripted(200, tokens | {"expires_in": 3600})
         self.token_endpoint_url = self.endpoint.url
+        self.slow_endpoint = ScriptedTokenEndpoint().start()
+        # Short-lived tokens, so that `age` makes the same connections due again for a second sweep.
+        self.slow_endpoint.default = Scripted(200, tokens | {"expires_in": 120}, delay=PROVIDER_DELAY_SECONDS)
+        self.slow_token_endpoint_url = self.slow_endpoint.url
         self.tenant = f"bench-{time.time_ns()}"
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.endpoint.stop()
+        self.slow_endpoint.stop()
         self.moto.stop()
 
     # ---- warm, in-process
@@ -157,12 +164,38 @@ class Environment:
         result: dict[str, Any] = self._handler("get_token")(event, LambdaContext())
         return result
 
-    def due_connections(self, count: int) -> list[str]:
+    def raw_get_item(self, connection_id: str) -> Callable[[], Any]:
+        """One consistent GetItem of the connection's item with a plain boto3 client: the floor of a retrieval."""
+        from oauth_connections.storage.connections import ConnectionRecord
+
+        table = os.environ["CONNECTIONS_TABLE_NAME"]
+        pk, sk = ConnectionRecord.key_for(self.tenant, connection_id)
+        client = boto3.client("dynamodb")
+        key = {"pk": {"S": pk}, "sk": {"S": sk}}
+
+        def get_item() -> Any:
+            item = client.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
+            assert item["sk"]["S"] == sk, item
+            return item
+
+        return get_item
+
+    def due_connections(self, count: int, *, token_url: str | None = None) -> list[str]:
         """Connections whose tokens expire within the refresh window, so the next sweep queues them."""
-        ids = [self.connected_connection(expires_in=120, token_url=self.token_endpoint_url) for _ in range(count)]
+        url = token_url or self.token_endpoint_url
+        ids = [self.connected_connection(expires_in=120, token_url=url) for _ in range(count)]
+        self.age_all(ids)
+        return ids
+
+    def forget_data_keys(self) -> None:
+        """Drops this process's envelopes and so their data key caches, as in a worker that starts afresh."""
+        from oauth_connections.security import crypto
+
+        crypto._envelope.cache_clear()
+
+    def age_all(self, ids: list[str]) -> None:
         for connection_id in ids:
             self.age(connection_id)
-        return ids
 
     def sweep(self) -> int:
         from tests.conftest import LambdaContext
@@ -234,3 +267,44 @@ class Environment:
             [sys.executable, "-c", BASELINE_SCRIPT], capture_output=True, text=True, check=True
         ).stdout
         return float(output.strip())
+
+
+def quiet_logger() -> None:
+    """The service's logger at WARNING, as the benchmarks measure the code path and not its debug logs."""
+    from oauth_connections.core.observability import logger
+
+    logger.setLevel("WARNING")
+
+
+def import_feed_fetch() -> None:
+    """Imports what a feed fetch uses, so that a fetch and its no-fetch baseline load the same modules."""
+    from oauth_connections.core.caller import Caller  # noqa: F401
+    from oauth_connections.core.config import get_settings  # noqa: F401
+    from oauth_connections.feeds import fetch, formats, service  # noqa: F401
+    from oauth_connections.feeds.models import FeedCreate  # noqa: F401
+    from oauth_connections.security import netguard  # noqa: F401
+    from oauth_connections.storage.feeds import latest_runs  # noqa: F401
+
+
+def fetch_feed_once(url: str, tenant_id: str) -> dict[str, Any]:
+    """Registers a public YML feed at `url` and runs `run_feed` once; what the run stored."""
+    from oauth_connections.core.caller import Caller
+    from oauth_connections.core.config import get_settings
+    from oauth_connections.feeds import fetch, service
+    from oauth_connections.feeds.models import FeedCreate
+    from oauth_connections.storage.feeds import latest_runs
+
+    settings = get_settings()
+    feed = service.create_feed(settings, Caller(tenant_id, ""), FeedCreate(name="bench", url=url, format="yml"))
+    started = time.perf_counter()
+    status = fetch.record_feed_run(settings, tenant_id, feed.id, "manual")
+    seconds = time.perf_counter() - started
+    [run] = latest_runs(tenant_id, feed.id, 1)
+    return {
+        "status": status,
+        "seconds": seconds,
+        "bytes": int(run.bytes or 0),
+        "items": run.items,
+        "s3_key": run.s3_key,
+        "error": run.error_message,
+    }

@@ -33,22 +33,9 @@ import json, resource, sys, time
 mode, url, tenant_id = sys.argv[1], sys.argv[2], sys.argv[3]
 import boto3, botocore, requests, urllib3, pynamodb.models
 import oauth_connections_client
-from oauth_connections.core.caller import Caller
-from oauth_connections.core.config import get_settings
-from oauth_connections.feeds import fetch, formats, service
-from oauth_connections.feeds.models import FeedCreate
-from oauth_connections.security import netguard
-from oauth_connections.storage.feeds import latest_runs
-result = {}
-if mode == "fetch":
-    settings = get_settings()
-    feed = service.create_feed(settings, Caller(tenant_id, ""), FeedCreate(name="bench", url=url, format="yml"))
-    started = time.perf_counter()
-    status = fetch.record_feed_run(settings, tenant_id, feed.id, "manual")
-    seconds = time.perf_counter() - started
-    [run] = latest_runs(tenant_id, feed.id, 1)
-    result = {"status": status, "seconds": seconds, "bytes": int(run.bytes or 0), "items": run.items,
-              "s3_key": run.s3_key, "error": run.error_message}
+from benchmarks.environment import fetch_feed_once, import_feed_fetch
+import_feed_fetch()
+result = fetch_feed_once(url, tenant_id) if mode == "fetch" else {}
 # Peak RSS of this process's own memory (VmHWM). getrusage's ru_maxrss is no use here: Linux carries the
 # parent's RSS into it at exec, and the parent holds moto's copy of every stored feed.
 result["peak_kb"] = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
