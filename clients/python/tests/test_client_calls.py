@@ -190,7 +190,7 @@ def test_a_redirect_to_a_private_address_is_refused_before_connecting(api: Scrip
     assert len(api.seen) == 1
 
 
-@pytest.mark.parametrize("path", ["/elsewhere", "/apix/contacts"])
+@pytest.mark.parametrize("path", ["/elsewhere", "/apix/contacts", "/api/../admin", "/api/%2E%2e/admin"])
 def test_a_url_outside_allowed_urls_is_never_called(api: ScriptedApi, tokens: Tokens, path: str) -> None:
     with pytest.raises(client.UrlNotAllowedError):
         run(tokens, f"{api.base}{path}")

@@ -98,6 +98,8 @@ SAFE_RESPONSE_HEADERS = frozenset(
 SAFE_HEADER_PREFIXES = ("ratelimit", "x-ratelimit-", "x-rate-limit-")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 _TEXT_TYPE = re.compile(r"^(text/|[^;]*(json|xml|javascript|x-www-form-urlencoded))", re.IGNORECASE)
+# "." and ".." segments (also percent-encoded) let a URL under a base point above it once a server resolves them.
+_DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 _CHARSET = re.compile(r"charset=\"?([\w.:-]+)", re.IGNORECASE)
 
 
@@ -161,6 +163,8 @@ def check_headers(headers: Mapping[str, Any]) -> None:
 
 
 def check_allowed(url: str, allowed_urls: tuple[str, ...]) -> None:
+    if _DOT_SEGMENT.search(urlsplit(url).path):
+        raise UrlNotAllowedError(f"{shown_url(url)} has dot segments: say the path the API resolves to")
     if not any(is_under(url, base) for base in allowed_urls):
         raise UrlNotAllowedError(f"{shown_url(url)} is not under the connection's allowed_urls")
 
