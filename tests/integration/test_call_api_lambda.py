@@ -1,0 +1,199 @@
+"""CallApiFunction through the local Lambda Invoke API, against a scripted API and the real provider: the
+refresh after a 401, the rate-limit window other callers meet, redirects, bad requests, a Node.js caller."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from scripted_api import ScriptedApi, Step, scripted_api
+
+from devstack import Stack
+from devstack.config import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, REPO_ROOT
+from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
+from tests.support.stack_fixtures import ApiClient
+from tests.support.stack_flows import (
+    age_tokens,
+    connect,
+    create_connection,
+    invoke,
+    new_tenant,
+    refreshes,
+    stored_datetime,
+    stored_item,
+)
+
+CALL_API = "CallApiFunction"
+RETURN_URL = "http://127.0.0.1:5173/done"
+NODE = REPO_ROOT / ".tools" / "node" / "node_modules" / ".bin" / "node"
+NODE_SCRIPT = REPO_ROOT / "clients" / "node" / "call_api.mjs"
+
+
+@dataclass(frozen=True)
+class Connected:
+    stack: Stack
+    tenant: str
+    connection_id: str
+
+    def call(self, **fields: Any) -> dict[str, Any]:
+        result = invoke(
+            self.stack.lambda_client(),
+            {"tenant_id": self.tenant, "connection_id": self.connection_id} | fields,
+            function=CALL_API,
+        )
+        assert result.status == 200 and result.function_error is None, result
+        assert isinstance(result.payload, dict), result
+        return result.payload
+
+
+@pytest.fixture
+def api_server() -> Iterator[ScriptedApi]:
+    with scripted_api() as server:
+        yield server
+
+
+@pytest.fixture
+def other_server() -> Iterator[ScriptedApi]:
+    with scripted_api() as server:
+        yield server
+
+
+@pytest.fixture
+def connected(api: ApiClient, provider: OidcProvider, api_server: ScriptedApi) -> Connected:
+    tenant = new_tenant("call")
+    client = api.as_tenant(tenant)
+    connection = create_connection(client, provider, allowed_urls=[f"{api_server.base}/api/"])
+    connect(client, connection["id"], RETURN_URL)
+    return Connected(api.stack, tenant, connection["id"])
+
+
+def active(provider: OidcProvider, authorization: str) -> bool:
+    token = authorization.removeprefix("Bearer ")
+    return provider.introspect(token, BASIC_CLIENT_ID, BASIC_CLIENT_SECRET)["active"] is True
+
+
+def test_a_call_with_the_connections_token(
+    connected: Connected, api_server: ScriptedApi, provider: OidcProvider
+) -> None:
+    api_server.script("/api/me", Step(200, {"Content-Type": "application/json"}, b'{"id": "u1"}'))
+    answer = connected.call(method="GET", path="/me", query={"fields": "id"})
+    assert (answer["status"], answer["body"], answer["attempts"], answer["refreshed"]) == (
+        200,
+        '{"id": "u1"}',
+        1,
+        False,
+    )
+    assert answer["headers"]["content-type"] == "application/json"
+    [seen] = api_server.seen
+    assert seen.path == "/api/me?fields=id"
+    assert active(provider, seen.headers["authorization"])
+    assert "access_token" not in json.dumps(answer)
+
+
+def test_401_refreshes_once_and_the_retry_succeeds(
+    connected: Connected, api_server: ScriptedApi, provider: OidcProvider
+) -> None:
+    age_tokens(connected.stack, connected.tenant, connected.connection_id)  # past the force-refresh debounce
+    before = refreshes(provider)
+    api_server.script("/api/me", Step(401), Step(200, {"Content-Type": "text/plain"}, b"me"))
+    answer = connected.call(method="GET", path="me")
+    assert (answer["status"], answer["body"], answer["attempts"], answer["refreshed"]) == (200, "me", 2, True)
+    assert refreshes(provider) == before + 1
+    first, second = api_server.authorizations
+    assert first != second
+    assert active(provider, second)
+
+
+def test_a_429_opens_a_window_other_callers_meet_without_calling(connected: Connected, api_server: ScriptedApi) -> None:
+    api_server.script("/api/contacts", Step(429, {"Retry-After": "120"}))
+    first = connected.call(method="GET", path="/contacts", timeout_seconds=5)
+    assert first["error"]["code"] == "rate_limited"
+    assert first["error"]["retry_after_seconds"] == 120
+    window = stored_datetime(
+        stored_item(connected.stack, connected.tenant, connected.connection_id), "rate_limited_until"
+    )
+    assert window is not None and timedelta(seconds=110) < window - datetime.now(UTC) <= timedelta(seconds=120)
+
+    second = connected.call(method="GET", path="/contacts")
+    assert second["error"]["code"] == "rate_limited"
+    assert 100 < second["error"]["retry_after_seconds"] <= 120
+    assert len(api_server.seen) == 1  # the second caller never reached the provider
+
+
+def test_a_redirect_off_the_allowed_urls_is_not_followed(
+    connected: Connected, api_server: ScriptedApi, other_server: ScriptedApi
+) -> None:
+    api_server.script("/api/contacts", Step(302, {"Location": f"{other_server.base}/api/contacts"}))
+    answer = connected.call(method="GET", path="/contacts")
+    assert answer["error"]["code"] == "url_not_allowed"
+    assert other_server.seen == []
+    assert len(api_server.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "mentioned"),
+    [
+        ({"method": "GET"}, "url"),
+        ({"method": "GET", "path": "/x", "url": "http://127.0.0.1:1/api/x"}, "url"),
+        ({"method": "GET", "path": "/x", "headers": {"Authorization": "Bearer mine"}}, "Authorization"),
+        ({"method": "GET", "path": "/x", "headers": {"Host": "elsewhere"}}, "Host"),
+        ({"method": "POST", "path": "/x", "json": {}, "body": "x"}, "body"),
+        ({"method": "POST", "path": "/x", "body_base64": "not base64!"}, "body_base64"),
+        ({"method": "TRACE", "path": "/x"}, "method"),
+        ({"method": "GET", "path": "/x", "timeout_seconds": 0}, "timeout_seconds"),
+        ({"method": "GET", "path": "/x", "expect": {"body_pattern": "("}}, "body_pattern"),
+    ],
+)
+def test_a_bad_request_is_invalid_and_sends_nothing(
+    connected: Connected, api_server: ScriptedApi, fields: dict[str, Any], mentioned: str
+) -> None:
+    answer = connected.call(**fields)
+    assert answer["error"]["code"] == "invalid_request", answer
+    assert mentioned in answer["error"]["message"]
+    assert api_server.seen == []
+
+
+def test_a_url_outside_allowed_urls_and_another_tenant(connected: Connected, api_server: ScriptedApi) -> None:
+    assert connected.call(method="GET", url="http://127.0.0.1:1/api/x")["error"]["code"] == "url_not_allowed"
+    intruder = Connected(connected.stack, new_tenant("intruder"), connected.connection_id)
+    assert intruder.call(method="GET", path="/me")["error"]["code"] == "not_found"
+    assert api_server.seen == []
+
+
+def test_last_used_at_is_written_only_when_stale(connected: Connected, api_server: ScriptedApi) -> None:
+    api_server.script("/api/me", Step(200))
+    stack, key = connected.stack, (connected.tenant, connected.connection_id)
+    connected.call(method="GET", path="/me")
+    first = stored_item(stack, *key)
+    used = stored_datetime(first, "last_used_at")
+    assert used is not None and datetime.now(UTC) - used < timedelta(minutes=1)
+    connected.call(method="GET", path="/me")
+    assert stored_item(stack, *key)["version"] == first["version"]  # fresh: no write on the warm path
+
+
+def test_a_nodejs_function_calls_through_the_sdk(connected: Connected, api_server: ScriptedApi) -> None:
+    api_server.script("/api/me", Step(200, {"Content-Type": "application/json"}, b'{"id": "u1"}'))
+    request = {"tenant_id": connected.tenant, "connection_id": connected.connection_id, "method": "GET", "path": "/me"}
+    result = subprocess.run(
+        [str(NODE), str(NODE_SCRIPT), json.dumps(request)],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AWS_ENDPOINT_URL_LAMBDA": connected.stack.lambda_url,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_KEY,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert (answer["status"], answer["body"]) == (200, '{"id": "u1"}')
+    assert len(api_server.seen) == 1
