@@ -70,6 +70,7 @@ clients/node/node_modules/.installed: clients/node/package.json clients/node/pac
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=layers/shared $(BIN)/lint-imports --no-cache
 
 types: setup
 	$(BIN)/mypy

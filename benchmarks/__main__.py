@@ -39,7 +39,7 @@ def main() -> None:
 
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     with Environment() as env:
-        from oauth_connections.observability import logger
+        from oauth_connections.core.observability import logger
 
         logger.setLevel("WARNING")
         rows = [

@@ -108,8 +108,9 @@ class Environment:
         return load_handler(function)
 
     def connected_connection(self, *, expires_in: int, token_url: str = "https://auth.example.com/token") -> str:
-        from oauth_connections import oauth, tokens
-        from oauth_connections.config import get_settings
+        from oauth_connections.connections import tokens
+        from oauth_connections.core.config import get_settings
+        from oauth_connections.oauth import token_endpoint
         from tests.conftest import InProcessApi
 
         api = InProcessApi(self.tenant)
@@ -123,23 +124,26 @@ class Environment:
         response = api.call("create_connection", body=body)
         assert response.status == 201, response.text
         connection_id: str = response.json()["id"]
-        token_set = oauth.TokenSet("initial-access", "Bearer", "initial-refresh", int(time.time()) + expires_in, ("a",))
+        token_set = token_endpoint.TokenSet(
+            "initial-access", "Bearer", "initial-refresh", int(time.time()) + expires_in, ("a",)
+        )
         tokens.store_connected(get_settings(), self.tenant, connection_id, token_set)
         return connection_id
 
     def age(self, connection_id: str) -> None:
         """Time travel: the tokens were obtained an hour ago, and are due as they then would be."""
-        from oauth_connections import schedule, storage
-        from oauth_connections.config import get_settings
+        from oauth_connections.connections import refresh_schedule
+        from oauth_connections.core.config import get_settings
+        from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
 
-        record = storage.load_connection(self.tenant, connection_id, consistent=True)
+        record = CONNECTIONS.load(self.tenant, connection_id, consistent=True)
         past = datetime.now(UTC) - timedelta(hours=1)
         record.refreshed_at = record.connected_at = past
-        due = schedule.apply_due(get_settings(), record)
+        due = refresh_schedule.apply_due(get_settings(), record)
         record.update(
             actions=[
-                storage.ConnectionRecord.refreshed_at.set(past),
-                storage.ConnectionRecord.connected_at.set(past),
+                ConnectionRecord.refreshed_at.set(past),
+                ConnectionRecord.connected_at.set(past),
                 *due,
             ]
         )

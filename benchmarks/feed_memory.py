@@ -33,18 +33,20 @@ import json, resource, sys, time
 mode, url, tenant_id = sys.argv[1], sys.argv[2], sys.argv[3]
 import boto3, botocore, requests, urllib3, pynamodb.models
 import oauth_connections_client
-from oauth_connections import feed_fetch, feed_formats, feeds, netguard, storage
-from oauth_connections.config import get_settings
-from oauth_connections.connections import Caller
-from oauth_connections.models import FeedCreate
+from oauth_connections.core.caller import Caller
+from oauth_connections.core.config import get_settings
+from oauth_connections.feeds import fetch, formats, service
+from oauth_connections.feeds.models import FeedCreate
+from oauth_connections.security import netguard
+from oauth_connections.storage.feeds import latest_runs
 result = {}
 if mode == "fetch":
     settings = get_settings()
-    feed = feeds.create_feed(settings, Caller(tenant_id, ""), FeedCreate(name="bench", url=url, format="yml"))
+    feed = service.create_feed(settings, Caller(tenant_id, ""), FeedCreate(name="bench", url=url, format="yml"))
     started = time.perf_counter()
-    status = feed_fetch.run_feed(settings, tenant_id, feed.id, "manual")
+    status = fetch.record_feed_run(settings, tenant_id, feed.id, "manual")
     seconds = time.perf_counter() - started
-    [run] = storage.latest_runs(tenant_id, feed.id, 1)
+    [run] = latest_runs(tenant_id, feed.id, 1)
     result = {"status": status, "seconds": seconds, "bytes": int(run.bytes or 0), "items": run.items,
               "s3_key": run.s3_key, "error": run.error_message}
 # Peak RSS of this process's own memory (VmHWM). getrusage's ru_maxrss is no use here: Linux carries the

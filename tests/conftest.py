@@ -95,7 +95,7 @@ def resources(aws_endpoint: str) -> Resources:
 @pytest.fixture
 def service_env(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resources]:
     """The environment a deployed function sees, and fresh settings for each test."""
-    from oauth_connections.config import get_settings
+    from oauth_connections.core.config import get_settings
 
     monkeypatch.setenv("CONNECTIONS_TABLE_NAME", resources.table_name)
     monkeypatch.setenv("ENCRYPTION_KEY_ARN", resources.key_arn)
@@ -225,7 +225,7 @@ def service_logs() -> Iterator[LogCapture]:
     """Every line the service's logger emits during the test, formatted exactly as in CloudWatch."""
     import logging
 
-    from oauth_connections.observability import logger
+    from oauth_connections.core.observability import logger
 
     capture = LogCapture()
     formatter = logger.registered_formatter

@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from oauth_connections.feed_handlers import handle_dispatch
+from oauth_connections.entrypoints.feed_jobs import handle_dispatch
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """GET /connections/{connection_id}."""
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.api.routes import get_connection_router
+from oauth_connections.entrypoints.http.connections import get_connection_router
+from oauth_connections.entrypoints.http.resolver import http_handler
 
 lambda_handler = http_handler(get_connection_router)

@@ -1,6 +1,6 @@
 """GET /feeds/{feed_id}/runs."""
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.api.routes import list_feed_runs_router
+from oauth_connections.entrypoints.http.feeds import list_feed_runs_router
+from oauth_connections.entrypoints.http.resolver import http_handler
 
 lambda_handler = http_handler(list_feed_runs_router)

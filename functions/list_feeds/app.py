@@ -1,6 +1,6 @@
 """GET /feeds."""
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.api.routes import list_feeds_router
+from oauth_connections.entrypoints.http.feeds import list_feeds_router
+from oauth_connections.entrypoints.http.resolver import http_handler
 
 lambda_handler = http_handler(list_feeds_router)

@@ -1,6 +1,6 @@
 """GET /oauth2/callback."""
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.api.routes import oauth_callback_router
+from oauth_connections.entrypoints.http.browser import oauth_callback_router
+from oauth_connections.entrypoints.http.resolver import http_handler
 
 lambda_handler = http_handler(oauth_callback_router)

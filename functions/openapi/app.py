@@ -1,6 +1,6 @@
 """GET /openapi.json."""
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.api.routes import openapi_router
+from oauth_connections.entrypoints.http.openapi import openapi_router
+from oauth_connections.entrypoints.http.resolver import http_handler
 
 lambda_handler = http_handler(openapi_router)

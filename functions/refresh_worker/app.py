@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from oauth_connections.scheduled_handlers import handle_refresh_batch
+from oauth_connections.entrypoints.refresh_jobs import handle_refresh_batch
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

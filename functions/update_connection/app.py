@@ -1,6 +1,6 @@
 """PATCH /connections/{connection_id}."""
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.api.routes import update_connection_router
+from oauth_connections.entrypoints.http.connections import update_connection_router
+from oauth_connections.entrypoints.http.resolver import http_handler
 
 lambda_handler = http_handler(update_connection_router)

@@ -1,6 +1,6 @@
 """PATCH /feeds/{feed_id}."""
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.api.routes import update_feed_router
+from oauth_connections.entrypoints.http.feeds import update_feed_router
+from oauth_connections.entrypoints.http.resolver import http_handler
 
 lambda_handler = http_handler(update_feed_router)

@@ -237,7 +237,12 @@ def test_body_over_10_mb_is_refused(fixture_api: ApiClient) -> None:
 def test_function_logs_capture_output(fixture_api: ApiClient, fixture_stack: Stack) -> None:
     marker = f"log-marker-{time.time_ns()}"
     fixture_stack.invoke("EchoFunction", {"marker": marker})
+    # The function's own output comes through a pipe, so it may land a moment after the answer.
+    deadline = time.monotonic() + 5
     lines = fixture_stack.function_logs("EchoFunction")
-    assert any(marker in line for line in lines)
+    while not any(marker in line for line in lines):
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+        lines = fixture_stack.function_logs("EchoFunction")
     assert any(line.startswith("REPORT RequestId:") for line in lines)
     assert any(marker in line for line in fixture_stack.function_logs())

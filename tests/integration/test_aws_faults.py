@@ -1,5 +1,6 @@
 """When AWS itself fails: the functions of the local stack reach the embedded AWS through a fault proxy
-(tests/support/aws_fault_proxy.py) that can make it hang, refuse connections or answer 2 s late.
+(tests/support/aws_fault_proxy.py) that can make it, or one of its services, hang, refuse connections,
+answer 2 s late or throttle.
 
 Every caller gets the documented answer well inside its deadline (GetTokenFunction and the API:
 service_unavailable, 503 with Retry-After; scheduled jobs: a quick function error, or a batch item
@@ -55,42 +56,19 @@ def aws_proxy() -> Iterator[AwsFaultProxy]:
 
 
 @pytest.fixture(scope="module")
-def kms_proxy() -> Iterator[AwsFaultProxy]:
-    with AwsFaultProxy() as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def events_proxy() -> Iterator[AwsFaultProxy]:
-    with AwsFaultProxy() as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def fault_stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    aws_proxy: AwsFaultProxy,
-    kms_proxy: AwsFaultProxy,
-    events_proxy: AwsFaultProxy,
-) -> Iterator[Stack]:
+def fault_stack(tmp_path_factory: pytest.TempPathFactory, aws_proxy: AwsFaultProxy) -> Iterator[Stack]:
     """The project's template whose functions (not the provisioner, not the queue pollers) call AWS through
-    the proxy; KMS and EventBridge through proxies of their own, to fail them alone."""
+    the proxy."""
     with Stack(
         template_path=DEFAULT_TEMPLATE,
         repo_root=REPO_ROOT,
         state_dir=tmp_path_factory.mktemp("devstack-faults"),
         parameter_overrides={"AwsTimeoutSeconds": AWS_TIMEOUT_SECONDS, "AwsMaxAttempts": AWS_MAX_ATTEMPTS},
-        env_overrides={
-            "AWS_ENDPOINT_URL": aws_proxy.url,
-            "AWS_ENDPOINT_URL_KMS": kms_proxy.url,
-            "AWS_ENDPOINT_URL_EVENTBRIDGE": events_proxy.url,
-        },
+        env_overrides={"AWS_ENDPOINT_URL": aws_proxy.url},
         schedules=False,
         with_provider=False,
     ) as running:
         aws_proxy.forward_to(running.aws_url)
-        kms_proxy.forward_to(running.aws_url)
-        events_proxy.forward_to(running.aws_url)
         yield running
 
 
@@ -153,7 +131,7 @@ def test_warm_retrieval_answers_service_unavailable(
 
 @pytest.mark.parametrize("fault", ["throttle", "hang"])
 def test_key_service_failing_inside_a_refresh_is_not_the_providers_fault(
-    fault_stack: Stack, fault_provider: OidcProvider, kms_proxy: AwsFaultProxy, fault: Mode
+    fault_stack: Stack, fault_provider: OidcProvider, aws_proxy: AwsFaultProxy, fault: Mode
 ) -> None:
     tenant = new_tenant("faults")
     api = ApiClient(fault_stack).as_tenant(tenant)
@@ -164,7 +142,7 @@ def test_key_service_failing_inside_a_refresh_is_not_the_providers_fault(
     before = stored_item(fault_stack, tenant, connection["id"])
     refreshed_before = refreshes(fault_provider)
     payload = {"tenant_id": tenant, "connection_id": connection["id"], "force_refresh": True}
-    with kms_proxy.fault(fault):  # the client secret needs KMS: its data key is not cached
+    with aws_proxy.fault(fault, "kms"):  # the client secret needs KMS: its data key is not cached
         result = invoke(fault_stack.lambda_client(), payload)
     assert result.function_error is None, result
     assert result.payload["error"]["code"] == "service_unavailable", result
@@ -223,14 +201,14 @@ def test_callback_answers_503_and_succeeds_when_retried(
     [("throttle", "ThrottlingException"), ("hang", "ReadTimeoutError"), ("fail_entries", "InternalFailure")],
 )
 def test_a_failed_event_does_not_fail_the_stored_connection(
-    fault_stack: Stack, fault_provider: OidcProvider, events_proxy: AwsFaultProxy, fault: Mode, problem: str
+    fault_stack: Stack, fault_provider: OidcProvider, aws_proxy: AwsFaultProxy, fault: Mode, problem: str
 ) -> None:
     tenant = new_tenant("faults")
     api = ApiClient(fault_stack).as_tenant(tenant)
     connection = create_connection(api, fault_provider)
     _, result = authorize(api, connection["id"], RETURN_URL)
     logged = len(fault_stack.function_logs("OAuthCallbackFunction"))
-    with events_proxy.fault(fault):  # the connection.connected event follows the stored tokens
+    with aws_proxy.fault(fault, "events"):  # the connection.connected event follows the stored tokens
         response, seconds = timed(result.follow)
     assert response.status_code == 302, response.text
     assert query_of(response.headers["Location"])["status"] == "connected"

@@ -21,7 +21,7 @@ import requests
 
 from devstack import Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
-from oauth_connections.api.access import BEARER_SCHEME, MANAGE_SCOPE, READ_SCOPE
+from oauth_connections.entrypoints.http.access import BEARER_SCHEME, MANAGE_SCOPE, READ_SCOPE
 from tests.support.provider import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET, OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import callback_url, new_tenant

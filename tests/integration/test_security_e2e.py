@@ -21,8 +21,8 @@ import requests
 
 from devstack import Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
-from oauth_connections.crypto import EncryptionContext, Envelope
-from oauth_connections.oauth import TokenSet
+from oauth_connections.oauth.token_endpoint import TokenSet
+from oauth_connections.security.crypto import EncryptionContext, Envelope
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import callback_url, get_token, stored_item

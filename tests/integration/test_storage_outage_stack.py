@@ -15,7 +15,7 @@ import pytest
 
 from devstack import Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
-from tests.support.aws_service_faults import AwsFaultProxy
+from tests.support.aws_fault_proxy import AwsFaultProxy
 from tests.support.provider import OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import (
@@ -37,7 +37,7 @@ OUTAGE_SECONDS = 10.0
 
 @pytest.fixture(scope="module")
 def aws_proxy() -> Iterator[AwsFaultProxy]:
-    with AwsFaultProxy("http://127.0.0.1:9") as running:  # pointed at the stack's embedded AWS below
+    with AwsFaultProxy() as running:  # pointed at the stack's embedded AWS below
         yield running
 
 
@@ -55,7 +55,7 @@ def outage_stack(aws_proxy: AwsFaultProxy, tmp_path_factory: pytest.TempPathFact
         schedules=False,
         with_provider=False,
     ) as running:
-        aws_proxy.upstream_url = running.aws_url.rstrip("/")
+        aws_proxy.forward_to(running.aws_url)
         yield running
 
 

@@ -14,8 +14,8 @@ class LoopbackServer:
     _server: http.server.ThreadingHTTPServer
     _thread: threading.Thread
 
-    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler], name: str) -> None:
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler], name: str, port: int = 0) -> None:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)

@@ -61,7 +61,7 @@ def provider() -> Iterator[OidcProvider]:
 @pytest.fixture
 def flow_api(service_env: Resources, monkeypatch: pytest.MonkeyPatch) -> InProcessApi:
     """A fresh tenant; the provider runs on loopback, which only the local-stack setting admits."""
-    from oauth_connections.config import get_settings
+    from oauth_connections.core.config import get_settings
 
     monkeypatch.setenv("ALLOW_INSECURE_LOOPBACK_URLS", "true")
     get_settings.cache_clear()

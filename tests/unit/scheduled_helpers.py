@@ -18,12 +18,21 @@ from typing import Any
 import boto3
 import botocore.client
 
-from oauth_connections import oauth, schedule, storage, tokens
-from oauth_connections.config import get_settings
-from oauth_connections.ids import new_id
+from oauth_connections.connections import refresh_schedule, tokens
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import get_settings
+from oauth_connections.core.ids import new_id
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import (
+    CONNECTIONS,
+    ConnectionRecord,
+    insert_connection,
+    new_connection_record,
+)
 from tests.conftest import LambdaContext, load_handler, sample_event
 
-R = storage.ConnectionRecord
+R = ConnectionRecord
 
 
 def sweep() -> dict[str, Any]:
@@ -157,12 +166,12 @@ class RefreshQueue:
 
 
 def connected_record(
-    tenant_id: str, token_url: str, token_set: oauth.TokenSet, *, name: str, **attributes: Any
-) -> storage.ConnectionRecord:
+    tenant_id: str, token_url: str, token_set: token_endpoint.TokenSet, *, name: str, **attributes: Any
+) -> ConnectionRecord:
     """A connected connection as tokens.store_connected leaves it (the tokens applied, status, connected_at,
-    and the due attributes from schedule.apply_due), not yet written."""
+    and the due attributes from refresh_schedule.apply_due), not yet written."""
     settings = get_settings()
-    record = storage.new_connection_record(
+    record = new_connection_record(
         tenant_id,
         new_id("con"),
         name=name,
@@ -174,16 +183,16 @@ def connected_record(
     tokens.apply_tokens(settings, record, token_set)
     record.status = "connected"
     # Obtained an hour ago: the token's expiry alone decides whether it is due now.
-    record.connected_at = storage.utcnow() - timedelta(hours=1)
-    schedule.apply_due(settings, record)
+    record.connected_at = utcnow() - timedelta(hours=1)
+    refresh_schedule.apply_due(settings, record)
     return record
 
 
-def write_records(records: Iterable[storage.ConnectionRecord]) -> None:
+def write_records(records: Iterable[ConnectionRecord]) -> None:
     """Write new connection items in BatchWriteItem calls of 25 (bulk seeding only).
 
     The embedded AWS deep-copies the whole table for every TransactWriteItems, so thousands of
-    storage.insert_connection calls are quadratic. The scheduled refresh never reads the name claims
+    insert_connection calls are quadratic. The scheduled refresh never reads the name claims
     insert_connection also writes, so only the connection items are written, with the version a first
     save gives them.
     """
@@ -193,11 +202,13 @@ def write_records(records: Iterable[storage.ConnectionRecord]) -> None:
             batch.save(record)
 
 
-def insert_connected(tenant_id: str, token_url: str, token_set: oauth.TokenSet, *, name: str, **attributes: Any) -> str:
-    """A pending connection inserted by storage.insert_connection, then connected by tokens.store_connected."""
+def insert_connected(
+    tenant_id: str, token_url: str, token_set: token_endpoint.TokenSet, *, name: str, **attributes: Any
+) -> str:
+    """A pending connection inserted by insert_connection, then connected by tokens.store_connected."""
     settings = get_settings()
-    storage.bind_table(settings.connections_table_name)
-    record = storage.new_connection_record(
+    bind_table(settings.connections_table_name)
+    record = new_connection_record(
         tenant_id,
         new_id("con"),
         name=name,
@@ -206,17 +217,17 @@ def insert_connected(tenant_id: str, token_url: str, token_set: oauth.TokenSet, 
         token_auth_method="none",
         **attributes,
     )
-    storage.insert_connection(record)
+    insert_connection(record)
     tokens.store_connected(settings, tenant_id, record.connection_id, token_set)
     age_tokens(tenant_id, record.connection_id)  # obtained an hour ago, like connected_record
     return record.connection_id
 
 
-def load(tenant_id: str, connection_id: str) -> storage.ConnectionRecord:
-    return storage.load_connection(tenant_id, connection_id, consistent=True)
+def load(tenant_id: str, connection_id: str) -> ConnectionRecord:
+    return CONNECTIONS.load(tenant_id, connection_id, consistent=True)
 
 
-def stored_tokens(tenant_id: str, connection_id: str) -> oauth.TokenSet:
+def stored_tokens(tenant_id: str, connection_id: str) -> token_endpoint.TokenSet:
     token_set = tokens.decrypt_tokens(get_settings(), load(tenant_id, connection_id))
     assert token_set is not None
     return token_set
@@ -234,10 +245,10 @@ def raw_item(table_name: str, tenant_id: str, connection_id: str) -> dict[str, A
 def make_due(tenant_id: str, connection_id: str, seconds_ago: int = 60) -> None:
     """Time travel: the connection's due time (and a pending cooldown's end) moves into the past."""
     record = load(tenant_id, connection_id)
-    past = storage.utcnow() - timedelta(seconds=seconds_ago)
+    past = utcnow() - timedelta(seconds=seconds_ago)
     actions: list[Any] = [
         R.due_at.set(past),
-        R.due_shard.set(schedule.shard_of(connection_id, get_settings().due_shards)),
+        R.due_shard.set(refresh_schedule.shard_of(connection_id, get_settings().due_shards)),
     ]
     if record.next_attempt_at is not None:
         actions.append(R.next_attempt_at.set(past))
@@ -246,9 +257,9 @@ def make_due(tenant_id: str, connection_id: str, seconds_ago: int = 60) -> None:
 
 def age_tokens(tenant_id: str, connection_id: str, seconds: int = 3600) -> None:
     """Time travel: the stored tokens were obtained `seconds` ago, and are due as they would then be."""
-    past = storage.utcnow() - timedelta(seconds=seconds)
+    past = utcnow() - timedelta(seconds=seconds)
     record = load(tenant_id, connection_id)
     record.connected_at = past
     record.refreshed_at = past
-    due = schedule.apply_due(get_settings(), record)
+    due = refresh_schedule.apply_due(get_settings(), record)
     record.update(actions=[R.connected_at.set(past), R.refreshed_at.set(past), *due])

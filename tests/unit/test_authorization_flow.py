@@ -56,10 +56,11 @@ def test_connects_with_each_client_type(
     assert set(view["granted_scopes"]) == {"api.read", "api.write"}
     assert view["expires_at"] is not None and view["connected_at"] is not None
 
-    from oauth_connections import storage, tokens
-    from oauth_connections.config import get_settings
+    from oauth_connections.connections import tokens
+    from oauth_connections.core.config import get_settings
+    from oauth_connections.storage.connections import CONNECTIONS
 
-    record = storage.load_connection(flow_api.tenant, connection["id"])
+    record = CONNECTIONS.load(flow_api.tenant, connection["id"])
     token_set = tokens.decrypt_tokens(get_settings(), record)
     assert token_set is not None and token_set.refresh_token
     introspection = provider.introspect(token_set.access_token, BASIC_CLIENT_ID, BASIC_CLIENT_SECRET)

@@ -19,9 +19,9 @@ from botocore.exceptions import (
 )
 from pynamodb.exceptions import GetError, PutError, TransactWriteError, VerboseClientError
 
-from oauth_connections import aws, budget
-from oauth_connections.config import Settings
-from oauth_connections.errors import ServiceUnavailableError
+from oauth_connections.core import aws, budget
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ServiceUnavailableError
 
 SETTINGS = Settings(connections_table_name="t", aws_timeout_seconds=1.0, aws_max_attempts=2)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from oauth_connections import budget
+from oauth_connections.core import budget
 
 
 class _Context:

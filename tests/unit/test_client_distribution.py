@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from tests.unit.test_template import template
 
 GENERATOR = REPO / "clients" / "python" / "sync_netguard.py"
-SOURCE = REPO / "layers" / "shared" / "oauth_connections" / "netguard.py"
+SOURCE = REPO / "layers" / "shared" / "oauth_connections" / "security" / "netguard.py"
 COPY = REPO / "clients" / "python" / "src" / "oauth_connections_client" / "netguard.py"
 
 
@@ -33,7 +33,7 @@ def test_the_copy_differs_only_in_its_header_and_error_import() -> None:
     changed = [(a, b) for a, b in zip(source, copy[2:], strict=True) if a != b]
     assert changed == [
         (
-            "from oauth_connections.errors import UnsafeUrlError",
+            "from oauth_connections.core.errors import UnsafeUrlError",
             "from oauth_connections_client.errors import UnsafeUrlError",
         )
     ]
@@ -42,9 +42,9 @@ def test_the_copy_differs_only_in_its_header_and_error_import() -> None:
 @pytest.mark.parametrize(
     "extra_import",
     [
-        "from oauth_connections.config import get_settings",
+        "from oauth_connections.core.config import get_settings",
         "import oauth_connections.storage",
-        "from oauth_connections import ids",
+        "from oauth_connections.core import ids",
     ],
 )
 def test_a_guard_that_imports_more_of_the_service_is_not_copied(generator: dict[str, Any], extra_import: str) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from oauth_connections import grants, oauth, storage, tokens
-from oauth_connections.config import get_settings
-from oauth_connections.errors import ConflictError
+from oauth_connections.connections import grants, tokens
+from oauth_connections.core.config import get_settings
+from oauth_connections.core.errors import ConflictError
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.storage.connections import CONNECTIONS
 from tests.conftest import ApiResponse, EventCapture, InProcessApi, LambdaContext, Resources, load_handler
 from tests.support.capture_server import CaptureServer
 from tests.support.provider import (
@@ -47,8 +49,8 @@ def patch(api: InProcessApi, connection_id: str, body: dict[str, Any]) -> ApiRes
     return api.call("update_connection", connection_id=connection_id, body=body)
 
 
-def stored_tokens(tenant: str, connection_id: str) -> oauth.TokenSet:
-    token_set = tokens.decrypt_tokens(get_settings(), storage.load_connection(tenant, connection_id, consistent=True))
+def stored_tokens(tenant: str, connection_id: str) -> token_endpoint.TokenSet:
+    token_set = tokens.decrypt_tokens(get_settings(), CONNECTIONS.load(tenant, connection_id, consistent=True))
     assert token_set is not None
     return token_set
 
@@ -303,7 +305,7 @@ def test_tokens_of_the_old_settings_are_not_stored(
     flow_api: InProcessApi, provider: OidcProvider, connected: dict[str, Any], service_env: Resources
 ) -> None:
     settings = get_settings()
-    record = storage.load_connection(flow_api.tenant, connected["id"], consistent=True)
+    record = CONNECTIONS.load(flow_api.tenant, connected["id"], consistent=True)
     old_grant, old_tokens = grants.fingerprint(record), stored_tokens(flow_api.tenant, connected["id"])
     assert patch(flow_api, connected["id"], {"client_id": POST_CLIENT_ID}).status == 200
     after = stored_item(service_env, flow_api.tenant, connected["id"])

@@ -59,7 +59,7 @@ def test_crud_round_trip(api: InProcessApi) -> None:
 
 
 def test_public_base_url_sets_redirect_uri(api: InProcessApi, monkeypatch: pytest.MonkeyPatch) -> None:
-    from oauth_connections.config import get_settings
+    from oauth_connections.core.config import get_settings
 
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://connect.example.com/")
     get_settings.cache_clear()
@@ -171,8 +171,8 @@ def test_concurrent_patches_never_overwrite_silently(api: InProcessApi) -> None:
     """Eight writers at once, as eight Lambda instances would be: each has its own handler."""
     import json
 
-    from oauth_connections.api.http import http_handler
-    from oauth_connections.api.routes import update_connection_router
+    from oauth_connections.entrypoints.http.connections import update_connection_router
+    from oauth_connections.entrypoints.http.resolver import http_handler
     from tests.conftest import LambdaContext
 
     created = create(api, name="racing")
@@ -251,7 +251,7 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
 
 
 def _served_document(api: InProcessApi, monkeypatch: pytest.MonkeyPatch, **environment: str) -> dict[str, Any]:
-    from oauth_connections.config import get_settings
+    from oauth_connections.core.config import get_settings
 
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

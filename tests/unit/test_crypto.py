@@ -7,8 +7,8 @@ import os
 import boto3
 import pytest
 
-from oauth_connections.crypto import EncryptionContext, Envelope
-from oauth_connections.errors import DecryptionError
+from oauth_connections.core.errors import DecryptionError
+from oauth_connections.security.crypto import EncryptionContext, Envelope
 from tests.conftest import InProcessApi, Resources
 from tests.support.aws_calls import count_aws_calls
 from tests.unit.test_connections_api import create

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from oauth_connections.oauth import metadata_urls
+from oauth_connections.oauth.discovery import metadata_urls
 from tests.conftest import InProcessApi
 from tests.support.provider import OidcProvider
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from oauth_connections import events
+from oauth_connections.core import events
 from tests.conftest import LogCapture, Resources
 from tests.support.aws_calls import count_aws_calls
 

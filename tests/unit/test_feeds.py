@@ -16,10 +16,12 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from oauth_connections import feed_fetch, storage
-from oauth_connections.config import get_settings
-from oauth_connections.cron import Cron, CronError, next_run
-from oauth_connections.feed_formats import FeedContentError, checker_for
+from oauth_connections.core.config import get_settings
+from oauth_connections.feeds.cron import Cron, CronError, next_run
+from oauth_connections.feeds.fetch import CHUNK_BYTES, RECORD_RESERVE_SECONDS, _s3, record_feed_run
+from oauth_connections.feeds.formats import FeedContentError, checker_for
+from oauth_connections.storage.due import due_page
+from oauth_connections.storage.feeds import FEEDS, FeedRecord
 from tests.conftest import InProcessApi, LambdaContext, Resources, load_handler, sample_event
 from tests.support.feed_server import FeedServer, Trickle
 from tests.support.provider import OidcProvider
@@ -299,7 +301,7 @@ def fetcher_env(flow_api: InProcessApi, monkeypatch: pytest.MonkeyPatch) -> InPr
 
 def fetch(api: InProcessApi, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     feed = api.call("create_feed", body=feed_body(url=url, name=url)).json()
-    status = feed_fetch.run_feed(get_settings(), api.tenant, feed["id"], "manual")
+    status = record_feed_run(get_settings(), api.tenant, feed["id"], "manual")
     runs = api.call("list_feed_runs", feed_id=feed["id"]).json()["items"]
     assert runs[0]["status"] == status
     return feed, runs[0]
@@ -318,7 +320,7 @@ def test_public_feed_is_stored_then_not_modified(
     assert run["bytes"] == len(catalog(500))
     stored = object_of(service_env, run["s3_key"])
     assert stored["Body"].read() == catalog(500)
-    feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "manual")
+    record_feed_run(get_settings(), fetcher_env.tenant, feed["id"], "manual")
     latest = fetcher_env.call("list_feed_runs", feed_id=feed["id"]).json()["items"][0]
     assert latest["status"] == "not_modified"
     assert latest["http_status"] == 304
@@ -349,9 +351,9 @@ def test_failed_runs_keep_the_last_good_object(
 ) -> None:
     feed, good = fetch(fetcher_env, feed_server + "/catalog.xml")
     before = object_of(service_env, good["s3_key"])
-    record = storage.load_feed(fetcher_env.tenant, feed["id"])
-    record.update(actions=[storage.FeedRecord.url.set(feed_server + path), storage.FeedRecord.etag.remove()])
-    assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "manual") == "failed"
+    record = FEEDS.load(fetcher_env.tenant, feed["id"])
+    record.update(actions=[FeedRecord.url.set(feed_server + path), FeedRecord.etag.remove()])
+    assert record_feed_run(get_settings(), fetcher_env.tenant, feed["id"], "manual") == "failed"
     failed = fetcher_env.call("list_feed_runs", feed_id=feed["id"]).json()["items"][0]
     assert failed["error_code"] == code, failed
     assert failed["error_message"]
@@ -369,7 +371,7 @@ def test_a_content_length_in_other_digits_is_no_length(fetcher_env: InProcessApi
 def test_oversized_feed_stops_at_the_limit(fetcher_env: InProcessApi, feed_server: str) -> None:
     _, run = fetch(fetcher_env, feed_server + "/huge.xml")
     assert run["error_code"] == "too_large"
-    assert run["bytes"] == 0 or run["bytes"] <= 1024 * 1024 + feed_fetch.CHUNK_BYTES
+    assert run["bytes"] == 0 or run["bytes"] <= 1024 * 1024 + CHUNK_BYTES
 
 
 # ------------------------------------------------------------------ the dispatcher
@@ -402,8 +404,8 @@ def test_the_dispatcher_queues_each_due_feed_once_per_slot(api: InProcessApi, se
     ids = {feed["id"], off["id"]}
     now = datetime.now(UTC)
     overdue = now - timedelta(minutes=1)
-    storage.load_feed(api.tenant, feed["id"]).update(
-        actions=[storage.FeedRecord.next_run_at.set(overdue), storage.FeedRecord.due_at.set(overdue)]
+    FEEDS.load(api.tenant, feed["id"]).update(
+        actions=[FeedRecord.next_run_at.set(overdue), FeedRecord.due_at.set(overdue)]
     )
 
     dispatch(now - timedelta(minutes=5))  # a late delivery of an old firing: the function's clock decides
@@ -426,12 +428,12 @@ def test_the_dispatcher_queues_each_due_feed_once_per_slot(api: InProcessApi, se
 
 def test_due_feed_keys_name_the_feed(api: InProcessApi, service_env: Resources) -> None:
     feed = api.call("create_feed", body=feed_body(schedule="* * * * *")).json()
-    record = storage.load_feed(api.tenant, feed["id"])
+    record = FEEDS.load(api.tenant, feed["id"])
     assert record.due_shard
     keys: list[tuple[str, str]] = []
     start = None
     while True:
-        page, start = storage.due_feeds_page(record.due_shard, datetime.now(UTC) + timedelta(minutes=2), 100, start)
+        page, start = due_page(FEEDS, record.due_shard, datetime.now(UTC) + timedelta(minutes=2), 100, start)
         keys += page
         if not start:
             break
@@ -455,7 +457,7 @@ def s3_refuses(*operations: str) -> Iterator[None]:
     def refuse(model: Any, **kwargs: Any) -> None:
         raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied by test"}}, model.name)
 
-    events = feed_fetch._s3().meta.events
+    events = _s3().meta.events
     for operation in operations:
         events.register(f"before-call.s3.{operation}", refuse, unique_id=f"refuse-{operation}")
     try:
@@ -472,8 +474,8 @@ def unfinished_uploads(resources: Resources, key: str) -> list[str]:
 
 
 def switch_url(api: InProcessApi, feed_id: str, url: str) -> None:
-    record = storage.load_feed(api.tenant, feed_id)
-    record.update(actions=[storage.FeedRecord.url.set(url), storage.FeedRecord.etag.remove()])
+    record = FEEDS.load(api.tenant, feed_id)
+    record.update(actions=[FeedRecord.url.set(url), FeedRecord.etag.remove()])
 
 
 def latest_run(api: InProcessApi, feed_id: str) -> dict[str, Any]:
@@ -497,7 +499,7 @@ def test_a_storage_failure_ends_the_run_aborts_the_upload_and_keeps_the_last_goo
     before = object_of(service_env, good["s3_key"])
     switch_url(big_fetcher_env, feed["id"], feed_server + path)
     with s3_refuses(operation):
-        assert feed_fetch.run_feed(get_settings(), big_fetcher_env.tenant, feed["id"], "schedule") == "failed"
+        assert record_feed_run(get_settings(), big_fetcher_env.tenant, feed["id"], "schedule") == "failed"
     failed = latest_run(big_fetcher_env, feed["id"])
     assert (failed["status"], failed["error_code"], failed["http_status"]) == ("failed", "storage_failed", 200)
     assert failed["error_message"] == "the feed could not be stored: AccessDenied"
@@ -516,7 +518,7 @@ def test_an_abort_s3_refuses_still_ends_the_run(
     feed, good = fetch(big_fetcher_env, feed_server + "/catalog.xml")
     switch_url(big_fetcher_env, feed["id"], feed_server + "/big.xml")
     with s3_refuses("CompleteMultipartUpload", "AbortMultipartUpload"):
-        assert feed_fetch.run_feed(get_settings(), big_fetcher_env.tenant, feed["id"], "schedule") == "failed"
+        assert record_feed_run(get_settings(), big_fetcher_env.tenant, feed["id"], "schedule") == "failed"
     assert latest_run(big_fetcher_env, feed["id"])["error_code"] == "storage_failed"
     left = unfinished_uploads(service_env, good["s3_key"])
     assert len(left) == 1  # the bucket's lifecycle rule removes it after a day
@@ -541,7 +543,7 @@ def test_an_unreachable_token_service_ends_the_run(fetcher_env: InProcessApi, fe
         "create_feed", body=feed_body(url=feed_server + "/catalog.xml", connection_id=connection.json()["id"])
     ).json()
     # No GetTokenFunction exists on this embedded AWS: invoking it fails as a missing or denied function does.
-    assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "failed"
+    assert record_feed_run(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "failed"
     failed = latest_run(fetcher_env, feed["id"])
     assert (failed["status"], failed["error_code"]) == ("failed", "token_service_failed")
     assert failed["error_message"] == "the token service did not answer: ResourceNotFoundException"
@@ -554,7 +556,7 @@ def test_a_run_without_its_bucket_setting_ends_failed(
     feed = fetcher_env.call("create_feed", body=feed_body(url=feed_server + "/catalog.xml")).json()
     monkeypatch.delenv("FEEDS_BUCKET_NAME")
     get_settings.cache_clear()
-    assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "failed"
+    assert record_feed_run(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "failed"
     failed = latest_run(fetcher_env, feed["id"])
     assert (failed["status"], failed["error_code"]) == ("failed", "configuration_error")
     assert failed["error_message"] == "the run failed unexpectedly (ConfigurationError)"
@@ -568,10 +570,10 @@ def test_a_feed_deleted_during_its_run_stays_deleted(
     def delete_meanwhile(**kwargs: Any) -> None:
         assert fetcher_env.call("delete_feed", feed_id=feed["id"]).status == 204
 
-    events = feed_fetch._s3().meta.events
+    events = _s3().meta.events
     events.register("before-call.s3.PutObject", delete_meanwhile, unique_id="delete-meanwhile")
     try:
-        assert feed_fetch.run_feed(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "succeeded"
+        assert record_feed_run(get_settings(), fetcher_env.tenant, feed["id"], "schedule") == "succeeded"
     finally:
         events.unregister("before-call.s3.PutObject", unique_id="delete-meanwhile")
     key = {"pk": {"S": f"TENANT#{fetcher_env.tenant}"}, "sk": {"S": f"FEED#{feed['id']}"}}
@@ -583,7 +585,7 @@ class ShortInvocation(LambdaContext):
     """An invocation with little time left: the download must stop in time to record its run."""
 
     def get_remaining_time_in_millis(self) -> int:
-        return int((feed_fetch.RECORD_RESERVE_SECONDS + 2) * 1000)
+        return int((RECORD_RESERVE_SECONDS + 2) * 1000)
 
 
 def test_a_download_stops_before_the_invocation_ends_and_is_recorded(fetcher_env: InProcessApi) -> None:

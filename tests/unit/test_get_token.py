@@ -11,8 +11,11 @@ from typing import Any, cast
 import boto3
 import pytest
 
-from oauth_connections import oauth, storage, tokens
-from oauth_connections.config import get_settings
+from oauth_connections.connections import tokens
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import get_settings
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord, acquire_lease
 from tests.conftest import EventCapture, InProcessApi, LambdaContext, Resources, load_handler
 from tests.support.aws_calls import count_aws_calls
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
@@ -28,15 +31,13 @@ def get_token(tenant: str, connection_id: str, **fields: Any) -> dict[str, Any]:
 
 def age_tokens(tenant: str, connection_id: str, seconds: int = 3600) -> None:
     """Make the stored tokens look older than the force-refresh debounce."""
-    record = storage.load_connection(tenant, connection_id, consistent=True)
+    record = CONNECTIONS.load(tenant, connection_id, consistent=True)
     past = datetime.now(UTC) - timedelta(seconds=seconds)
-    record.update(
-        actions=[storage.ConnectionRecord.connected_at.set(past), storage.ConnectionRecord.refreshed_at.set(past)]
-    )
+    record.update(actions=[ConnectionRecord.connected_at.set(past), ConnectionRecord.refreshed_at.set(past)])
 
 
-def stored_tokens(tenant: str, connection_id: str) -> oauth.TokenSet:
-    record = storage.load_connection(tenant, connection_id, consistent=True)
+def stored_tokens(tenant: str, connection_id: str) -> token_endpoint.TokenSet:
+    record = CONNECTIONS.load(tenant, connection_id, consistent=True)
     token_set = tokens.decrypt_tokens(get_settings(), record)
     assert token_set is not None
     return token_set
@@ -162,8 +163,8 @@ def test_dead_lease_holder_is_recovered(
     flow_api: InProcessApi, connected: dict[str, Any], provider: OidcProvider
 ) -> None:
     age_tokens(flow_api.tenant, connected["id"])
-    record = storage.load_connection(flow_api.tenant, connected["id"], consistent=True)
-    assert storage.acquire_lease(record, "crashed-holder", storage.utcnow() + timedelta(seconds=2))
+    record = CONNECTIONS.load(flow_api.tenant, connected["id"], consistent=True)
+    assert acquire_lease(record, "crashed-holder", utcnow() + timedelta(seconds=2))
     before = refreshes(provider)
     results: list[dict[str, Any]] = []
     threads = [
@@ -205,7 +206,7 @@ def scripted(
         "token_url": running_endpoint.url,
     }
     connection = flow_api.call("create_connection", body=body).json()
-    original = oauth.TokenSet("access-original", "Bearer", "refresh-original", int(time.time()) - 10, ("a",))
+    original = token_endpoint.TokenSet("access-original", "Bearer", "refresh-original", int(time.time()) - 10, ("a",))
     tokens.store_connected(get_settings(), flow_api.tenant, connection["id"], original)
     return connection["id"], running_endpoint
 
@@ -237,7 +238,7 @@ def test_transient_failures_keep_tokens_and_cool_down(
     assert result["error"]["code"] == "provider_unavailable"
     assert result["error"]["retry_after_seconds"] >= (retry_after or 1)
     assert stored_tokens(flow_api.tenant, connection_id).refresh_token == "refresh-original"
-    record = storage.load_connection(flow_api.tenant, connection_id, consistent=True)
+    record = CONNECTIONS.load(flow_api.tenant, connection_id, consistent=True)
     assert record.status == "connected"
     assert record.consecutive_failures == 1
     assert cast(str | None, record.lease_owner) is None
@@ -256,7 +257,7 @@ def test_permanent_failures_need_reauthorization(
     connection_id, endpoint = scripted
     endpoint.queue(Scripted(400, {"error": error}))
     assert get_token(flow_api.tenant, connection_id)["error"]["code"] == "reauthorization_required"
-    record = storage.load_connection(flow_api.tenant, connection_id, consistent=True)
+    record = CONNECTIONS.load(flow_api.tenant, connection_id, consistent=True)
     assert record.status == "reauthorization_required"
     assert stored_tokens(flow_api.tenant, connection_id).refresh_token == "refresh-original"
     assert published_events.of("connection.reauthorization_required", connection_id)

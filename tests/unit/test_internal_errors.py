@@ -10,8 +10,8 @@ import pytest
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
-from oauth_connections.api.http import http_handler
-from oauth_connections.config import get_settings
+from oauth_connections.core.config import get_settings
+from oauth_connections.entrypoints.http.resolver import http_handler
 from tests.conftest import InProcessApi, LambdaContext, LogCapture, Resources, sample_event
 from tests.unit.test_connections_api import connection_body, create
 

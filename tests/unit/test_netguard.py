@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from oauth_connections.errors import UnsafeUrlError
-from oauth_connections.netguard import (
+from oauth_connections.core.errors import UnsafeUrlError
+from oauth_connections.security.netguard import (
     STRICT,
     UrlPolicy,
     check_url,

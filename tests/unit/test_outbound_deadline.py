@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from oauth_connections import oauth
-from oauth_connections.netguard import UrlPolicy
+from oauth_connections.oauth import discovery, revocation, token_endpoint
+from oauth_connections.security.netguard import UrlPolicy
 from tests.support.loopback import LoopbackServer
 
 LOOPBACK = UrlPolicy(allow_insecure_loopback=True)
@@ -61,14 +61,16 @@ def dripping() -> Iterator[DrippingServer]:
         yield running
 
 
-def client(server: DrippingServer) -> oauth.ClientSettings:
-    return oauth.ClientSettings("cid", "csecret", f"{server.url}/token", "client_secret_basic")
+def client(server: DrippingServer) -> token_endpoint.ClientSettings:
+    return token_endpoint.ClientSettings("cid", "csecret", f"{server.url}/token", "client_secret_basic")
 
 
 def test_a_refresh_ends_at_its_deadline(dripping: DrippingServer) -> None:
     started = time.monotonic()
-    with pytest.raises(oauth.ProviderUnavailableError) as raised:
-        oauth.refresh(client(dripping), oauth.TokenSet("a", "Bearer", "r"), policy=LOOPBACK, timeout=DEADLINE_SECONDS)
+    with pytest.raises(token_endpoint.ProviderUnavailableError) as raised:
+        token_endpoint.refresh(
+            client(dripping), token_endpoint.TokenSet("a", "Bearer", "r"), policy=LOOPBACK, timeout=DEADLINE_SECONDS
+        )
     elapsed = time.monotonic() - started
     assert raised.value.message == "token endpoint timed out"
     assert DEADLINE_SECONDS <= elapsed < DEADLINE_SECONDS + 0.8
@@ -76,8 +78,8 @@ def test_a_refresh_ends_at_its_deadline(dripping: DrippingServer) -> None:
 
 def test_a_code_exchange_ends_at_its_deadline(dripping: DrippingServer) -> None:
     started = time.monotonic()
-    with pytest.raises(oauth.ProviderUnavailableError) as raised:
-        oauth.exchange_code(
+    with pytest.raises(token_endpoint.ProviderUnavailableError) as raised:
+        token_endpoint.exchange_code(
             client(dripping),
             code="c",
             redirect_uri="https://api.example.com/oauth2/callback",
@@ -91,8 +93,8 @@ def test_a_code_exchange_ends_at_its_deadline(dripping: DrippingServer) -> None:
 
 def test_a_revocation_ends_at_its_deadline(dripping: DrippingServer) -> None:
     started = time.monotonic()
-    with pytest.raises(oauth.ProviderUnavailableError) as raised:
-        oauth.revoke(
+    with pytest.raises(token_endpoint.ProviderUnavailableError) as raised:
+        revocation.revoke(
             client(dripping), f"{dripping.url}/revoke", "r", "refresh_token", policy=LOOPBACK, timeout=DEADLINE_SECONDS
         )
     assert raised.value.message.startswith("revocation endpoint unreachable")
@@ -101,6 +103,6 @@ def test_a_revocation_ends_at_its_deadline(dripping: DrippingServer) -> None:
 
 def test_discovery_ends_at_its_deadline_for_each_document(dripping: DrippingServer) -> None:
     started = time.monotonic()
-    with pytest.raises(oauth.DiscoveryError):
-        oauth.discover(dripping.url, LOOPBACK, DEADLINE_SECONDS)
+    with pytest.raises(discovery.DiscoveryError):
+        discovery.discover(dripping.url, LOOPBACK, DEADLINE_SECONDS)
     assert time.monotonic() - started < 2 * DEADLINE_SECONDS + 1.0

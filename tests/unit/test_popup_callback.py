@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from oauth_connections import storage
-from oauth_connections.api.popup import popup_message, popup_page
+from oauth_connections.core.clock import utcnow
+from oauth_connections.entrypoints.http.popup import popup_message, popup_page
 from tests.conftest import InProcessApi, Resources
 from tests.support.provider import OidcProvider
 from tests.support.user_agent import walk_authorization
@@ -134,7 +134,7 @@ def test_the_state_gets_ten_minutes_from_the_redirect(
     connection = create_connection(flow_api, provider)
     redirect_url = start_popup(flow_api, connection["id"])
     table = boto3.resource("dynamodb").Table(service_env.table_name)
-    soon = storage.utcnow() + timedelta(minutes=1)  # the link is opened nine minutes late
+    soon = utcnow() + timedelta(minutes=1)  # the link is opened nine minutes late
     for item in table.scan()["Items"]:
         if str(item["pk"]).startswith("FLOW#") and item.get("connection_id") == connection["id"]:
             table.update_item(
@@ -150,6 +150,6 @@ def test_the_state_gets_ten_minutes_from_the_redirect(
     ]
     assert len(states) == 1
     expires = datetime.strptime(str(states[0]["expires_at"]), "%Y-%m-%dT%H:%M:%S.%f%z")
-    assert expires - storage.utcnow() > timedelta(minutes=9, seconds=50)
+    assert expires - utcnow() > timedelta(minutes=9, seconds=50)
     response = callback(flow_api, walk_authorization(redirect.location), redirect.cookie)
     assert page_parts(response)[2]["message"]["status"] == "connected"

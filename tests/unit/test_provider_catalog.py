@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from oauth_connections import netguard  # the SSRF guard: the one line to change if the module moves
-from oauth_connections.errors import UnsafeUrlError
+from oauth_connections.core.errors import UnsafeUrlError
+from oauth_connections.security import netguard
 from tests.unit.conftest import PUBLIC_ADDRESS
 
 PROFILES = Path(__file__).resolve().parents[2] / "layers" / "shared" / "oauth_connections" / "profiles"

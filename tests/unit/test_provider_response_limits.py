@@ -10,8 +10,8 @@ from functools import cache
 
 import pytest
 
-from oauth_connections import oauth
-from oauth_connections.netguard import UrlPolicy
+from oauth_connections.oauth import discovery, revocation, token_endpoint
+from oauth_connections.security.netguard import UrlPolicy
 from tests.support.token_endpoint import Endless, Scripted, ScriptedTokenEndpoint
 
 LOOPBACK = UrlPolicy(allow_insecure_loopback=True)
@@ -48,14 +48,14 @@ def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
     return running_endpoint
 
 
-def client(endpoint: ScriptedTokenEndpoint) -> oauth.ClientSettings:
-    return oauth.ClientSettings(
+def client(endpoint: ScriptedTokenEndpoint) -> token_endpoint.ClientSettings:
+    return token_endpoint.ClientSettings(
         client_id="cid", client_secret="csecret", token_url=endpoint.url, auth_method="client_secret_basic"
     )
 
 
 def token_call(endpoint: ScriptedTokenEndpoint) -> None:
-    oauth.exchange_code(
+    token_endpoint.exchange_code(
         client(endpoint),
         code="the-code",
         redirect_uri="https://api.example.com/oauth2/callback",
@@ -66,16 +66,16 @@ def token_call(endpoint: ScriptedTokenEndpoint) -> None:
 
 
 def refresh_call(endpoint: ScriptedTokenEndpoint) -> None:
-    current = oauth.TokenSet(access_token="old", token_type="Bearer", refresh_token="rt")
-    oauth.refresh(client(endpoint), current, policy=LOOPBACK, timeout=5)
+    current = token_endpoint.TokenSet(access_token="old", token_type="Bearer", refresh_token="rt")
+    token_endpoint.refresh(client(endpoint), current, policy=LOOPBACK, timeout=5)
 
 
 def revocation_call(endpoint: ScriptedTokenEndpoint) -> None:
-    oauth.revoke(client(endpoint), endpoint.url, "rt", "refresh_token", policy=LOOPBACK, timeout=5)
+    revocation.revoke(client(endpoint), endpoint.url, "rt", "refresh_token", policy=LOOPBACK, timeout=5)
 
 
 def discovery_call(endpoint: ScriptedTokenEndpoint) -> None:
-    oauth.discover(f"http://127.0.0.1:{endpoint.port}", LOOPBACK, 5)
+    discovery.discover(f"http://127.0.0.1:{endpoint.port}", LOOPBACK, 5)
 
 
 PROVIDER_CALLS = [token_call, refresh_call, revocation_call]
@@ -87,14 +87,14 @@ def test_a_gzip_bomb_stops_at_the_limit(endpoint: ScriptedTokenEndpoint, call: C
     endpoint.queue(bomb())
     tracemalloc.start()
     try:
-        with pytest.raises(oauth.ProviderResponseTooLargeError) as raised:
+        with pytest.raises(token_endpoint.ProviderResponseTooLargeError) as raised:
             call(endpoint)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < MEMORY_CEILING_BYTES
     assert raised.value.code == "provider_unavailable"
-    assert f"more than {oauth.MAX_PROVIDER_RESPONSE_BYTES} bytes" in raised.value.message
+    assert f"more than {token_endpoint.MAX_PROVIDER_RESPONSE_BYTES} bytes" in raised.value.message
     assert len(endpoint.requests) == 1
 
 
@@ -102,7 +102,7 @@ def test_a_gzip_bomb_stops_at_the_limit(endpoint: ScriptedTokenEndpoint, call: C
 def test_an_endless_body_stops_at_the_limit(endpoint: ScriptedTokenEndpoint, call: Callable[..., None]) -> None:
     endless = Endless()
     endpoint.queue(endless)
-    with pytest.raises(oauth.ProviderResponseTooLargeError) as raised:
+    with pytest.raises(token_endpoint.ProviderResponseTooLargeError) as raised:
         call(endpoint)
     assert raised.value.code == "provider_unavailable"
     assert endless.sent < MEMORY_CEILING_BYTES  # the client hung up long before the server's cap
@@ -112,11 +112,12 @@ def test_an_endless_body_stops_at_the_limit(endpoint: ScriptedTokenEndpoint, cal
 def test_oversized_metadata_fails_discovery(endpoint: ScriptedTokenEndpoint, answer: Callable[[], object]) -> None:
     first, second = answer(), answer()
     endpoint.queue(first, second)  # both metadata locations
-    with pytest.raises(oauth.DiscoveryError) as raised:
+    with pytest.raises(discovery.DiscoveryError) as raised:
         discovery_call(endpoint)
     assert raised.value.code == "discovery_failed"
     assert (
-        raised.value.message == f"discovery failed: metadata is larger than {oauth.MAX_PROVIDER_RESPONSE_BYTES} bytes"
+        raised.value.message
+        == f"discovery failed: metadata is larger than {token_endpoint.MAX_PROVIDER_RESPONSE_BYTES} bytes"
     )
     assert [r.path for r in endpoint.requests] == [
         "/.well-known/oauth-authorization-server",
@@ -128,12 +129,12 @@ def test_oversized_metadata_fails_discovery(endpoint: ScriptedTokenEndpoint, ans
 
 
 def test_answers_under_the_limit_are_read_whole(endpoint: ScriptedTokenEndpoint) -> None:
-    token = "t" * (oauth.MAX_PROVIDER_RESPONSE_BYTES - 100)
+    token = "t" * (token_endpoint.MAX_PROVIDER_RESPONSE_BYTES - 100)
     compressed = zlib.compress(f'{{"access_token": "{token}"}}'.encode(), wbits=31)
     endpoint.queue(Scripted(200, compressed, {"Content-Type": "application/json", "Content-Encoding": "gzip"}))
-    refreshed = oauth.refresh(
+    refreshed = token_endpoint.refresh(
         client(endpoint),
-        oauth.TokenSet(access_token="old", token_type="Bearer", refresh_token="rt"),
+        token_endpoint.TokenSet(access_token="old", token_type="Bearer", refresh_token="rt"),
         policy=LOOPBACK,
         timeout=5,
     )

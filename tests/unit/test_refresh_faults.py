@@ -15,18 +15,24 @@ from typing import Any, cast
 
 import pytest
 
-from oauth_connections import aws as aws_clients
-from oauth_connections import crypto, oauth, storage, tokens
-from oauth_connections.config import get_settings
+from oauth_connections.connections import tokens
+from oauth_connections.core import aws as aws_clients
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import get_settings
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.security import crypto
+from oauth_connections.storage.binding import MODELS
+from oauth_connections.storage.connections import ConnectionRecord, acquire_lease, store_refreshed
+from oauth_connections.storage.table import _Binding, _connection
 from tests.conftest import InProcessApi, LambdaContext, LogCapture, load_handler
-from tests.support.aws_service_faults import AwsFaultProxy
+from tests.support.aws_fault_proxy import AwsFaultProxy
 from tests.support.provider import OidcProvider
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 from tests.support.token_proxy import HoldingTokenProxy
 from tests.unit.flow_helpers import connect, create_connection
 from tests.unit.scheduled_helpers import age_tokens, load, stored_tokens
 
-R = storage.ConnectionRecord
+R = ConnectionRecord
 # Longer than the lease (5 s) and every store attempt in it, retries of the SDK included.
 OUTAGE_SECONDS = 10.0
 
@@ -43,10 +49,10 @@ def get_token(tenant: str, connection_id: str, remaining_millis: int = 25_000, *
 
 def _new_aws_clients() -> None:
     """Every SDK client of the service is created again, so the endpoint in the environment applies."""
-    storage._connection.cache_clear()
-    storage._Binding.connections.clear()
-    storage._Binding.table_name = None
-    for model in storage.MODELS:
+    _connection.cache_clear()
+    _Binding.connections.clear()
+    _Binding.table_name = None
+    for model in MODELS:
         model._connection = None
     crypto._envelope.cache_clear()
     aws_clients._client.cache_clear()
@@ -92,7 +98,7 @@ def scripted(
     created = flow_api.call("create_connection", body=body)
     assert created.status == 201, created.text
     connection_id = created.json()["id"]
-    original = oauth.TokenSet("access-original", "Bearer", "refresh-original", int(time.time()) - 10, ("a",))
+    original = token_endpoint.TokenSet("access-original", "Bearer", "refresh-original", int(time.time()) - 10, ("a",))
     tokens.store_connected(get_settings(), flow_api.tenant, connection_id, original)
     age_tokens(flow_api.tenant, connection_id)
     return connection_id, running_endpoint
@@ -104,7 +110,7 @@ def refresh_tokens_sent(endpoint: ScriptedTokenEndpoint) -> list[str]:
 
 def expire_lease(tenant: str, connection_id: str) -> None:
     """The holder's lease runs out (as if it had stalled), nobody else has taken it yet."""
-    load(tenant, connection_id).update(actions=[R.lease_expires_at.set(storage.utcnow() - timedelta(seconds=1))])
+    load(tenant, connection_id).update(actions=[R.lease_expires_at.set(utcnow() - timedelta(seconds=1))])
 
 
 # ------------------------------------------------------------------ the lease condition
@@ -116,16 +122,16 @@ def test_the_store_needs_the_lease_still_held(
     connection_id, _ = scripted
     record = load(flow_api.tenant, connection_id)
     seen = int(record.token_version)
-    assert storage.acquire_lease(record, "holder-a", storage.utcnow() + timedelta(seconds=30))
-    assert not storage.store_refreshed(load(flow_api.tenant, connection_id), "holder-b", seen, [R.status.set("error")])
+    assert acquire_lease(record, "holder-a", utcnow() + timedelta(seconds=30))
+    assert not store_refreshed(load(flow_api.tenant, connection_id), "holder-b", seen, [R.status.set("error")])
     record = load(flow_api.tenant, connection_id)
-    record.update(actions=[R.lease_expires_at.set(storage.utcnow() - timedelta(seconds=1))])
-    assert not storage.store_refreshed(load(flow_api.tenant, connection_id), "holder-a", seen, [R.status.set("error")])
+    record.update(actions=[R.lease_expires_at.set(utcnow() - timedelta(seconds=1))])
+    assert not store_refreshed(load(flow_api.tenant, connection_id), "holder-a", seen, [R.status.set("error")])
     assert load(flow_api.tenant, connection_id).status == "connected"
     record = load(flow_api.tenant, connection_id)
-    assert storage.acquire_lease(record, "holder-a", storage.utcnow() + timedelta(seconds=30))
-    assert not storage.store_refreshed(record, "holder-a", seen + 1, [R.status.set("error")])  # newer tokens
-    assert storage.store_refreshed(record, "holder-a", seen, [R.status.set("error")])
+    assert acquire_lease(record, "holder-a", utcnow() + timedelta(seconds=30))
+    assert not store_refreshed(record, "holder-a", seen + 1, [R.status.set("error")])  # newer tokens
+    assert store_refreshed(record, "holder-a", seen, [R.status.set("error")])
     stored = load(flow_api.tenant, connection_id)
     assert (stored.status, cast(object, stored.lease_owner), cast(object, stored.lease_expires_at)) == (
         "error",
@@ -139,12 +145,10 @@ def test_a_holder_that_lost_its_lease_does_not_overwrite_a_newer_outcome(
 ) -> None:
     """While the provider answers, the lease runs out and a new authorization stores newer tokens."""
     connection_id, endpoint = scripted
-    newer = oauth.TokenSet("access-newer", "Bearer", "refresh-newer", int(time.time()) + 3600)
+    newer = token_endpoint.TokenSet("access-newer", "Bearer", "refresh-newer", int(time.time()) + 3600)
 
     def lease_lost_and_newer_tokens_stored() -> None:
-        load(flow_api.tenant, connection_id).update(
-            actions=[R.lease_expires_at.set(storage.utcnow() - timedelta(seconds=1))]
-        )
+        load(flow_api.tenant, connection_id).update(actions=[R.lease_expires_at.set(utcnow() - timedelta(seconds=1))])
         tokens.store_connected(get_settings(), flow_api.tenant, connection_id, newer)
 
     answer = rotated("access-late", "refresh-late")
@@ -273,7 +277,7 @@ def test_an_unexpected_error_in_the_holder_releases_the_lease_and_backs_off(
     assert cast(object, record.lease_owner) is None
     assert record.consecutive_failures == 1
     assert record.status_reason == "refresh failed: KeyUnavailableError"
-    assert record.next_attempt_at is not None and record.next_attempt_at > storage.utcnow()
+    assert record.next_attempt_at is not None and record.next_attempt_at > utcnow()
     assert get_token(flow_api.tenant, connection_id, force_refresh=True)["error"]["code"] == "provider_unavailable"
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import boto3
 
-from oauth_connections import oauth, storage, tokens
-from oauth_connections.config import get_settings
+from oauth_connections.connections import tokens
+from oauth_connections.core.config import get_settings
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.storage.connections import CONNECTIONS
 from tests.conftest import InProcessApi, Resources
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
 from tests.unit.flow_helpers import connect, create_connection
 
 
-def stored(api: InProcessApi, connection_id: str) -> oauth.TokenSet:
-    token_set = tokens.decrypt_tokens(
-        get_settings(), storage.load_connection(api.tenant, connection_id, consistent=True)
-    )
+def stored(api: InProcessApi, connection_id: str) -> token_endpoint.TokenSet:
+    token_set = tokens.decrypt_tokens(get_settings(), CONNECTIONS.load(api.tenant, connection_id, consistent=True))
     assert token_set is not None
     return token_set
 

@@ -16,8 +16,12 @@ from typing import Any, cast
 import boto3
 import pytest
 
-from oauth_connections import oauth, schedule, storage, tokens
-from oauth_connections.config import get_settings
+from oauth_connections.connections import refresh_schedule, tokens
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import get_settings
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import ConnectionRecord
 from tests.conftest import EventCapture, InProcessApi, LambdaContext, LogCapture, Resources, load_handler
 from tests.support.aws_calls import count_aws_calls
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
@@ -99,9 +103,9 @@ def own_table(service_env: Resources, monkeypatch: pytest.MonkeyPatch, loopback:
     )
     monkeypatch.setenv("CONNECTIONS_TABLE_NAME", name)
     get_settings.cache_clear()
-    storage.bind_table(name)
+    bind_table(name)
     yield name
-    storage.bind_table(service_env.table_name)
+    bind_table(service_env.table_name)
     dynamodb.delete_table(TableName=name)
 
 
@@ -137,9 +141,9 @@ def test_one_sweep_queues_exactly_the_due_connections_and_the_worker_refreshes_e
     tenant = f"scale-{time.time_ns()}"
     now = int(time.time())
 
-    def token_set(i: int) -> oauth.TokenSet:
+    def token_set(i: int) -> token_endpoint.TokenSet:
         expires_in = 300 if i % 2 == 0 else 7200  # within the refresh window, or well beyond it
-        return oauth.TokenSet(f"access-{i}", "Bearer", f"refresh-{i}", now + expires_in, ("read",))
+        return token_endpoint.TokenSet(f"access-{i}", "Bearer", f"refresh-{i}", now + expires_in, ("read",))
 
     # A few through insert_connection + store_connected, the bulk as store_connected would leave them.
     exemplars = {insert_connected(tenant, endpoint.url, token_set(i), name=f"conn {i}"): i for i in range(20)}
@@ -155,9 +159,9 @@ def test_one_sweep_queues_exactly_the_due_connections_and_the_worker_refreshes_e
     window = timedelta(minutes=settings.refresh_window_minutes)
     for connection_id, i in list(exemplars.items())[:4]:
         record = load(tenant, connection_id)
-        assert record.due_shard == schedule.shard_of(connection_id, settings.due_shards)
+        assert record.due_shard == refresh_schedule.shard_of(connection_id, settings.due_shards)
         assert record.due_at == cast(Any, record.expires_at) - window
-        assert (record.due_at <= storage.utcnow()) == (i % 2 == 0)
+        assert (record.due_at <= utcnow()) == (i % 2 == 0)
 
     with count_aws_calls() as calls, dynamodb_requests() as requests:
         result = sweep()
@@ -165,7 +169,7 @@ def test_one_sweep_queues_exactly_the_due_connections_and_the_worker_refreshes_e
     dynamodb_calls = {operation: n for operation, n in calls.items() if operation.startswith("dynamodb.")}
     assert set(dynamodb_calls) == {"dynamodb.Query"}, calls  # no Scan, and no item reads either
     assert {(params["TableName"], params.get("IndexName")) for _, params in requests} == {(own_table, "DueIndex")}
-    per_shard = Counter(schedule.shard_of(connection_id, settings.due_shards) for connection_id in due)
+    per_shard = Counter(refresh_schedule.shard_of(connection_id, settings.due_shards) for connection_id in due)
     pages = sum(-(-n // 100) for n in per_shard.values())  # pages of 100 keys
     assert pages <= dynamodb_calls["dynamodb.Query"] <= pages + settings.due_shards
     assert 100 <= calls["sqs.SendMessageBatch"] <= 100 + pages
@@ -184,7 +188,7 @@ def test_one_sweep_queues_exactly_the_due_connections_and_the_worker_refreshes_e
     for connection_id in sorted(due)[:5]:
         refreshed = load(tenant, connection_id)
         assert refreshed.token_version == 2 and refreshed.status == "connected"
-        assert cast(Any, refreshed.due_at) > storage.utcnow()
+        assert cast(Any, refreshed.due_at) > utcnow()
         assert stored_tokens(tenant, connection_id).access_token == "fresh-access"
         assert stored_tokens(tenant, connection_id).refresh_token == f"refresh-{number_of[connection_id]}"
     for connection_id in sorted(set(number_of) - due)[:5]:
@@ -214,7 +218,7 @@ def failing(
     created = flow_api.call("create_connection", body=body)
     assert created.status == 201, created.text
     connection_id = created.json()["id"]
-    original = oauth.TokenSet("access-original", "Bearer", "refresh-original", int(time.time()) + 300, ("a",))
+    original = token_endpoint.TokenSet("access-original", "Bearer", "refresh-original", int(time.time()) + 300, ("a",))
     tokens.store_connected(get_settings(), flow_api.tenant, connection_id, original)
     make_due(flow_api.tenant, connection_id)  # obtained long ago: due now
     return flow_api.tenant, connection_id
@@ -267,7 +271,7 @@ def test_worker_classifies_provider_failures_and_never_retries_before_the_backof
     failure = FAILURES[case]
     settings = get_settings()
     endpoint.queue(failure.answer)
-    started = storage.utcnow()
+    started = utcnow()
 
     assert sweep()["enqueued"] >= 1
     drained = queue.drain(tenant)
@@ -368,8 +372,8 @@ def test_long_transient_failure_becomes_error(
     tenant, connection_id = failing
     monkeypatch.setenv("ERROR_AFTER_SECONDS", "60")
     get_settings.cache_clear()
-    R = storage.ConnectionRecord
-    since = storage.utcnow() - timedelta(minutes=2)
+    R = ConnectionRecord
+    since = utcnow() - timedelta(minutes=2)
     load(tenant, connection_id).update(actions=[R.failing_since.set(since), R.consecutive_failures.set(3)])
 
     endpoint.queue(Scripted(503, ""))
@@ -428,15 +432,17 @@ def test_tokens_without_expiry_are_kept_alive_only_when_refreshable(
     tenant = flow_api.tenant
     keepalive = timedelta(hours=6)
     refreshable = insert_connected(
-        tenant, endpoint.url, oauth.TokenSet("a1", "Bearer", "r1", None, None), name="keep alive"
+        tenant, endpoint.url, token_endpoint.TokenSet("a1", "Bearer", "r1", None, None), name="keep alive"
     )
-    no_refresh = insert_connected(tenant, endpoint.url, oauth.TokenSet("a2", "Bearer", None, None, None), name="plain")
+    no_refresh = insert_connected(
+        tenant, endpoint.url, token_endpoint.TokenSet("a2", "Bearer", None, None, None), name="plain"
+    )
     expiring_no_refresh = insert_connected(
-        tenant, endpoint.url, oauth.TokenSet("a3", "Bearer", None, int(time.time()) + 60, None), name="short"
+        tenant, endpoint.url, token_endpoint.TokenSet("a3", "Bearer", None, int(time.time()) + 60, None), name="short"
     )
 
     record = load(tenant, refreshable)
-    assert record.due_shard == schedule.shard_of(refreshable, get_settings().due_shards)
+    assert record.due_shard == refresh_schedule.shard_of(refreshable, get_settings().due_shards)
     assert record.due_at == cast(Any, record.connected_at) + keepalive
     for connection_id in (no_refresh, expiring_no_refresh):
         item = raw_item(service_env.table_name, tenant, connection_id)
@@ -549,7 +555,7 @@ def test_scheduled_refresh_racing_forced_retrievals_reaches_the_provider_once(
     assert provider.introspect(final.refresh_token or "", BASIC_CLIENT_ID, BASIC_CLIENT_SECRET)["active"] is True
     record = load(tenant, connection_id)
     assert record.status == "connected" and record.token_version == 2
-    assert cast(Any, record.due_at) > storage.utcnow()
+    assert cast(Any, record.due_at) > utcnow()
 
 
 def test_message_queued_before_an_on_demand_refresh_does_not_refresh_again(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from oauth_connections import storage
+from oauth_connections.core.clock import utcnow
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord, acquire_lease, release_lease
 from tests.conftest import InProcessApi
 from tests.support.provider import OidcProvider
 from tests.unit.flow_helpers import connect, create_connection
@@ -29,10 +30,10 @@ def test_tokens_leases_and_status_keep_the_etag(flow_api: InProcessApi, provider
     connect(flow_api, provider, connection)  # tokens stored, status connected
     age_tokens(flow_api.tenant, connection["id"])
     assert "access_token" in get_token(flow_api.tenant, connection["id"], force_refresh=True)  # a refresh
-    record = storage.load_connection(flow_api.tenant, connection["id"], consistent=True)
-    assert storage.acquire_lease(record, "someone", storage.utcnow() + timedelta(seconds=30))  # a lease
-    assert storage.release_lease(record, "someone", [storage.ConnectionRecord.status_reason.set("x")])
-    stored = storage.load_connection(flow_api.tenant, connection["id"], consistent=True)
+    record = CONNECTIONS.load(flow_api.tenant, connection["id"], consistent=True)
+    assert acquire_lease(record, "someone", utcnow() + timedelta(seconds=30))  # a lease
+    assert release_lease(record, "someone", [ConnectionRecord.status_reason.set("x")])
+    stored = CONNECTIONS.load(flow_api.tenant, connection["id"], consistent=True)
     assert int(stored.version) > 4  # the item's write version moved on every write ...
     assert etag_of(flow_api, connection["id"]) == read  # ... the settings' did not
 

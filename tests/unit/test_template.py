@@ -11,11 +11,12 @@ import pytest
 from pynamodb.attributes import TTLAttribute
 
 from devstack.template import Resolver
-from oauth_connections import storage
-from oauth_connections.api import access
-from oauth_connections.api.http import build_resolver
-from oauth_connections.api.routes import API_ROUTERS
-from oauth_connections.config import Settings
+from oauth_connections.core.config import Settings
+from oauth_connections.entrypoints.http import access
+from oauth_connections.entrypoints.http.openapi import API_ROUTERS
+from oauth_connections.entrypoints.http.resolver import build_resolver
+from oauth_connections.storage.binding import MODELS
+from oauth_connections.storage.connections import ConnectionRecord
 from tests.conftest import REPO
 
 
@@ -36,7 +37,7 @@ def test_storage_models_match_the_table_definition() -> None:
     table = template()["Resources"]["ConnectionsTable"]["Properties"]
     key_schema = {k["KeyType"]: k["AttributeName"] for k in table["KeySchema"]}
     types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-    for model in storage.MODELS:
+    for model in MODELS:
         attributes = model.get_attributes()
         hash_key = next(a for a in attributes.values() if a.is_hash_key)
         range_key = next(a for a in attributes.values() if a.is_range_key)
@@ -46,14 +47,14 @@ def test_storage_models_match_the_table_definition() -> None:
         ttl = [a.attr_name for a in attributes.values() if isinstance(a, TTLAttribute)]
         assert ttl in ([], [table["TimeToLiveSpecification"]["AttributeName"]])
     indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
-    model_indexes = {index.Meta.index_name: index for index in storage.ConnectionRecord._indexes.values()}
+    model_indexes = {index.Meta.index_name: index for index in ConnectionRecord._indexes.values()}
     assert set(indexes) == set(model_indexes)
     for name, index in model_indexes.items():
         schema = {k["KeyType"]: k["AttributeName"] for k in indexes[name]["KeySchema"]}
         key_schema_of_model = index._get_schema()["key_schema"]
         assert {k["KeyType"]: k["AttributeName"] for k in key_schema_of_model} == schema
         for key in schema.values():
-            model_attribute = storage.ConnectionRecord.get_attributes()[key]
+            model_attribute = ConnectionRecord.get_attributes()[key]
             assert model_attribute.attr_type == types[key]
         assert indexes[name]["Projection"]["ProjectionType"] == index.Meta.projection.projection_type
     assert table["TimeToLiveSpecification"]["Enabled"] is True

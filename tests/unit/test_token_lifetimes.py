@@ -12,9 +12,11 @@ from typing import Any, cast
 
 import pytest
 
-from oauth_connections import oauth, storage, tokens
-from oauth_connections.config import get_settings
-from oauth_connections.netguard import UrlPolicy
+from oauth_connections.connections import tokens
+from oauth_connections.core.config import get_settings
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.security.netguard import UrlPolicy
+from oauth_connections.storage.connections import CONNECTIONS
 from tests.conftest import InProcessApi, LambdaContext, load_handler
 from tests.support.provider import OidcProvider
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
@@ -43,14 +45,14 @@ def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
     return running_endpoint
 
 
-def client_of(endpoint: ScriptedTokenEndpoint) -> oauth.ClientSettings:
-    return oauth.ClientSettings("cid", "csecret", endpoint.url, "client_secret_basic")
+def client_of(endpoint: ScriptedTokenEndpoint) -> token_endpoint.ClientSettings:
+    return token_endpoint.ClientSettings("cid", "csecret", endpoint.url, "client_secret_basic")
 
 
 @pytest.mark.parametrize("expires_in", ABSURD)
 def test_exchange_treats_an_absurd_lifetime_as_unknown(endpoint: ScriptedTokenEndpoint, expires_in: str) -> None:
     endpoint.queue(body_with(expires_in))
-    token_set = oauth.exchange_code(
+    token_set = token_endpoint.exchange_code(
         client_of(endpoint),
         code="c",
         redirect_uri="https://api.example.com/oauth2/callback",
@@ -65,8 +67,10 @@ def test_exchange_treats_an_absurd_lifetime_as_unknown(endpoint: ScriptedTokenEn
 @pytest.mark.parametrize("expires_in", ABSURD)
 def test_refresh_treats_an_absurd_lifetime_as_unknown(endpoint: ScriptedTokenEndpoint, expires_in: str) -> None:
     endpoint.queue(body_with(expires_in, refresh_token="rotated"))
-    current = oauth.TokenSet("old", "Bearer", "refresh-old", int(time.time()) - 5)
-    fresh = oauth.refresh(client_of(endpoint), current, policy=UrlPolicy(allow_insecure_loopback=True), timeout=5.0)
+    current = token_endpoint.TokenSet("old", "Bearer", "refresh-old", int(time.time()) - 5)
+    fresh = token_endpoint.refresh(
+        client_of(endpoint), current, policy=UrlPolicy(allow_insecure_loopback=True), timeout=5.0
+    )
     assert (fresh.access_token, fresh.refresh_token, fresh.expires_at) == ("absurd-access", "rotated", None)
 
 
@@ -74,9 +78,9 @@ def test_refresh_treats_an_absurd_lifetime_as_unknown(endpoint: ScriptedTokenEnd
 def test_sane_lifetimes_still_count(endpoint: ScriptedTokenEndpoint, expires_in: str, seconds: int) -> None:
     endpoint.queue(body_with(expires_in))
     before = int(time.time())
-    fresh = oauth.refresh(
+    fresh = token_endpoint.refresh(
         client_of(endpoint),
-        oauth.TokenSet("old", "Bearer", "r"),
+        token_endpoint.TokenSet("old", "Bearer", "r"),
         policy=UrlPolicy(allow_insecure_loopback=True),
         timeout=5.0,
     )
@@ -98,7 +102,7 @@ def test_callback_connects_with_an_unknown_expiry(
     assert endpoint.requests[-1].form["grant_type"] == "authorization_code"
     shown = flow_api.call("get_connection", connection_id=connection["id"]).json()
     assert (shown["status"], shown["expires_at"]) == ("connected", None)
-    record = storage.load_connection(flow_api.tenant, connection["id"], consistent=True)
+    record = CONNECTIONS.load(flow_api.tenant, connection["id"], consistent=True)
     stored = tokens.decrypt_tokens(get_settings(), record)
     assert stored is not None
     assert (stored.refresh_token, stored.expires_at) == ("refresh-absurd", None)
@@ -116,13 +120,13 @@ def test_get_token_refresh_stores_an_unknown_expiry(
         "token_url": endpoint.url,
     }
     connection_id = flow_api.call("create_connection", body=body).json()["id"]
-    expired = oauth.TokenSet("access-old", "Bearer", "refresh-old", int(time.time()) - 10)
+    expired = token_endpoint.TokenSet("access-old", "Bearer", "refresh-old", int(time.time()) - 10)
     tokens.store_connected(get_settings(), flow_api.tenant, connection_id, expired)
     endpoint.queue(body_with(expires_in, refresh_token="refresh-new"))
     event = {"tenant_id": flow_api.tenant, "connection_id": connection_id}
     result = load_handler("get_token")(event, LambdaContext())
     assert (result.get("access_token"), result.get("expires_at")) == ("absurd-access", None), result
-    record = storage.load_connection(flow_api.tenant, connection_id, consistent=True)
+    record = CONNECTIONS.load(flow_api.tenant, connection_id, consistent=True)
     assert record.status == "connected"
     assert cast(object, record.expires_at) is None
     assert cast(object, record.lease_owner) is None

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from oauth_connections import oauth
-from oauth_connections.netguard import UrlPolicy
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.security.netguard import UrlPolicy
 from tests.support.token_endpoint import RESET, Scripted, ScriptedTokenEndpoint
 
 LOOPBACK = UrlPolicy(allow_insecure_loopback=True)
@@ -30,15 +30,15 @@ def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
 
 def exchange(
     endpoint: ScriptedTokenEndpoint, method: str = "client_secret_basic", timeout: float = 5.0
-) -> oauth.TokenSet:
-    client = oauth.ClientSettings(
+) -> token_endpoint.TokenSet:
+    client = token_endpoint.ClientSettings(
         client_id="cid",
         client_secret=None if method == "none" else "csecret",
         token_url=endpoint.url,
         auth_method=method,
         scopes=("requested.a", "requested.b"),
     )
-    return oauth.exchange_code(
+    return token_endpoint.exchange_code(
         client,
         code="the-code",
         redirect_uri="https://api.example.com/oauth2/callback",
@@ -123,7 +123,7 @@ def test_quirky_success_responses(
 )
 def test_oauth_errors_are_rejections(endpoint: ScriptedTokenEndpoint, answer: Scripted, error: str) -> None:
     endpoint.queue(answer)
-    with pytest.raises(oauth.ProviderRejectedError) as raised:
+    with pytest.raises(token_endpoint.ProviderRejectedError) as raised:
         exchange(endpoint)
     assert raised.value.error == error
     assert raised.value.permanent
@@ -132,28 +132,34 @@ def test_oauth_errors_are_rejections(endpoint: ScriptedTokenEndpoint, answer: Sc
 @pytest.mark.parametrize(
     ("answer", "retry_after"),
     [
-        (Scripted(500, {"error": "server_error"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
-        (Scripted(502, "<html>Bad gateway</html>", {"Content-Type": "text/html"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
+        (Scripted(500, {"error": "server_error"}), token_endpoint.DEFAULT_RETRY_AFTER_SECONDS),
+        (
+            Scripted(502, "<html>Bad gateway</html>", {"Content-Type": "text/html"}),
+            token_endpoint.DEFAULT_RETRY_AFTER_SECONDS,
+        ),
         (Scripted(503, "", {"Retry-After": "120"}), 120),
         (Scripted(429, {"error": "slow_down"}, {"Retry-After": "7"}), 7),
-        (Scripted(503, "", {"Retry-After": "\u00b2"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
-        (Scripted(503, "", {"Retry-After": "9" * 5000}), oauth.MAX_RETRY_AFTER_SECONDS),
-        (Scripted(200, "<html>maintenance</html>", {"Content-Type": "text/html"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
-        (Scripted(200, {"token_type": "bearer"}), oauth.DEFAULT_RETRY_AFTER_SECONDS),
-        (Scripted(404, "not found"), oauth.DEFAULT_RETRY_AFTER_SECONDS),
-        (RESET, oauth.DEFAULT_RETRY_AFTER_SECONDS),
+        (Scripted(503, "", {"Retry-After": "\u00b2"}), token_endpoint.DEFAULT_RETRY_AFTER_SECONDS),
+        (Scripted(503, "", {"Retry-After": "9" * 5000}), token_endpoint.MAX_RETRY_AFTER_SECONDS),
+        (
+            Scripted(200, "<html>maintenance</html>", {"Content-Type": "text/html"}),
+            token_endpoint.DEFAULT_RETRY_AFTER_SECONDS,
+        ),
+        (Scripted(200, {"token_type": "bearer"}), token_endpoint.DEFAULT_RETRY_AFTER_SECONDS),
+        (Scripted(404, "not found"), token_endpoint.DEFAULT_RETRY_AFTER_SECONDS),
+        (RESET, token_endpoint.DEFAULT_RETRY_AFTER_SECONDS),
     ],
 )
 def test_transient_failures_are_unavailability(endpoint: ScriptedTokenEndpoint, answer: Any, retry_after: int) -> None:
     endpoint.queue(answer)
-    with pytest.raises(oauth.ProviderUnavailableError) as raised:
+    with pytest.raises(token_endpoint.ProviderUnavailableError) as raised:
         exchange(endpoint)
     assert raised.value.retry_after == retry_after
 
 
 def test_timeout_is_unavailability(endpoint: ScriptedTokenEndpoint) -> None:
     endpoint.queue(Scripted(body={"access_token": "late"}, delay=2.0))
-    with pytest.raises(oauth.ProviderUnavailableError):
+    with pytest.raises(token_endpoint.ProviderUnavailableError):
         exchange(endpoint, timeout=0.5)
 
 

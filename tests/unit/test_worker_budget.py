@@ -12,8 +12,9 @@ from typing import Any, cast
 
 import pytest
 
-from oauth_connections import oauth, refresh
-from oauth_connections.config import get_settings
+from oauth_connections.connections import refresh
+from oauth_connections.core.config import get_settings
+from oauth_connections.oauth import token_endpoint
 from tests.conftest import InProcessApi, LambdaContext, load_handler
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 from tests.unit.scheduled_helpers import RefreshQueue, body_of, insert_connected, load, make_due
@@ -43,7 +44,7 @@ def test_the_worker_defers_the_messages_it_has_no_time_for(
 ) -> None:
     settings = get_settings()
     tenant = flow_api.tenant
-    expiring = oauth.TokenSet("old", "Bearer", "refresh-old", int(time.time()) + 60)
+    expiring = token_endpoint.TokenSet("old", "Bearer", "refresh-old", int(time.time()) + 60)
     ids = [insert_connected(tenant, endpoint.url, expiring, name=f"budget {i} {time.time_ns()}") for i in range(3)]
     for connection_id in ids:
         make_due(tenant, connection_id)

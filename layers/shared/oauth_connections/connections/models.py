@@ -1,0 +1,214 @@
+"""Request and response models of the REST API (separate from the storage records)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from oauth_connections.core.errors import UnsafeUrlError, ValidationFailedError
+from oauth_connections.security.netguard import check_url
+from oauth_connections.security.policy import url_policy
+
+type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+type GrantType = Literal["authorization_code", "client_credentials"]
+type ConnectionStatus = Literal["pending", "connected", "reauthorization_required", "error"]
+
+RESERVED_AUTHORIZE_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "nonce",
+        "request",
+        "request_uri",
+    }
+)
+
+
+def _safe_url(value: str) -> str:
+    try:
+        return check_url(value, url_policy())
+    except UnsafeUrlError as error:
+        raise PydanticCustomError(error.code, error.message) from error
+
+
+def _params_allowed(value: dict[str, str]) -> dict[str, str]:
+    clash = RESERVED_AUTHORIZE_PARAMS.intersection(k.lower() for k in value)
+    if clash:
+        raise ValueError(f"parameters set by the service cannot be overridden: {', '.join(sorted(clash))}")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Description = Annotated[str, StringConstraints(max_length=1000)]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
+ClientSecret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+SafeUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_safe_url)]
+Scope = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+ParamValue = Annotated[str, StringConstraints(max_length=1024)]
+ExtraParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_params_allowed)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ConnectionSettings(StrictModel):
+    """Fields a tenant may set; PATCH takes any subset of them."""
+
+    name: Name
+    description: Description = ""
+    client_id: ClientId
+    client_secret: ClientSecret | None = Field(default=None, description="Write-only; never returned")
+    issuer: SafeUrl | None = Field(
+        default=None, description="Issuer to discover the endpoints from (RFC 8414 / OpenID discovery)"
+    )
+    authorization_url: SafeUrl | None = None
+    token_url: SafeUrl | None = Field(default=None, description="Required unless discovered from the issuer")
+    revocation_url: SafeUrl | None = None
+    scopes: Annotated[list[Scope], Field(max_length=100)] = []
+    scope_delimiter: Literal[" ", ","] = " "
+    token_auth_method: TokenAuthMethod = "client_secret_basic"
+    grant_type: GrantType = Field(
+        default="authorization_code", description="client_credentials connects without a browser"
+    )
+    use_pkce: bool = True
+    extra_authorize_params: ExtraParams = {}
+    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] = []
+
+
+class ConnectionCreate(ConnectionSettings):
+    @model_validator(mode="after")
+    def _secret_matches_auth_method(self) -> ConnectionCreate:
+        check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
+        check_grant(self.grant_type, self.token_auth_method)
+        if self.token_url is None and self.issuer is None:
+            raise ValueError("token_url is required unless an issuer is given")
+        return self
+
+
+class ConnectionUpdate(StrictModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+
+    name: Name | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    client_id: ClientId | SkipJsonSchema[None] = None
+    client_secret: ClientSecret | None = Field(default=None, description="Write-only; null removes it")
+    issuer: SafeUrl | None = None
+    authorization_url: SafeUrl | None = None
+    token_url: SafeUrl | SkipJsonSchema[None] = None
+    revocation_url: SafeUrl | None = None
+    scopes: Annotated[list[Scope], Field(max_length=100)] | SkipJsonSchema[None] = None
+    scope_delimiter: Literal[" ", ","] | SkipJsonSchema[None] = None
+    token_auth_method: TokenAuthMethod | SkipJsonSchema[None] = None
+    grant_type: GrantType | SkipJsonSchema[None] = None
+    use_pkce: bool | SkipJsonSchema[None] = None
+    extra_authorize_params: ExtraParams | SkipJsonSchema[None] = None
+    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _required_fields_not_null(self) -> ConnectionUpdate:
+        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url"}
+        nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
+        if nulled:
+            raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
+        if not self.model_fields_set:
+            raise ValueError("no field to update")
+        return self
+
+
+def check_grant(grant_type: str, method: str) -> None:
+    if grant_type == "client_credentials" and method == "none":
+        raise ValueError("the client_credentials grant needs client authentication (a client_secret)")
+
+
+def check_public_client_pkce(method: str, *, use_pkce: bool) -> None:
+    """A public client has no secret that ties a code to whoever redeems it: without PKCE a code
+    stolen or injected into the callback connects the attacker's account."""
+    if method == "none" and not use_pkce:
+        raise ValidationFailedError(
+            "token_auth_method 'none' (a public client) requires use_pkce: true", code="pkce_required"
+        )
+
+
+def check_secret_for_method(method: str, *, has_secret: bool) -> None:
+    if method == "none" and has_secret:
+        raise ValueError("token_auth_method 'none' takes no client_secret")
+    if method != "none" and not has_secret:
+        raise ValueError(f"token_auth_method {method!r} needs a client_secret")
+
+
+class ConnectionOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    client_id: str
+    has_client_secret: bool
+    issuer: str | None
+    authorization_url: str | None
+    token_url: str
+    revocation_url: str | None
+    scopes: list[str]
+    scope_delimiter: str
+    token_auth_method: TokenAuthMethod
+    grant_type: GrantType
+    use_pkce: bool | None = Field(description="null for client_credentials, which has no authorization step")
+    extra_authorize_params: dict[str, str]
+    allowed_urls: list[str]
+    status: ConnectionStatus
+    status_reason: str | None = Field(
+        default=None, description="Why the status is what it is (an OAuth error code, `settings_changed`, ...)"
+    )
+    redirect_uri: str | None = Field(
+        description="Register this callback URL at the provider; null for client_credentials (no browser)"
+    )
+    granted_scopes: list[str] | None = None
+    expires_at: datetime | None = None
+    connected_at: datetime | None = None
+    refreshed_at: datetime | None = Field(default=None, description="When the tokens were last refreshed")
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(
+        description="Version of the settings, also sent as the ETag; token refreshes and status changes keep it"
+    )
+
+
+class ConnectionPage(BaseModel):
+    items: list[ConnectionOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class AuthorizeRequest(StrictModel):
+    return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        description="Where the browser returns after the provider; must be under an allowed frontend origin "
+        "(required for the authorization_code grant)",
+    )
+    display: Literal["page", "popup"] = Field(
+        default="page",
+        description="How the browser was sent: `page` (a tab; the callback redirects to return_url) or `popup` "
+        "(the callback posts an `oauth_connection` message to window.opener at return_url's origin and closes)",
+    )
+
+
+class AuthorizeResponse(BaseModel):
+    redirect_url: str | None = Field(
+        default=None, description="Navigate the browser here; single-use, expires at expires_at"
+    )
+    expires_at: datetime | None = Field(default=None, description="When redirect_url expires")
+    status: ConnectionStatus | None = Field(
+        default=None, description="client_credentials connections: the status after fetching the token"
+    )
+    token_expires_at: datetime | None = Field(default=None, description="client_credentials: token expiry")
+
+
+# ------------------------------------------------------------------ feeds

@@ -1,0 +1,86 @@
+"""GetTokenFunction's logic: a valid access token for the platform's other functions, fast.
+
+A warm retrieval of a valid token costs one consistent DynamoDB read and no KMS call (the data key of
+the stored ciphertext is cached in memory by security/crypto.py). A refresh happens only when the token expires
+within `min_valid_seconds`, or when a consumer that got a 401 sets `force_refresh`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from oauth_connections.connections import tokens
+from oauth_connections.connections.refresh import TokenError, refresh_connection
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import NotFoundError
+from oauth_connections.core.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
+
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN.pattern)]
+
+
+class GetTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tenant_id: TenantId
+    connection_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    min_valid_seconds: Annotated[int, Field(ge=0, le=86_400)] = 60
+    force_refresh: bool = False
+    correlation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+def error_response(error: TokenError) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.retry_after is not None:
+        body["retry_after_seconds"] = error.retry_after
+    return {"error": body}
+
+
+def parse_request(event: Any) -> GetTokenRequest:
+    try:
+        return GetTokenRequest.model_validate(event)
+    except ValidationError as error:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "request" for e in error.errors()})
+        raise TokenError("invalid_request", f"invalid request: {', '.join(fields)}") from error
+
+
+def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
+    if not is_id(request.connection_id, CONNECTION_ID_PREFIX):
+        raise TokenError("not_found", "connection not found")
+    bind_table(settings.connections_table_name)
+    try:
+        record = CONNECTIONS.load(request.tenant_id, request.connection_id, consistent=True)
+    except NotFoundError as error:
+        raise TokenError("not_found", "connection not found") from error
+    if record.status == "reauthorization_required":
+        raise TokenError("reauthorization_required", "the connection must be authorized again")
+    current = tokens.decrypt_tokens(settings, record)
+    if current is None:
+        raise TokenError("not_connected", "the connection has not been authorized yet")
+    if _needs_refresh(settings, record, current, request):
+        refreshed = refresh_connection(settings, record, reason="forced" if request.force_refresh else "expiring")
+        current = refreshed.tokens
+    return {
+        "access_token": current.access_token,
+        "token_type": current.token_type,
+        "expires_at": datetime.fromtimestamp(current.expires_at, UTC).isoformat() if current.expires_at else None,
+        "scopes": list(current.scopes) if current.scopes is not None else list(record.scopes or []),
+        "allowed_urls": list(record.allowed_urls or []),
+    }
+
+
+def _needs_refresh(settings: Settings, record: ConnectionRecord, current: Any, request: GetTokenRequest) -> bool:
+    if request.force_refresh:
+        # Many consumers may report the same 401 at once: tokens this young were just refreshed for them.
+        obtained = record.refreshed_at or record.connected_at
+        age = (utcnow() - obtained).total_seconds() if obtained else float("inf")
+        return age >= settings.force_refresh_min_interval_seconds
+    if current.expires_at is None:
+        return False  # used until a consumer reports a 401
+    return bool(current.expires_at - time.time() < request.min_valid_seconds)

@@ -1,0 +1,102 @@
+"""The scheduled refresh: a sweep finds due connections through the sparse DueIndex (never a Scan) and
+queues them; workers refresh each through the same single-flight refresh as GetTokenFunction."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from oauth_connections.connections.refresh import TokenError, refresh_connection
+from oauth_connections.connections.refresh_schedule import shard_of
+from oauth_connections.core import aws
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ConfigurationError, NotFoundError
+from oauth_connections.core.observability import logger, metrics
+from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import CONNECTIONS
+from oauth_connections.storage.due import due_page
+
+SQS_BATCH = 10
+PAGE_SIZE = 100
+
+
+def _sqs() -> Any:
+    return aws.client("sqs")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    enqueued: int
+    shards: int
+
+
+def sweep(settings: Settings) -> SweepResult:
+    """Queue every connection due now, shard by shard."""
+    if not settings.refresh_queue_url:
+        raise ConfigurationError("REFRESH_QUEUE_URL is not set")
+    bind_table(settings.connections_table_name)
+    now = utcnow()
+    enqueued = 0
+    for number in range(settings.due_shards):
+        shard = shard_of_number(number)
+        start: dict[str, Any] | None = None
+        while True:
+            keys, start = due_page(CONNECTIONS, shard, now, PAGE_SIZE, start)
+            enqueued += _enqueue(settings.refresh_queue_url, keys)
+            if not start:
+                break
+    metrics.add_metric(name="RefreshDueBacklog", unit=MetricUnit.Count, value=enqueued)
+    logger.info("refresh sweep", extra={"enqueued": enqueued, "shards": settings.due_shards})
+    return SweepResult(enqueued=enqueued, shards=settings.due_shards)
+
+
+def shard_of_number(number: int) -> str:
+    return f"DUE#{number:03d}"
+
+
+def _enqueue(queue_url: str, keys: list[tuple[str, str]]) -> int:
+    sent = 0
+    for offset in range(0, len(keys), SQS_BATCH):
+        batch = keys[offset : offset + SQS_BATCH]
+        entries = [
+            {"Id": str(i), "MessageBody": json.dumps({"tenant_id": tenant, "connection_id": connection})}
+            for i, (tenant, connection) in enumerate(batch)
+        ]
+        result = _sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
+        failed = result.get("Failed") or []
+        if failed:
+            logger.error("some refresh messages were not queued", extra={"failed": len(failed)})
+        sent += len(entries) - len(failed)
+    return sent
+
+
+def process(settings: Settings, body: dict[str, Any]) -> str:
+    """Refresh one queued connection if it is still due; returns what happened.
+
+    Failures the connection records itself (backoff, re-authorization) are outcomes, not errors: the
+    message is done. Only unexpected errors propagate, so SQS retries them and finally dead-letters them.
+    """
+    tenant_id, connection_id = str(body["tenant_id"]), str(body["connection_id"])
+    bind_table(settings.connections_table_name)
+    try:
+        record = CONNECTIONS.load(tenant_id, connection_id, consistent=True)
+    except NotFoundError:
+        return "gone"
+    if record.due_at is None or record.due_at > utcnow():
+        return "not_due"  # refreshed meanwhile (on demand or by an earlier message)
+    if record.due_shard != shard_of(connection_id, settings.due_shards):
+        logger.info("due shard changed", extra={"connection_id": connection_id})
+    started = time.monotonic()
+    try:
+        refresh_connection(settings, record, reason="scheduled", wait=False)
+    except TokenError as error:
+        metrics.add_metric(name="RefreshFailed", unit=MetricUnit.Count, value=1)
+        return error.code
+    metrics.add_metric(name="RefreshSucceeded", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="RefreshLatency", unit=MetricUnit.Milliseconds, value=(time.monotonic() - started) * 1000)
+    return "refreshed"

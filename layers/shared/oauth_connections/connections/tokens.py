@@ -1,0 +1,112 @@
+"""Tokens of a connection: stored envelope-encrypted on the connection item, one version at a time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import cast
+
+from oauth_connections.connections import grants, refresh_schedule
+from oauth_connections.core import events
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ConflictError
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.security.crypto import EncryptionContext, envelope_for
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord, save_connection
+
+SAVE_ATTEMPTS = 3
+
+
+def token_context(record: ConnectionRecord) -> EncryptionContext:
+    return EncryptionContext(record.tenant_id, record.connection_id, "tokens")
+
+
+def client_settings(settings: Settings, record: ConnectionRecord) -> token_endpoint.ClientSettings:
+    secret = None
+    if record.client_secret_ciphertext is not None:
+        context = EncryptionContext(record.tenant_id, record.connection_id, "client_secret")
+        secret = envelope_for(settings.encryption_key_arn).decrypt(record.client_secret_ciphertext, context).decode()
+    return token_endpoint.ClientSettings(
+        client_id=record.client_id,
+        client_secret=secret,
+        token_url=record.token_url,
+        auth_method=record.token_auth_method,
+        scopes=tuple(record.scopes or ()),
+        scope_delimiter=record.scope_delimiter,
+    )
+
+
+def decrypt_tokens(settings: Settings, record: ConnectionRecord) -> token_endpoint.TokenSet | None:
+    ciphertext = cast(bytes | None, record.tokens_ciphertext)  # nullable; the stubs do not say so
+    if ciphertext is None:
+        return None
+    plaintext = envelope_for(settings.encryption_key_arn).decrypt(ciphertext, token_context(record))
+    return token_endpoint.TokenSet.from_json(plaintext)
+
+
+def recovered_tokens(settings: Settings, record: ConnectionRecord) -> token_endpoint.TokenSet | None:
+    """Tokens a lease holder got from the provider but could not store, if they follow the stored ones.
+
+    Their refresh token, not the stored one, is then the live one (the provider rotated it).
+    """
+    ciphertext = cast(bytes | None, record.recovered_tokens_ciphertext)
+    after = record.recovered_after_version
+    if ciphertext is None or after is None or int(after) != int(record.token_version or 0):
+        return None
+    plaintext = envelope_for(settings.encryption_key_arn).decrypt(ciphertext, token_context(record))
+    return token_endpoint.TokenSet.from_json(plaintext)
+
+
+def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: token_endpoint.TokenSet) -> None:
+    record.tokens_ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
+        token_set.to_json(), token_context(record)
+    )
+    record.token_version = int(record.token_version or 0) + 1
+    record.has_refresh_token = bool(token_set.refresh_token)
+    record.expires_at = datetime.fromtimestamp(token_set.expires_at, UTC) if token_set.expires_at else None
+    record.granted_scopes = list(token_set.scopes) if token_set.scopes is not None else None
+
+
+def store_connected(
+    settings: Settings,
+    tenant_id: str,
+    connection_id: str,
+    token_set: token_endpoint.TokenSet,
+    *,
+    grant: str | None = None,
+) -> None:
+    """Store fresh tokens from an authorization and mark the connection connected.
+
+    A concurrent settings change bumps the version; the tokens are then re-applied on the new version,
+    so neither the change nor the tokens are lost. `grant` is the fingerprint of the settings the tokens
+    were obtained under: when an edit changed them meanwhile, the tokens belong to the old settings and
+    are refused (ConflictError `connection_changed`).
+    """
+    for attempt in range(SAVE_ATTEMPTS):
+        record = CONNECTIONS.load(tenant_id, connection_id, consistent=True)
+        if grant is not None and grants.fingerprint(record) != grant:
+            raise ConflictError("the connection's grant settings changed meanwhile", code="connection_changed")
+        apply_tokens(settings, record, token_set)
+        record.recovered_tokens_ciphertext = None  # a new grant: tokens kept from the old one are void
+        record.recovered_after_version = None
+        record.status = "connected"
+        record.connected_at = utcnow()
+        record.status_reason = None
+        record.next_attempt_at = None
+        record.consecutive_failures = 0
+        record.failing_since = None
+        refresh_schedule.apply_due(settings, record)
+        try:
+            save_connection(record)
+            break
+        except ConflictError:
+            if attempt == SAVE_ATTEMPTS - 1:
+                raise
+    events.publish(
+        settings.event_bus_name,
+        "connection.connected",
+        tenant_id=tenant_id,
+        connection_id=connection_id,
+        status="connected",
+        reason="authorized",
+    )

@@ -1,0 +1,81 @@
+"""Domain errors. Each carries a stable code and the HTTP status the API maps it to (entrypoints/http/resolver.py)."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class ConfigurationError(ServiceError):
+    code = "configuration_error"
+
+
+class InvalidRequestError(ServiceError):
+    code = "invalid_request"
+    status = 400
+
+
+class UnsafeUrlError(InvalidRequestError):
+    """A URL the service must not call: wrong scheme, or a non-public address."""
+
+    code = "unsafe_url"
+
+
+class UnauthorizedError(ServiceError):
+    code = "unauthorized"
+    status = 401
+
+
+class NotFoundError(ServiceError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(ServiceError):
+    code = "conflict"
+    status = 409
+
+
+class PreconditionFailedError(ServiceError):
+    code = "precondition_failed"
+    status = 412
+
+
+class PayloadTooLargeError(ServiceError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class DecryptionError(ServiceError):
+    """A ciphertext that does not decrypt under the expected context (tampered, or moved to another item)."""
+
+    code = "decryption_failed"
+
+
+class ValidationFailedError(ServiceError):
+    code = "validation_error"
+    status = 422
+
+
+class ServiceUnavailableError(ServiceError):
+    """An AWS dependency throttled, timed out or refused: nobody's fault, and worth a retry shortly."""
+
+    code = "service_unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,4 @@
+"""The HTTP API: the resolver with error mapping, caller identity and limits (resolver), route scopes for the
+OpenAPI document (access), one router module per resource (connections, feeds), the browser's side of the
+authorization flow (browser) and the OpenAPI document (openapi). Part of entrypoints/.
+"""

@@ -1,0 +1,169 @@
+"""Routes of the connections API, one router per function (each function serves its own routes; the OpenAPI
+function includes them all to describe the whole API)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+
+from oauth_connections.connections import flows, service
+from oauth_connections.connections.models import (
+    AuthorizeRequest,
+    AuthorizeResponse,
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionPage,
+    ConnectionUpdate,
+)
+from oauth_connections.core.config import get_settings
+from oauth_connections.entrypoints.http import access
+from oauth_connections.entrypoints.http.access import FORBIDDEN
+from oauth_connections.entrypoints.http.resolver import (
+    IfMatch,
+    PageCursor,
+    PageLimit,
+    current_caller,
+    documented,
+    documented_responses,
+    json_response,
+    no_content,
+    parse_if_match,
+    versioned_response,
+)
+
+ConnectionId = Annotated[str, Path(pattern=r"^con_[0-9a-hjkmnp-tv-z]{26}$", description="Connection id (con_...)")]
+
+
+list_connections_router = Router()
+
+
+@list_connections_router.get(
+    "/connections",
+    summary="List the tenant's connections",
+    **documented(access.READ, 200, "A page of connections", ConnectionPage, 400, 401, 422),
+)
+def list_connections(limit: PageLimit = 20, cursor: PageCursor = None) -> Response[ConnectionPage]:
+    caller = current_caller(list_connections_router)
+    page = service.list_connections(get_settings(), caller, limit, cursor)
+    return json_response(200, page)
+
+
+get_connection_router = Router()
+
+
+@get_connection_router.get(
+    "/connections/<connection_id>",
+    summary="Get one connection",
+    **documented(access.READ, 200, "The connection", ConnectionOut, 401, 404, 422),
+)
+def get_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
+    caller = current_caller(get_connection_router)
+    view = service.get_connection(get_settings(), caller, connection_id)
+    return versioned_response(200, view)
+
+
+create_connection_router = Router()
+
+
+@create_connection_router.post(
+    "/connections",
+    summary="Register a provider's OAuth2 app as a connection",
+    **documented(access.MANAGE, 201, "Created", ConnectionOut, 400, 401, 409, 413, 415, 422),
+)
+def create_connection(request: Annotated[ConnectionCreate, Body()]) -> Response[ConnectionOut]:
+    caller = current_caller(create_connection_router)
+    view = service.create_connection(get_settings(), caller, request)
+    return versioned_response(201, view)
+
+
+update_connection_router = Router()
+
+
+@update_connection_router.patch(
+    "/connections/<connection_id>",
+    summary="Change some settings of a connection",
+    description="Send `If-Match` with the ETag you read to have a stale update refused with 412. Changing "
+    "client_id, issuer, an endpoint, token_auth_method or grant_type ends the grant (the connection is pending "
+    "again); moving the token or revocation endpoint to another origin needs client_secret in the same request "
+    "(422 client_secret_required).",
+    **documented(access.MANAGE, 200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 415, 422),
+)
+def update_connection(
+    connection_id: ConnectionId,
+    request: Annotated[ConnectionUpdate, Body()],
+    if_match: IfMatch = None,
+) -> Response[ConnectionOut]:
+    caller = current_caller(update_connection_router)
+    view = service.update_connection(get_settings(), caller, connection_id, request, parse_if_match(if_match))
+    return versioned_response(200, view)
+
+
+delete_connection_router = Router()
+
+
+@delete_connection_router.delete(
+    "/connections/<connection_id>",
+    summary="Delete a connection with its secret and tokens",
+    **documented(access.MANAGE, 204, "Deleted", None, 401, 404, 409, 422),
+)
+def delete_connection(connection_id: ConnectionId) -> Response[None]:
+    caller = current_caller(delete_connection_router)
+    service.delete_connection(get_settings(), caller, connection_id)
+    return no_content()
+
+
+refresh_connection_router = Router()
+
+
+@refresh_connection_router.post(
+    "/connections/<connection_id>/refresh",
+    summary="Refresh the connection's tokens now",
+    description="Goes through the same single-flight refresh as token retrieval; 503 carries Retry-After.",
+    **documented(access.MANAGE, 200, "The refreshed connection", ConnectionOut, 401, 404, 409, 422, 503),
+)
+def refresh_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
+    caller = current_caller(refresh_connection_router)
+    view = service.refresh_now(get_settings(), caller, connection_id)
+    return versioned_response(200, view)
+
+
+# ------------------------------------------------------------------ authorization flow
+
+start_authorization_router = Router()
+
+
+@start_authorization_router.post(
+    "/connections/<connection_id>/authorize",
+    summary="Start connecting: get the URL to send the browser to",
+    description="The browser must navigate to `redirect_url` (a tab or a popup); it is single-use and short-lived.",
+    responses=documented_responses(
+        200,
+        "Where to send the browser (or, for client_credentials, the new status)",
+        AuthorizeResponse,
+        400,
+        401,
+        404,
+        413,
+        415,
+        422,
+        503,
+    )
+    | FORBIDDEN,
+    security=access.MANAGE,
+)
+def start_authorization(
+    connection_id: ConnectionId, request: Annotated[AuthorizeRequest | None, Body()] = None
+) -> Response[AuthorizeResponse]:
+    caller = current_caller(start_authorization_router)
+    return_url = request.return_url if request else None
+    display = request.display if request else "page"
+    start = flows.start_authorization(get_settings(), caller, connection_id, return_url, display)
+    if isinstance(start, flows.DirectConnection):
+        return json_response(200, AuthorizeResponse(status=start.status, token_expires_at=start.token_expires_at))
+    return json_response(200, AuthorizeResponse(redirect_url=start.redirect_url, expires_at=start.expires_at))
+
+
+# ------------------------------------------------------------------ feeds

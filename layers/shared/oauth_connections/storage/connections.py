@@ -1,0 +1,224 @@
+"""Connection items: the connection, its unique name claim, the due index, and their data access
+(insert with the name claim, load, page, versioned save and delete, the refresh lease)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.exceptions import TransactWriteError
+
+from oauth_connections.core.clock import utcnow
+from oauth_connections.core.errors import ConflictError
+from oauth_connections.core.ids import CONNECTION_ID_PREFIX
+from oauth_connections.storage.collection import Collection, DueItem
+from oauth_connections.storage.table import DueIndex, TableModel, cancellation_codes, new_transaction, tenant_key
+
+CONNECTION_PREFIX = "CONNECTION#"
+NAME_PREFIX = "NAME#"
+
+
+def name_key(name: str) -> str:
+    return f"{NAME_PREFIX}{name.casefold()}"
+
+
+class ConnectionRecord(DueItem):
+    tenant_id = UnicodeAttribute()
+    connection_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(default="")
+    client_id = UnicodeAttribute()
+    client_secret_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    issuer = UnicodeAttribute(null=True)
+    iss_parameter_supported = BooleanAttribute(default=False)
+    authorization_url = UnicodeAttribute(null=True)
+    token_url = UnicodeAttribute()
+    revocation_url = UnicodeAttribute(null=True)
+    scopes = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    scope_delimiter = UnicodeAttribute(default=" ")
+    token_auth_method = UnicodeAttribute(default="client_secret_basic")
+    use_pkce = BooleanAttribute(default=True)
+    extra_authorize_params = JSONAttribute(default=dict)
+    allowed_urls = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    grant_type = UnicodeAttribute(default="authorization_code")
+    status = UnicodeAttribute(default="pending")
+    granted_scopes = ListAttribute[str](of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    expires_at = UTCDateTimeAttribute(null=True)
+    connected_at = UTCDateTimeAttribute(null=True)
+    tokens_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    token_version = NumberAttribute(default=0)
+    has_refresh_token = BooleanAttribute(default=False)
+    refreshed_at = UTCDateTimeAttribute(null=True)
+    # Single-flight refresh: whoever holds an unexpired lease is the only caller talking to the provider.
+    lease_owner = UnicodeAttribute(null=True)
+    lease_expires_at = UTCDateTimeAttribute(null=True)
+    # Tokens a holder got from the provider but could not store (a storage fault): the next holder adopts
+    # them if the stored tokens are still those of `recovered_after_version`, instead of asking the provider.
+    recovered_tokens_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    recovered_after_version = NumberAttribute(null=True)
+    # Transient provider failures: no new attempt before next_attempt_at.
+    next_attempt_at = UTCDateTimeAttribute(null=True)
+    consecutive_failures = NumberAttribute(default=0)
+    failing_since = UTCDateTimeAttribute(null=True)
+    status_reason = UnicodeAttribute(null=True)
+    due_index = DueIndex()
+    # The ETag: moves only when the tenant edits the settings, never on token writes, leases or status
+    # (those move only `version`, every write's optimistic lock).
+    settings_version = NumberAttribute(default=1)
+
+    @classmethod
+    def key_for(cls, tenant_id: str, connection_id: str) -> tuple[str, str]:
+        return tenant_key(tenant_id), f"{CONNECTION_PREFIX}{connection_id}"
+
+
+class ConnectionNameRecord(TableModel):
+    connection_id = UnicodeAttribute()
+
+
+CONNECTIONS = Collection(ConnectionRecord, CONNECTION_PREFIX, CONNECTION_ID_PREFIX, "connection")
+
+
+def new_connection_record(tenant_id: str, connection_id: str, **attributes: Any) -> ConnectionRecord:
+    pk, sk = ConnectionRecord.key_for(tenant_id, connection_id)
+    now = utcnow()
+    return ConnectionRecord(
+        pk, sk, tenant_id=tenant_id, connection_id=connection_id, created_at=now, updated_at=now, **attributes
+    )
+
+
+def insert_connection(record: ConnectionRecord) -> None:
+    """Insert a new connection and claim its name in one transaction."""
+    name_item = ConnectionNameRecord(record.pk, name_key(record.name), connection_id=record.connection_id)
+    try:
+        with new_transaction() as transaction:
+            transaction.save(record, condition=ConnectionRecord.pk.does_not_exist())
+            transaction.save(name_item, condition=ConnectionNameRecord.pk.does_not_exist())
+    except TransactWriteError as error:
+        codes = cancellation_codes(error)
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            raise ConflictError(f"a connection named {record.name!r} exists", code="name_taken") from error
+        raise
+
+
+def save_connection(record: ConnectionRecord, *, old_name: str | None = None) -> None:
+    """Write back a changed connection, refused if another writer changed it first (version check).
+
+    A rename moves the unique name claim in the same transaction.
+    """
+    if old_name is None or name_key(old_name) == name_key(record.name):
+        CONNECTIONS.save(record)
+        return
+    record.updated_at = utcnow()
+    try:
+        with new_transaction() as transaction:
+            transaction.save(record)
+            transaction.delete(ConnectionNameRecord(record.pk, name_key(old_name)))
+            transaction.save(
+                ConnectionNameRecord(record.pk, name_key(record.name), connection_id=record.connection_id),
+                condition=ConnectionNameRecord.pk.does_not_exist(),
+            )
+    except TransactWriteError as error:
+        codes = cancellation_codes(error)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            raise CONNECTIONS.stale() from error
+        if len(codes) > 2 and codes[2] == "ConditionalCheckFailed":
+            raise ConflictError(f"a connection named {record.name!r} exists", code="name_taken") from error
+        raise
+
+
+def remove_connection(record: ConnectionRecord, *, guarded: bool = True) -> None:
+    """Delete a connection (its secret and tokens live on the item) and release its name.
+
+    Guarded, the delete is refused if the item changed since it was read. Unguarded, only its name must
+    be the one read (a rename moves the name item, which must not be left behind).
+    """
+    condition = None if guarded else ConnectionRecord.name == record.name
+    try:
+        with new_transaction() as transaction:
+            transaction.delete(record, condition=condition, add_version_condition=guarded)
+            transaction.delete(ConnectionNameRecord(record.pk, name_key(record.name)))
+    except TransactWriteError as error:
+        if cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
+            raise CONNECTIONS.stale() from error
+        raise
+
+
+def _conditional_update(record: ConnectionRecord, actions: list[Any], condition: Any) -> bool:
+    """An UpdateItem with our own condition instead of the settings version (which it still bumps)."""
+    from pynamodb.exceptions import UpdateError
+
+    try:
+        record.update(actions=actions, condition=condition, add_version_condition=False)
+    except UpdateError as error:
+        # Read the cause's code directly: pynamodb's cause_response_code fails on a connection error.
+        response = getattr(error.cause, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def acquire_lease(record: ConnectionRecord, owner: str, until: datetime) -> bool:
+    """Take the refresh lease if nobody holds an unexpired one and the tokens are still the ones read."""
+    now = utcnow()
+    free = ConnectionRecord.lease_expires_at.does_not_exist() | (ConnectionRecord.lease_expires_at < now)
+    return _conditional_update(
+        record,
+        [ConnectionRecord.lease_owner.set(owner), ConnectionRecord.lease_expires_at.set(until)],
+        ConnectionRecord.pk.exists() & free & (ConnectionRecord.token_version == record.token_version),
+    )
+
+
+def store_refreshed(record: ConnectionRecord, owner: str, seen_token_version: int, actions: list[Any]) -> bool:
+    """Write the result of a refresh and release the lease, only while the lease is still ours.
+
+    Refused when the lease expired or passed to another holder, or newer tokens were stored: a holder
+    that overran its lease must not overwrite a newer outcome.
+    """
+    return _conditional_update(
+        record,
+        [
+            *actions,
+            ConnectionRecord.lease_owner.remove(),
+            ConnectionRecord.lease_expires_at.remove(),
+            ConnectionRecord.recovered_tokens_ciphertext.remove(),
+            ConnectionRecord.recovered_after_version.remove(),
+        ],
+        ConnectionRecord.pk.exists()
+        & (ConnectionRecord.lease_owner == owner)
+        & (ConnectionRecord.lease_expires_at > utcnow())
+        & (ConnectionRecord.token_version == seen_token_version),
+    )
+
+
+def store_recovery(record: ConnectionRecord, seen_token_version: int, ciphertext: bytes) -> bool:
+    """Keep refreshed tokens that could not be stored for the next holder; refused if newer tokens exist.
+
+    Not conditional on the lease: whoever holds it next finds them, whether or not it was ours.
+    """
+    return _conditional_update(
+        record,
+        [
+            ConnectionRecord.recovered_tokens_ciphertext.set(ciphertext),
+            ConnectionRecord.recovered_after_version.set(seen_token_version),
+        ],
+        ConnectionRecord.pk.exists() & (ConnectionRecord.token_version == seen_token_version),
+    )
+
+
+def release_lease(record: ConnectionRecord, owner: str, actions: list[Any]) -> bool:
+    """Record the outcome of a failed refresh and release our lease (if it is still ours)."""
+    return _conditional_update(
+        record,
+        [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
+        ConnectionRecord.pk.exists() & (ConnectionRecord.lease_owner == owner),
+    )

@@ -1,0 +1,95 @@
+"""The one table every item lives in: the base of the item models, the tenant key, the due index and
+transactions.
+
+One table (template.yaml: ConnectionsTable), keys `pk`/`sk`:
+- a connection:            pk=TENANT#<tenant>  sk=CONNECTION#<connection id>
+- its unique name:         pk=TENANT#<tenant>  sk=NAME#<case-folded name>
+Every key of a tenant's items starts with the tenant, so a tenant's request can only ever address its
+own items. Secrets and tokens are stored as envelope ciphertext only (see security/crypto.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import cache
+from typing import Any, ClassVar
+
+from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from oauth_connections.core import aws
+
+TENANT_PREFIX = "TENANT#"
+
+
+def tenant_key(tenant_id: str) -> str:
+    return f"{TENANT_PREFIX}{tenant_id}"
+
+
+class DueIndex(GlobalSecondaryIndex[Any]):  # type: ignore[no-untyped-call]
+    """Sparse, sharded index of what has work due, by when: connections to refresh (shards DUE#nnn) and feeds to
+    run (shards FEED#nnn). Only items with something to do carry `due_shard`/`due_at`; a sweep queries each
+    shard for `due_at <= now`, never scanning the table. Each model holds its own instance, which pynamodb
+    binds to that model."""
+
+    class Meta:
+        index_name = "DueIndex"
+        projection = KeysOnlyProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = UTCDateTimeAttribute(range_key=True)
+
+
+class TableModel(Model):
+    """Base of the items of the connections table; the table name is bound at run time (bind_table)."""
+
+    class Meta:
+        table_name = "unbound"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
+class _Binding:
+    table_name: ClassVar[str | None] = None
+    limits: ClassVar[aws.CallLimits | None] = None
+    # Each model's pynamodb connection per (table, limits): a call near the deadline switches to
+    # shorter timeouts, the next invocation back, without building a client again.
+    connections: ClassVar[dict[tuple[type[TableModel], str, aws.CallLimits], Any]] = {}
+
+
+@cache
+def _connection(limits: aws.CallLimits) -> Connection:
+    return Connection(
+        connect_timeout_seconds=limits.connect_timeout,
+        read_timeout_seconds=limits.read_timeout,
+        max_retry_attempts=limits.max_attempts - 1,
+    )
+
+
+def new_transaction() -> TransactWrite:
+    """A transaction whose retries (after a timeout, say) DynamoDB recognizes: a retried write that had
+    already succeeded is not refused by its own conditions."""
+    return TransactWrite(
+        connection=_connection(_Binding.limits or aws.current_limits()), client_request_token=uuid.uuid4().hex
+    )
+
+
+def cancellation_codes(error: TransactWriteError) -> list[str]:
+    return [reason.code if reason else "None" for reason in (error.cancellation_reasons or [])]
+
+
+# ------------------------------------------------------------------ connections
+
+
+# ------------------------------------------------------------------ authorization flows
+
+
+# ------------------------------------------------------------------ token refresh
+
+
+# ------------------------------------------------------------------ feeds
