@@ -14,7 +14,7 @@ import pytest
 from scripted_api import ScriptedApi, Step, scripted_api
 
 from devstack import Stack
-from devstack.config import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, REPO_ROOT
+from devstack.config import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, NODE_DIR, REGION, REPO_ROOT
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import (
@@ -30,7 +30,7 @@ from tests.support.stack_flows import (
 
 CALL_API = "CallApiFunction"
 RETURN_URL = "http://127.0.0.1:5173/done"
-NODE = REPO_ROOT / ".tools" / "node" / "node_modules" / ".bin" / "node"
+NODE = NODE_DIR / "node_modules" / ".bin" / "node"
 NODE_SCRIPT = REPO_ROOT / "clients" / "node" / "call_api.mjs"
 
 
