@@ -100,7 +100,7 @@ dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)" $(DEV_TOKEN_SCOPES)
 
 bench: setup
-	PYTHONPATH=.:layers/shared:clients/python/src $(PY) -m benchmarks
+	PYTHONPATH=.:layers/shared:clients/python/src:clients/python/tests $(PY) -m benchmarks
 
 client: setup
 	$(PY) clients/python/sync_netguard.py

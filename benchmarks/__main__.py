@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
     args = parser.parse_args()
 
+    from benchmarks.call_api import measure as bench_call_api
     from benchmarks.environment import Environment
 
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
@@ -44,6 +45,7 @@ def main() -> None:
         logger.setLevel("WARNING")
         rows = [
             *bench_warm_retrieval(env, args.iterations),
+            *bench_call_api(env, args.iterations, counted, per_service),
             *bench_refresh(env),
             *bench_sweep(env, args.sweep_connections),
             *bench_cold_starts(env, args.cold_runs),

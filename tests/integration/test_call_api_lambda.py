@@ -175,6 +175,18 @@ def test_last_used_at_is_written_only_when_stale(connected: Connected, api_serve
     connected.call(method="GET", path="/me")
     assert stored_item(stack, *key)["version"] == first["version"]  # fresh: no write on the warm path
 
+    eleven_minutes_ago = (datetime.now(UTC) - timedelta(minutes=11)).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+    stack.boto3_client("dynamodb").update_item(
+        TableName=stack.physical_ids["ConnectionsTable"],
+        Key={"pk": {"S": f"TENANT#{connected.tenant}"}, "sk": {"S": f"CONNECTION#{connected.connection_id}"}},
+        UpdateExpression="SET last_used_at = :then",
+        ExpressionAttributeValues={":then": {"S": eleven_minutes_ago}},
+    )
+    token = invoke(stack.lambda_client(), {"tenant_id": connected.tenant, "connection_id": connected.connection_id})
+    assert "access_token" in token.payload  # a token retrieval is a use too
+    again = stored_datetime(stored_item(stack, *key), "last_used_at")
+    assert again is not None and datetime.now(UTC) - again < timedelta(minutes=1)
+
 
 def test_a_nodejs_function_calls_through_the_sdk(connected: Connected, api_server: ScriptedApi) -> None:
     api_server.script("/api/me", Step(200, {"Content-Type": "application/json"}, b'{"id": "u1"}'))

@@ -57,6 +57,7 @@ class ScriptedApi:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no delayed-ACK stall between them
     api: ClassVar[ScriptedApi]
 
     def _serve(self) -> None:
