@@ -39,6 +39,7 @@ class Connected:
     stack: Stack
     tenant: str
     connection_id: str
+    api: ApiClient
 
     def call(self, **fields: Any) -> dict[str, Any]:
         result = invoke(
@@ -69,7 +70,7 @@ def connected(api: ApiClient, provider: OidcProvider, api_server: ScriptedApi) -
     client = api.as_tenant(tenant)
     connection = create_connection(client, provider, allowed_urls=[f"{api_server.base}/api/"])
     connect(client, connection["id"], RETURN_URL)
-    return Connected(api.stack, tenant, connection["id"])
+    return Connected(api.stack, tenant, connection["id"], client)
 
 
 def active(provider: OidcProvider, authorization: str) -> bool:
@@ -160,7 +161,7 @@ def test_a_bad_request_is_invalid_and_sends_nothing(
 
 def test_a_url_outside_allowed_urls_and_another_tenant(connected: Connected, api_server: ScriptedApi) -> None:
     assert connected.call(method="GET", url="http://127.0.0.1:1/api/x")["error"]["code"] == "url_not_allowed"
-    intruder = Connected(connected.stack, new_tenant("intruder"), connected.connection_id)
+    intruder = Connected(connected.stack, new_tenant("intruder"), connected.connection_id, connected.api)
     assert intruder.call(method="GET", path="/me")["error"]["code"] == "not_found"
     assert api_server.seen == []
 
@@ -209,3 +210,24 @@ def test_a_nodejs_function_calls_through_the_sdk(connected: Connected, api_serve
     answer = json.loads(result.stdout)
     assert (answer["status"], answer["body"]) == (200, '{"id": "u1"}')
     assert len(api_server.seen) == 1
+
+
+def test_the_api_shows_the_last_use_and_lists_the_unused(
+    connected: Connected, api_server: ScriptedApi, provider: OidcProvider
+) -> None:
+    unused = create_connection(connected.api, provider)
+    before = datetime.now(UTC)
+    assert connected.api.get(f"/connections/{connected.connection_id}").json()["last_used_at"] is None
+    api_server.script("/api/me", Step(200))
+    connected.call(method="GET", path="/me")
+    shown = connected.api.get(f"/connections/{connected.connection_id}").json()["last_used_at"]
+    assert shown is not None and datetime.fromisoformat(shown) >= before - timedelta(seconds=1)
+
+    listed = connected.api.get("/connections", params={"unused_since": before.isoformat()})
+    assert listed.status_code == 200, listed.text
+    assert [item["id"] for item in listed.json()["items"]] == [unused["id"]]
+    everything = connected.api.get("/connections").json()["items"]
+    assert {item["id"] for item in everything} == {unused["id"], connected.connection_id}
+    bad = connected.api.get("/connections", params={"unused_since": "yesterday"})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "validation_error"

@@ -175,6 +175,10 @@ class ConnectionOut(BaseModel):
     expires_at: datetime | None = None
     connected_at: datetime | None = None
     refreshed_at: datetime | None = Field(default=None, description="When the tokens were last refreshed")
+    last_used_at: datetime | None = Field(
+        default=None,
+        description="When a function last retrieved a token or made a call with it, to ten minutes; null if never",
+    )
     created_at: datetime
     updated_at: datetime
     version: int = Field(

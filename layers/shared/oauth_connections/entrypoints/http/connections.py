@@ -7,7 +7,8 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from pydantic import AwareDatetime
 
 from oauth_connections.connections import flows, service
 from oauth_connections.connections.models import (
@@ -34,6 +35,10 @@ from oauth_connections.entrypoints.http.resolver import (
     versioned_response,
 )
 
+UnusedSince = Annotated[
+    AwareDatetime | None,
+    Query(description="Only connections not used (no token retrieved, no call made) since this time, or never"),
+]
 ConnectionId = Annotated[str, Path(pattern=r"^con_[0-9a-hjkmnp-tv-z]{26}$", description="Connection id (con_...)")]
 
 
@@ -45,9 +50,11 @@ list_connections_router = Router()
     summary="List the tenant's connections",
     **documented(access.READ, 200, "A page of connections", ConnectionPage, 400, 401, 422),
 )
-def list_connections(limit: PageLimit = 20, cursor: PageCursor = None) -> Response[ConnectionPage]:
+def list_connections(
+    limit: PageLimit = 20, cursor: PageCursor = None, unused_since: UnusedSince = None
+) -> Response[ConnectionPage]:
     caller = current_caller(list_connections_router)
-    page = service.list_connections(get_settings(), caller, limit, cursor)
+    page = service.list_connections(get_settings(), caller, limit, cursor, unused_since)
     return json_response(200, page)
 
 
