@@ -231,3 +231,25 @@ def test_the_api_shows_the_last_use_and_lists_the_unused(
     bad = connected.api.get("/connections", params={"unused_since": "yesterday"})
     assert bad.status_code == 422
     assert bad.json()["error"]["code"] == "validation_error"
+
+
+def test_the_connection_test_through_the_api(connected: Connected, api_server: ScriptedApi) -> None:
+    path = f"/connections/{connected.connection_id}"
+    assert connected.api.post(f"{path}/test").json()["error"]["code"] == "no_test_url"
+    patched = connected.api.patch(path, json={"test_url": f"{api_server.base}/api/me"})
+    assert patched.status_code == 200, patched.text
+
+    api_server.script("/api/me", Step(200, body=b'{"id": "u1"}'))
+    passed = connected.api.post(f"{path}/test")
+    assert passed.status_code == 200, passed.text
+    result = passed.json()
+    assert (result["ok"], result["status"], result["error"]) == (True, 200, None)
+    assert result["elapsed_ms"] >= 0
+    assert connected.api.get(path).json()["last_test"] == result
+    assert api_server.seen[-1].headers["authorization"].startswith("Bearer ")
+
+    api_server.script("/api/me", Step(403, body=b"forbidden"))
+    failed = connected.api.post(f"{path}/test").json()
+    assert (failed["ok"], failed["status"]) == (False, 403)
+    shown = connected.api.get(path).json()
+    assert (shown["status"], shown["last_test"]["ok"]) == ("connected", False)  # still connected, says so

@@ -84,6 +84,17 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "decrypt": {"tokens", "client_secret"},
         "encrypt": {"tokens"},
     },
+    "TestConnectionFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "decrypt": {"tokens", "client_secret"},
+        "encrypt": {"tokens"},
+    },
     "RefreshSchedulerFunction": {"actions": {"dynamodb:Query", "sqs:SendMessage"}},
     "RefreshWorkerFunction": {
         "actions": {
@@ -200,6 +211,7 @@ def test_only_token_users_can_decrypt_tokens() -> None:
         "GetTokenFunction",
         "RefreshConnectionFunction",
         "RefreshWorkerFunction",
+        "TestConnectionFunction",
     }
     readers = {name for name in EXPECTED if "kms:Decrypt" in actions_of(name)}
     writers = {name for name in EXPECTED if "kms:GenerateDataKey" in actions_of(name)}

@@ -3,7 +3,8 @@
 The engine (oauth_connections_client.calls, shipped as the ClientLayer) holds the rules AuthorizedSession
 follows too. This module adds what only the service can: the token read in-process (one consistent read;
 a refresh only after a 401), the API base a relative `path` is under, and the rate-limit window kept on
-the connection, so that once a provider answered 429 every caller learns it without calling again.
+the connection, so that once a provider answered 429 every caller learns it without calling again. The
+connection test (POST /connections/{id}/test) is one such call, of the connection's test_url.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
 import oauth_connections_client as client
+from oauth_connections.connections.models import ConnectionTestResult
 from oauth_connections.connections.refresh import TokenError
 from oauth_connections.connections.retrieval import TenantId, current_tokens, load_for_token
 from oauth_connections.connections.usage import mark_used
 from oauth_connections.core import budget
+from oauth_connections.core.caller import Caller
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
+from oauth_connections.core.errors import ConflictError
 from oauth_connections.core.observability import logger
 from oauth_connections.security.policy import url_policy
 from oauth_connections.storage import connections as store
@@ -37,6 +41,8 @@ MAX_TIMEOUT_SECONDS = 25.0
 # A synchronous invocation answers at most 6 MB; base64 grows a body by a third.
 MAX_RESPONSE_BYTES = 4_000_000
 TOKEN_MIN_VALID_SECONDS = 30
+TEST_TIMEOUT_SECONDS = 10.0
+TEST_MAX_RESPONSE_BYTES = 64 * 1024
 
 Method = Literal["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -145,9 +151,6 @@ def call_api(settings: Settings, request: CallApiRequest) -> dict[str, Any]:
     record = load_for_token(settings, request.tenant_id, request.connection_id)
     url = target_url(record, request)
     logger.append_keys(method=request.method, api_host=urlsplit(url).hostname)
-    window = rate_limit_error(record)
-    if window is not None:
-        raise window
     body, headers = request.payload()
     expect = request.expect
     api_call = calls.ApiCall(
@@ -162,6 +165,14 @@ def call_api(settings: Settings, request: CallApiRequest) -> dict[str, Any]:
         expect=calls.Expectation(tuple(expect.status or ()), expect.body_pattern) if expect else None,
         idempotency_key=request.idempotency_key,
     )
+    return _send(settings, record, api_call)
+
+
+def _send(settings: Settings, record: ConnectionRecord, api_call: calls.ApiCall) -> dict[str, Any]:
+    """The engine's call with the connection's token, inside its rate-limit window's rule."""
+    window = rate_limit_error(record)
+    if window is not None:
+        raise window
     if api_call.timeout_seconds <= 0:
         raise client.CallTimeoutError("the invocation has no time left for the call")
     source = _ConnectionTokens(settings, record)
@@ -174,6 +185,44 @@ def call_api(settings: Settings, request: CallApiRequest) -> dict[str, Any]:
     finally:
         if source.given:
             mark_used(record)
+
+
+def run_connection_test(settings: Settings, caller: Caller, connection_id: str) -> ConnectionTestResult:
+    """GET the connection's test_url with its token, by the same engine and rules; the outcome is kept.
+
+    Only the outcome is: the answer's body and headers are read (up to TEST_MAX_RESPONSE_BYTES) and dropped.
+    """
+    record = load_for_token(settings, caller.tenant_id, connection_id)
+    if not record.test_url:
+        raise ConflictError("the connection has no test_url to call", code="no_test_url")
+    api_call = calls.ApiCall(
+        method="GET",
+        url=record.test_url,
+        timeout_seconds=budget.bounded(TEST_TIMEOUT_SECONDS, reserve=TIMEOUT_RESERVE_SECONDS),
+        max_response_bytes=TEST_MAX_RESPONSE_BYTES,
+        truncate=True,
+    )
+    started = utcnow()
+    status: int | None = None
+    error_code: str | None = None
+    try:
+        status = int(_send(settings, record, api_call)["status"])
+    except TokenError as error:
+        if error.code in ("not_connected", "reauthorization_required"):
+            raise
+        error_code = error.code
+    except (client.TokenServiceError, client.UnsafeUrlError) as error:
+        error_code = calls.error_body(error)["error"]["code"]
+    result = ConnectionTestResult(
+        ok=status is not None and 200 <= status < 300,
+        status=status,
+        elapsed_ms=round((utcnow() - started).total_seconds() * 1000),
+        checked_at=started,
+        error=error_code,
+    )
+    store.record_test(record, result.model_dump(mode="json"))
+    logger.info("connection tested", extra={"ok": result.ok, "status": status, "error_code": error_code})
+    return result
 
 
 def rate_limit_error(record: ConnectionRecord) -> client.RateLimitedError | None:

@@ -71,6 +71,9 @@ class ConnectionRecord(DueItem):
     consecutive_failures = NumberAttribute(default=0)
     failing_since = UTCDateTimeAttribute(null=True)
     status_reason = UnicodeAttribute(null=True)
+    # The connection test: a GET of test_url with the token; its latest outcome (ConnectionTestResult's fields).
+    test_url = UnicodeAttribute(null=True)
+    last_test = JSONAttribute(null=True)
     # A provider's 429 through CallApiFunction: no call before rate_limited_until.
     rate_limited_until = UTCDateTimeAttribute(null=True)
     # The last token retrieval or call, to the resolution of mark_used (a write per use would be one per call).
@@ -253,3 +256,8 @@ def mark_used(record: ConnectionRecord, now: datetime, resolution: timedelta) ->
         ConnectionRecord.pk.exists()
         & (ConnectionRecord.last_used_at.does_not_exist() | (ConnectionRecord.last_used_at < stale_before)),
     )
+
+
+def record_test(record: ConnectionRecord, result: dict[str, Any]) -> bool:
+    """Keep the latest connection test's outcome (no settings change: the ETag stays)."""
+    return _conditional_update(record, [ConnectionRecord.last_test.set(result)], ConnectionRecord.pk.exists())

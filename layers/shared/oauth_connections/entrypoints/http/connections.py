@@ -17,6 +17,7 @@ from oauth_connections.connections.models import (
     ConnectionCreate,
     ConnectionOut,
     ConnectionPage,
+    ConnectionTestResult,
     ConnectionUpdate,
 )
 from oauth_connections.core.config import get_settings
@@ -135,6 +136,25 @@ def refresh_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
     caller = current_caller(refresh_connection_router)
     view = service.refresh_now(get_settings(), caller, connection_id)
     return versioned_response(200, view)
+
+
+test_connection_router = Router()
+
+
+@test_connection_router.post(
+    "/connections/<connection_id>/test",
+    summary="Test the connection against its provider's API",
+    description="GETs the connection's test_url with its token (the rules of CallApiFunction) and keeps the "
+    "outcome as last_test; ok is false, not an error, when the API refused or did not answer. 409 no_test_url "
+    "when none is set, not_connected before the connection is authorized.",
+    **documented(access.MANAGE, 200, "The test's outcome", ConnectionTestResult, 401, 404, 409, 422),
+)
+def run_connection_test(connection_id: ConnectionId) -> Response[ConnectionTestResult]:
+    # Imported here: the engine (the ClientLayer, with requests) is in this function's layers only.
+    from oauth_connections.connections import api_calls
+
+    caller = current_caller(test_connection_router)
+    return json_response(200, api_calls.run_connection_test(get_settings(), caller, connection_id))
 
 
 # ------------------------------------------------------------------ authorization flow
