@@ -253,3 +253,23 @@ def test_the_connection_test_through_the_api(connected: Connected, api_server: S
     assert (failed["ok"], failed["status"]) == (False, 403)
     shown = connected.api.get(path).json()
     assert (shown["status"], shown["last_test"]["ok"]) == ("connected", False)  # still connected, says so
+
+
+def test_a_connect_tests_the_connection_once_by_itself(
+    api: ApiClient, provider: OidcProvider, api_server: ScriptedApi
+) -> None:
+    client = api.as_tenant(new_tenant("tested"))
+    base = f"{api_server.base}/api/"
+    passing = create_connection(client, provider, allowed_urls=[base], test_url=f"{base}me")
+    failing = create_connection(client, provider, allowed_urls=[base], test_url=f"{base}denied")
+    api_server.script("/api/me", Step(200))
+    api_server.script("/api/denied", Step(401))
+    for connection in (passing, failing):
+        connect(client, connection["id"], RETURN_URL)
+
+    good = client.get(f"/connections/{passing['id']}").json()
+    assert (good["status"], good["last_test"]["ok"], good["last_test"]["status"]) == ("connected", True, 200)
+    bad = client.get(f"/connections/{failing['id']}").json()
+    assert (bad["status"], bad["last_test"]["ok"], bad["last_test"]["status"]) == ("connected", False, 401)
+    assert [seen.path for seen in api_server.seen] == ["/api/me", "/api/denied", "/api/denied"]  # one retry
+    assert active(provider, api_server.seen[0].headers["authorization"])

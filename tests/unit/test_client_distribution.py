@@ -75,7 +75,13 @@ def test_the_stack_exports_the_client_layer_and_its_callers_use_it() -> None:
         for logical_id, resource in resources.items()
         if {"Ref": "ClientLayer"} in resource.get("Properties", {}).get("Layers", [])
     ]
-    assert sorted(users) == ["CallApiFunction", "FeedFetchFunction", "TestConnectionFunction"]
+    assert sorted(users) == [
+        "CallApiFunction",
+        "FeedFetchFunction",
+        "OAuthCallbackFunction",
+        "StartAuthorizationFunction",
+        "TestConnectionFunction",
+    ]
 
 
 def test_the_service_layer_has_no_consumer_module_left() -> None:

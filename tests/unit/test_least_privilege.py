@@ -31,7 +31,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "OpenApiFunction": {"actions": set()},
     "StartAuthorizationFunction": {
-        "actions": {"dynamodb:GetItem", "dynamodb:PutItem", "kms:Decrypt", "kms:GenerateDataKey", "events:PutEvents"},
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
         "decrypt": {"client_secret"},
         "encrypt": {"tokens"},
     },

@@ -25,15 +25,16 @@ from oauth_connections.connections.models import ConnectionTestResult
 from oauth_connections.connections.refresh import TokenError
 from oauth_connections.connections.retrieval import TenantId, current_tokens, load_for_token
 from oauth_connections.connections.usage import mark_used
-from oauth_connections.core import budget
+from oauth_connections.core import aws, budget
 from oauth_connections.core.caller import Caller
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import ConflictError
 from oauth_connections.core.observability import logger
+from oauth_connections.oauth.token_endpoint import TokenSet
 from oauth_connections.security.policy import url_policy
 from oauth_connections.storage import connections as store
-from oauth_connections.storage.connections import ConnectionRecord
+from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
 from oauth_connections_client import calls
 
 TIMEOUT_RESERVE_SECONDS = 2.0  # the answer, the window's write and the log line after the deadline
@@ -165,26 +166,29 @@ def call_api(settings: Settings, request: CallApiRequest) -> dict[str, Any]:
         expect=calls.Expectation(tuple(expect.status or ()), expect.body_pattern) if expect else None,
         idempotency_key=request.idempotency_key,
     )
-    return _send(settings, record, api_call)
+    source = _ConnectionTokens(settings, record)
+    try:
+        return _send(settings, record, api_call, source)
+    finally:
+        if source.given:  # a function used the connection (a tenant's test is no use)
+            mark_used(record)
 
 
-def _send(settings: Settings, record: ConnectionRecord, api_call: calls.ApiCall) -> dict[str, Any]:
+def _send(
+    settings: Settings, record: ConnectionRecord, api_call: calls.ApiCall, source: calls.TokenSource
+) -> dict[str, Any]:
     """The engine's call with the connection's token, inside its rate-limit window's rule."""
     window = rate_limit_error(record)
     if window is not None:
         raise window
     if api_call.timeout_seconds <= 0:
         raise client.CallTimeoutError("the invocation has no time left for the call")
-    source = _ConnectionTokens(settings, record)
     try:
         return calls.call(_session(url_policy().allow_insecure_loopback), api_call, source)
     except client.RateLimitedError as error:
         until = utcnow() + timedelta(seconds=error.retry_after or calls.DEFAULT_RETRY_AFTER_SECONDS)
         store.open_rate_limit_window(record, until)
         raise
-    finally:
-        if source.given:
-            mark_used(record)
 
 
 def run_connection_test(settings: Settings, caller: Caller, connection_id: str) -> ConnectionTestResult:
@@ -195,9 +199,29 @@ def run_connection_test(settings: Settings, caller: Caller, connection_id: str) 
     record = load_for_token(settings, caller.tenant_id, connection_id)
     if not record.test_url:
         raise ConflictError("the connection has no test_url to call", code="no_test_url")
+    return _test(settings, record, _ConnectionTokens(settings, record))
+
+
+def test_after_connect(settings: Settings, tenant_id: str, connection_id: str, token_set: TokenSet) -> None:
+    """Right after a Connect: test the connection once with the tokens just obtained (no decryption).
+
+    A failed test leaves the connection connected and says so in last_test; a storage outage costs the
+    test's record, never the Connect.
+    """
+    try:
+        record = CONNECTIONS.load(tenant_id, connection_id, consistent=True)
+        if record.test_url:
+            _test(settings, record, _JustObtained(record, token_set))
+    except Exception as error:
+        if not aws.is_unavailable(error):
+            raise
+        logger.warning("connection test after connect not recorded: storage unavailable")
+
+
+def _test(settings: Settings, record: ConnectionRecord, source: calls.TokenSource) -> ConnectionTestResult:
     api_call = calls.ApiCall(
         method="GET",
-        url=record.test_url,
+        url=record.test_url or "",
         timeout_seconds=budget.bounded(TEST_TIMEOUT_SECONDS, reserve=TIMEOUT_RESERVE_SECONDS),
         max_response_bytes=TEST_MAX_RESPONSE_BYTES,
         truncate=True,
@@ -206,7 +230,7 @@ def run_connection_test(settings: Settings, caller: Caller, connection_id: str) 
     status: int | None = None
     error_code: str | None = None
     try:
-        status = int(_send(settings, record, api_call)["status"])
+        status = int(_send(settings, record, api_call, source)["status"])
     except TokenError as error:
         if error.code in ("not_connected", "reauthorization_required"):
             raise
@@ -223,6 +247,18 @@ def run_connection_test(settings: Settings, caller: Caller, connection_id: str) 
     store.record_test(record, result.model_dump(mode="json"))
     logger.info("connection tested", extra={"ok": result.ok, "status": status, "error_code": error_code})
     return result
+
+
+class _JustObtained:
+    """The tokens a Connect just obtained: a 401 gets no refresh (they are as new as tokens get)."""
+
+    def __init__(self, record: ConnectionRecord, token_set: TokenSet) -> None:
+        self.token = client.AccessToken(
+            token_set.access_token, token_set.token_type, None, (), tuple(record.allowed_urls or ())
+        )
+
+    def __call__(self, *, force_refresh: bool) -> client.AccessToken:
+        return self.token
 
 
 def rate_limit_error(record: ConnectionRecord) -> client.RateLimitedError | None:
