@@ -273,3 +273,25 @@ def test_a_connect_tests_the_connection_once_by_itself(
     assert (bad["status"], bad["last_test"]["ok"], bad["last_test"]["status"]) == ("connected", False, 401)
     assert [seen.path for seen in api_server.seen] == ["/api/me", "/api/denied", "/api/denied"]  # one retry
     assert active(provider, api_server.seen[0].headers["authorization"])
+
+
+def test_each_call_logs_what_it_did_and_nothing_it_carried(
+    connected: Connected, api_server: ScriptedApi, provider: OidcProvider
+) -> None:
+    api_server.script("/api/contacts", Step(201, {"Content-Type": "application/json"}, b'{"secret-answer": 1}'))
+    answer = connected.call(
+        method="POST",
+        path="/contacts",
+        query={"q": "query-value-7"},
+        headers={"X-Custom": "header-value-7"},
+        json={"email": "body-value-7"},
+    )
+    assert answer["status"] == 201
+    token = api_server.seen[0].headers["authorization"].removeprefix("Bearer ")
+    lines = [line for line in connected.stack.function_logs(CALL_API) if connected.connection_id in line]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    [logged] = [r for r in records if r.get("message") == "api call"]
+    assert (logged["method"], logged["api_host"], logged["status"], logged["attempts"]) == ("POST", "127.0.0.1", 201, 1)
+    assert logged["duration_ms"] >= 0
+    for leaked in (token, "query-value-7", "header-value-7", "body-value-7", "secret-answer"):
+        assert not any(leaked in line for line in lines), leaked
