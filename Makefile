@@ -34,7 +34,7 @@ help:
 	@echo "make bench      benchmarks (see BENCHMARKS.md); make bench QUICK=1: every section, smaller, in under two minutes"
 	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 
-setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed console/node_modules/.installed .system-deps.installed
+setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed console/node_modules/.installed clients/node/node_modules/.installed .system-deps.installed
 
 $(NODE_DIR)/.installed:
 	npm install --prefix $(NODE_DIR) --no-save --no-audit --no-fund --loglevel=error node@$(NODE_VERSION)
@@ -54,6 +54,11 @@ provider/node_modules/.installed: provider/package.json provider/package-lock.js
 # The console needs no packages to run; axe-core (its accessibility test) comes from its lockfile.
 console/node_modules/.installed: console/package.json console/package-lock.json | $(NODE_DIR)/.installed
 	cd console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The Node.js consumer example (clients/node) calls CallApiFunction with the AWS SDK from its lockfile.
+clients/node/node_modules/.installed: clients/node/package.json clients/node/package-lock.json | $(NODE_DIR)/.installed
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
@@ -95,7 +100,7 @@ dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)" $(DEV_TOKEN_SCOPES)
 
 bench: setup
-	@PYTHONPATH=.:layers/shared:clients/python/src $(PY) -m benchmarks $(if $(QUICK),--quick)
+	@PYTHONPATH=.:layers/shared:clients/python/src:clients/python/tests $(PY) -m benchmarks $(if $(QUICK),--quick)
 
 client: setup
 	$(PY) clients/python/sync_netguard.py
@@ -105,4 +110,4 @@ lock:
 	cd requirements && uv pip compile --python-version 3.13 --generate-hashes -q dev.in -o dev.txt
 
 clean:
-	rm -rf $(VENV) .tools .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules console/node_modules .system-deps.installed
+	rm -rf $(VENV) .tools .aws-sam .devstack .pytest_cache .mypy_cache .ruff_cache provider/node_modules console/node_modules clients/node/node_modules .system-deps.installed

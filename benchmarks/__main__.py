@@ -88,6 +88,7 @@ def main() -> None:
 
 def measure(plan: Plan, progress: Callable[[str], None]) -> list[Row]:
     from benchmarks.aws_outage import measure as bench_aws_outage
+    from benchmarks.call_api import measure as bench_call_api
     from benchmarks.concurrency import in_process, through_lambda_endpoint
     from benchmarks.environment import Environment, quiet_logger
     from benchmarks.feed_memory import measure as bench_feed_memory
@@ -98,6 +99,8 @@ def measure(plan: Plan, progress: Callable[[str], None]) -> list[Row]:
         quiet_logger()
         progress("warm retrieval")
         rows += bench_warm_retrieval(env, plan.iterations)
+        progress("authorized call")
+        rows += bench_call_api(env, plan.iterations, counted, per_service)
         progress(f"{plan.threads} concurrent warm retrievals")
         connection_id = env.connected_connection(expires_in=3600)
         rows += in_process(lambda: env.get_token(connection_id), plan.threads)

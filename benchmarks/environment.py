@@ -114,20 +114,28 @@ class Environment:
 
         return load_handler(function)
 
-    def connected_connection(self, *, expires_in: int, token_url: str = "https://auth.example.com/token") -> str:
+    def connected_connection(
+        self,
+        *,
+        expires_in: int,
+        token_url: str = "https://auth.example.com/token",
+        allowed_urls: list[str] | None = None,
+    ) -> str:
         from oauth_connections.connections import tokens
         from oauth_connections.core.config import get_settings
         from oauth_connections.oauth import token_endpoint
         from tests.conftest import InProcessApi
 
         api = InProcessApi(self.tenant)
-        body = {
+        body: dict[str, object] = {
             "name": f"bench {time.time_ns()}",
             "client_id": "bench-client",
             "client_secret": "bench-secret",
             "authorization_url": "https://auth.example.com/authorize",
             "token_url": token_url,
         }
+        if allowed_urls:
+            body["allowed_urls"] = allowed_urls
         response = api.call("create_connection", body=body)
         assert response.status == 201, response.text
         connection_id: str = response.json()["id"]

@@ -69,6 +69,9 @@ export class Api {
   refresh(id) {
     return this.request("POST", `/connections/${id}/refresh`);
   }
+  testConnection(id) {
+    return this.request("POST", `/connections/${id}/test`);
+  }
   listFeeds() {
     return this.request("GET", "/feeds?limit=100");
   }

@@ -265,6 +265,9 @@ function renderConnections() {
         manage && connection.status !== "pending"
           ? h("button", { type: "button", onclick: () => refreshNow(connection.id), "aria-label": `${t("refreshNow")}: ${connection.name}` }, t("refreshNow"))
           : null,
+        manage && connection.test_url && connection.status === "connected"
+          ? h("button", { type: "button", onclick: () => testConnection(connection.id), "aria-label": `${t("test")}: ${connection.name}` }, t("test"))
+          : null,
         manage ? h("button", { type: "button", onclick: () => editConnection(connection.id), "aria-label": `${t("edit")}: ${connection.name}` }, t("edit")) : null,
         manage ? h("button", { type: "button", class: "danger", onclick: () => confirmDelete(connection), "aria-label": `${t("delete")}: ${connection.name}` }, t("delete")) : null,
       ),
@@ -351,6 +354,17 @@ async function refreshNow(id) {
     const { data } = await state.api.refresh(id);
     replaceConnection(data);
     notify(t("refreshed", { name: data.name }));
+  } catch (error) {
+    notify(describeError(error), "error");
+  }
+}
+
+async function testConnection(id) {
+  try {
+    const { data } = await state.api.testConnection(id);
+    await reloadConnection(id);
+    const outcome = data.status === null ? data.error : String(data.status);
+    notify(t(data.ok ? "testPassed" : "testFailed", { outcome }), data.ok ? "info" : "error");
   } catch (error) {
     notify(describeError(error), "error");
   }
@@ -592,6 +606,13 @@ async function showDetails(id) {
       row(t("expiresAt"), formatTime(connection.expires_at)),
       row(t("refreshedAt"), formatTime(connection.refreshed_at)),
       row(t("connectedAt"), formatTime(connection.connected_at)),
+      row(t("lastUsedAt"), formatTime(connection.last_used_at)),
+      connection.last_test
+        ? row(
+            t("lastTest"),
+            `${connection.last_test.ok ? t("testOk") : t("testNotOk")} (${connection.last_test.status ?? connection.last_test.error}, ${formatTime(connection.last_test.checked_at)})`,
+          )
+        : null,
       row(t("fieldClientId"), connection.client_id),
       row(t("fieldTokenUrl"), connection.token_url),
       row(t("feedsUsing"), feeds.length ? h("ul", {}, feeds.map((feed) => h("li", {}, feed.name))) : t("none")),

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
+from scripted_api import Step, scripted_api
 
 from devstack import Stack
 from devstack.config import REPO_ROOT
@@ -169,10 +170,19 @@ def test_the_whole_journey_in_the_console(
     screenshot(page, "05-details")
     details.get_by_role("button", name="Close").click()
 
-    row.get_by_role("button", name="Refresh now: Demo CRM").click()
-    expect(page.locator("#alert")).to_have_text("")
-    expect(page.get_by_role("status")).to_have_text("Demo CRM was refreshed.")
-    expect(row.locator("[data-status]")).to_have_attribute("data-status", "connected")
+    with scripted_api() as me:
+        me.script("/api/me", Step(200, body=b"{}"))
+        tested = client.patch(
+            f"/connections/{connection_id}", json={"allowed_urls": [f"{me.base}/api/"], "test_url": f"{me.base}/api/me"}
+        )
+        assert tested.status_code == 200, tested.text
+        row.get_by_role("button", name="Refresh now: Demo CRM").click()  # the view now has the test_url
+        expect(page.locator("#alert")).to_have_text("")
+        expect(page.get_by_role("status")).to_have_text("Demo CRM was refreshed.")
+        expect(row.locator("[data-status]")).to_have_attribute("data-status", "connected")
+        row.get_by_role("button", name="Test: Demo CRM").click()
+        expect(page.get_by_role("status")).to_have_text("Test passed: the API answered 200")
+        assert [seen.path for seen in me.seen] == ["/api/me"]
 
     row.get_by_role("button", name="Delete: Demo CRM").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()

@@ -35,6 +35,7 @@ TOKEN_SCOPES: dict[str, str | None] = {
 FORBIDDEN = {"message": "Forbidden"}
 RETURN_URL = "http://127.0.0.1:8000/connections"  # an allowed frontend origin of the local stack
 UNREACHABLE_FEED = "http://127.0.0.1:9/feed.yml"  # loopback is allowed on the local stack; nothing listens
+UNREACHABLE_API = "http://127.0.0.1:9/api/"
 
 
 # ------------------------------------------------------------------ the objects a call works on
@@ -126,6 +127,8 @@ def client_credentials_body(provider: OidcProvider) -> dict[str, Any]:
         "client_secret": SERVICE_CLIENT_SECRET,
         "token_url": provider.token_endpoint,
         "scopes": ["api.read"],
+        "allowed_urls": [UNREACHABLE_API],
+        "test_url": f"{UNREACHABLE_API}me",
     }
 
 
@@ -204,6 +207,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/connections/{connection_id}/refresh"): Operation(
         lambda client, tenant: client.post(f"/connections/{tenant.connected_connection()}/refresh"),
         lambda response, tenant: _equal(response.json()["status"], "connected"),
+    ),
+    ("POST", "/connections/{connection_id}/test"): Operation(
+        lambda client, tenant: client.post(f"/connections/{tenant.connected_connection()}/test"),
+        lambda response, tenant: _equal(
+            (response.json()["ok"], response.json()["error"]), (False, "provider_unavailable")
+        ),
     ),
     ("GET", "/feeds"): Operation(
         lambda client, tenant: client.get("/feeds", params={"limit": 100}),

@@ -25,7 +25,7 @@ from oauth_connections.oauth.token_endpoint import TokenSet
 from oauth_connections.security.crypto import EncryptionContext, Envelope
 from tests.support.provider import BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
-from tests.support.stack_flows import callback_url, get_token, stored_item
+from tests.support.stack_flows import callback_url, get_token, invoke, stored_item
 from tests.support.user_agent import walk_authorization
 
 RETURN_URL = "http://127.0.0.1:8000/connected"
@@ -222,7 +222,7 @@ def test_every_route_with_an_id_is_tenant_scoped(debug_stack: Stack, debug_provi
     ).json()
     ids = {"{connection_id}": connection["id"], "{feed_id}": feed["id"]}
     routes = routes_with_ids()
-    assert len(routes) == 10  # five connection routes, five feed routes
+    assert len(routes) == 11  # six connection routes, five feed routes
     for method, path in routes:
         url = path
         for placeholder, value in ids.items():
@@ -233,6 +233,8 @@ def test_every_route_with_an_id_is_tenant_scoped(debug_stack: Stack, debug_provi
     assert connection["id"] not in intruder.get("/connections").text
     assert feed["id"] not in intruder.get("/feeds").text
     assert get_token(debug_stack, intruder_tenant(intruder), connection["id"])["error"]["code"] == "not_found"
+    call = {"tenant_id": intruder_tenant(intruder), "connection_id": connection["id"], "method": "GET", "path": "/x"}
+    assert invoke(debug_stack.lambda_client(), call, function="CallApiFunction").payload["error"]["code"] == "not_found"
     # Everything of the owner is untouched.
     assert owner.get(f"/connections/{connection['id']}").json()["description"] == ""
     assert owner.get(f"/feeds/{feed['id']}").json()["name"] == "mine"

@@ -61,7 +61,7 @@ def test_a_drifted_copy_fails_the_check(generator: dict[str, Any], tmp_path: Pat
     assert generator["is_current"]() is True
 
 
-def test_the_stack_exports_the_client_layer_and_the_feed_fetcher_uses_it() -> None:
+def test_the_stack_exports_the_client_layer_and_its_callers_use_it() -> None:
     resources = template()["Resources"]
     layer = resources["ClientLayer"]
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
@@ -75,7 +75,13 @@ def test_the_stack_exports_the_client_layer_and_the_feed_fetcher_uses_it() -> No
         for logical_id, resource in resources.items()
         if {"Ref": "ClientLayer"} in resource.get("Properties", {}).get("Layers", [])
     ]
-    assert users == ["FeedFetchFunction"]
+    assert sorted(users) == [
+        "CallApiFunction",
+        "FeedFetchFunction",
+        "OAuthCallbackFunction",
+        "StartAuthorizationFunction",
+        "TestConnectionFunction",
+    ]
 
 
 def test_the_service_layer_has_no_consumer_module_left() -> None:

@@ -235,6 +235,7 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
         "/connections/{connection_id}",
         "/connections/{connection_id}/authorize",
         "/connections/{connection_id}/refresh",
+        "/connections/{connection_id}/test",
         "/feeds",
         "/feeds/{feed_id}",
         "/feeds/{feed_id}/run",
@@ -275,6 +276,7 @@ def test_openapi_document_names_the_scopes_of_each_operation(
     assert paths["/openapi.json"]["get"]["security"] == either
     assert paths["/connections"]["post"]["security"] == [{"platformJwt": ["crm/admin"]}]
     assert paths["/feeds/{feed_id}/run"]["post"]["security"] == [{"platformJwt": ["crm/admin"]}]
+    assert paths["/connections/{connection_id}/test"]["post"]["security"] == [{"platformJwt": ["crm/admin"]}]
     forbidden = paths["/connections/{connection_id}"]["delete"]["responses"]["403"]
     assert forbidden["content"]["application/json"]["schema"]["properties"]["message"]["const"] == "Forbidden"
 
@@ -284,7 +286,7 @@ def test_openapi_document_without_scopes_asks_only_for_the_token(
 ) -> None:
     document = _served_document(api, monkeypatch, REQUIRE_SCOPES="false")
     operations = [operation for methods in document["paths"].values() for operation in methods.values()]
-    assert len(operations) == 15
+    assert len(operations) == 16
     for operation in operations:
         assert operation["security"] == [{"platformJwt": []}]
         assert "403" not in operation["responses"]

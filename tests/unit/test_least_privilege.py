@@ -31,7 +31,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "OpenApiFunction": {"actions": set()},
     "StartAuthorizationFunction": {
-        "actions": {"dynamodb:GetItem", "dynamodb:PutItem", "kms:Decrypt", "kms:GenerateDataKey", "events:PutEvents"},
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
         "decrypt": {"client_secret"},
         "encrypt": {"tokens"},
     },
@@ -62,7 +69,29 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "decrypt": {"tokens", "client_secret"},
         "encrypt": {"tokens"},
     },
+    "CallApiFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "decrypt": {"tokens", "client_secret"},
+        "encrypt": {"tokens"},
+    },
     "RefreshConnectionFunction": {
+        "actions": {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "events:PutEvents",
+        },
+        "decrypt": {"tokens", "client_secret"},
+        "encrypt": {"tokens"},
+    },
+    "TestConnectionFunction": {
         "actions": {
             "dynamodb:GetItem",
             "dynamodb:UpdateItem",
@@ -184,10 +213,12 @@ def test_kms_use_is_bound_to_purposes(function: str) -> None:
 def test_only_token_users_can_decrypt_tokens() -> None:
     token_readers = {name for name in EXPECTED if "tokens" in purposes(name, "kms:Decrypt")}
     assert token_readers == {
+        "CallApiFunction",
         "DeleteConnectionFunction",
         "GetTokenFunction",
         "RefreshConnectionFunction",
         "RefreshWorkerFunction",
+        "TestConnectionFunction",
     }
     readers = {name for name in EXPECTED if "kms:Decrypt" in actions_of(name)}
     writers = {name for name in EXPECTED if "kms:GenerateDataKey" in actions_of(name)}
@@ -210,11 +241,16 @@ def test_key_policy_delegates_to_iam_only() -> None:
     assert key["EnableKeyRotation"] is True
 
 
-def test_invoke_policy_names_only_get_token() -> None:
-    document = template()["Resources"]["GetTokenInvokePolicy"]["Properties"]["PolicyDocument"]
+@pytest.mark.parametrize("function", ["GetTokenFunction", "CallApiFunction"])
+def test_each_invoke_policy_names_only_its_function(function: str) -> None:
+    policy = function.removesuffix("Function") + "InvokePolicy"
+    document = template()["Resources"][policy]["Properties"]["PolicyDocument"]
     assert document["Statement"] == [
-        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["GetTokenFunction", "Arn"]}}
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": [function, "Arn"]}}
     ]
+    output = template()["Outputs"][f"{policy}Arn"]
+    assert output["Value"] == {"Ref": policy}
+    assert output["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{policy}Arn"}
 
 
 def test_api_is_throttled_and_bodies_are_limited() -> None:

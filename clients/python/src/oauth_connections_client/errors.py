@@ -1,5 +1,6 @@
-"""What the client raises: one TokenServiceError subclass per GetTokenFunction error code, and the
-SSRF guard's UnsafeUrlError (the guard's copy in netguard.py raises it, so it keeps the service's shape)."""
+"""What the client raises: one TokenServiceError subclass per GetTokenFunction error code, one per way an
+authorized call can end without an answer (calls.py), and the SSRF guard's UnsafeUrlError (the guard's
+copy in netguard.py raises it, so it keeps the service's shape)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,36 @@ class UrlNotAllowedError(TokenServiceError):
     """The URL is outside the connection's allowed_urls: the token is never sent there."""
 
     code = "url_not_allowed"
+
+
+class RateLimitedError(TokenServiceError):
+    """The provider answered 429 and waiting for it did not fit (or was not safe): try after `retry_after`."""
+
+    code = "rate_limited"
+
+
+class CallTimeoutError(TokenServiceError):
+    """The call's overall deadline passed before the answer was read."""
+
+    code = "timeout"
+
+
+class ResponseTooLargeError(TokenServiceError):
+    """The answer's body went past max_response_bytes; reading stopped there."""
+
+    code = "response_too_large"
+
+
+class InvalidCallError(TokenServiceError):
+    """A call the rules refuse before anything is sent (a forbidden header, an unknown method)."""
+
+    code = "invalid_request"
+
+
+class ApiUnavailableError(TokenServiceError):
+    """The API could not be reached (connection refused or reset, TLS failure)."""
+
+    code = "provider_unavailable"
 
 
 class UnsafeUrlError(Exception):

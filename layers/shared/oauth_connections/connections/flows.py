@@ -354,6 +354,7 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         code = "connection_changed" if error.code == "connection_changed" else "connection_not_found"
         raise fail(code, "The connection changed or no longer exists.") from error
     logger.info("connection connected", extra=context)
+    _test_after_connect(settings, connection, token_set)
     return FlowCompleted(
         with_query(back, status="connected", connection_id=flow.connection_id), display, flow.connection_id
     )
@@ -375,5 +376,15 @@ def connect_with_client_credentials(settings: Settings, connection: ConnectionRe
     logger.info(
         "connection connected", extra={"tenant_id": connection.tenant_id, "connection_id": connection.connection_id}
     )
+    _test_after_connect(settings, connection, token_set)
     expires = datetime.fromtimestamp(token_set.expires_at, UTC) if token_set.expires_at else None
     return DirectConnection(status="connected", token_expires_at=expires)
+
+
+def _test_after_connect(settings: Settings, connection: ConnectionRecord, token_set: token_endpoint.TokenSet) -> None:
+    """A connection with a test_url is tested once with its new tokens; the engine loads only then."""
+    if not connection.test_url:
+        return
+    from oauth_connections.connections import api_calls
+
+    api_calls.test_after_connect(settings, connection.tenant_id, connection.connection_id, token_set)

@@ -84,6 +84,11 @@ class ConnectionSettings(StrictModel):
     use_pkce: bool = True
     extra_authorize_params: ExtraParams = {}
     allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] = []
+    test_url: SafeUrl | None = Field(
+        default=None,
+        description="A URL under allowed_urls that answers 2xx to a GET with a valid token (a userinfo or "
+        '"me" endpoint): POST /connections/{id}/test calls it',
+    )
 
 
 class ConnectionCreate(ConnectionSettings):
@@ -114,10 +119,11 @@ class ConnectionUpdate(StrictModel):
     use_pkce: bool | SkipJsonSchema[None] = None
     extra_authorize_params: ExtraParams | SkipJsonSchema[None] = None
     allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
+    test_url: SafeUrl | None = Field(default=None, description="null removes it")
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> ConnectionUpdate:
-        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url"}
+        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url", "test_url"}
         nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
         if nulled:
             raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
@@ -147,6 +153,16 @@ def check_secret_for_method(method: str, *, has_secret: bool) -> None:
         raise ValueError(f"token_auth_method {method!r} needs a client_secret")
 
 
+class ConnectionTestResult(BaseModel):
+    ok: bool = Field(description="The test URL answered 2xx to a GET with the connection's token")
+    status: int | None = Field(description="The HTTP status it answered; null when no answer came")
+    elapsed_ms: int
+    checked_at: datetime
+    error: str | None = Field(
+        default=None, description="Why no answer came: url_not_allowed, timeout, rate_limited, provider_unavailable..."
+    )
+
+
 class ConnectionOut(BaseModel):
     id: str
     name: str
@@ -164,6 +180,8 @@ class ConnectionOut(BaseModel):
     use_pkce: bool | None = Field(description="null for client_credentials, which has no authorization step")
     extra_authorize_params: dict[str, str]
     allowed_urls: list[str]
+    test_url: str | None = None
+    last_test: ConnectionTestResult | None = Field(default=None, description="The latest connection test")
     status: ConnectionStatus
     status_reason: str | None = Field(
         default=None, description="Why the status is what it is (an OAuth error code, `settings_changed`, ...)"
@@ -175,6 +193,10 @@ class ConnectionOut(BaseModel):
     expires_at: datetime | None = None
     connected_at: datetime | None = None
     refreshed_at: datetime | None = Field(default=None, description="When the tokens were last refreshed")
+    last_used_at: datetime | None = Field(
+        default=None,
+        description="When a function last retrieved a token or made a call with it, to ten minutes; null if never",
+    )
     created_at: datetime
     updated_at: datetime
     version: int = Field(

@@ -2,7 +2,8 @@
 
 A warm retrieval of a valid token costs one consistent DynamoDB read and no KMS call (the data key of
 the stored ciphertext is cached in memory by security/crypto.py). A refresh happens only when the token expires
-within `min_valid_seconds`, or when a consumer that got a 401 sets `force_refresh`.
+within `min_valid_seconds`, or when a consumer that got a 401 sets `force_refresh`. CallApiFunction takes
+its tokens from here too (load_for_token, current_tokens), in-process.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from oauth_connections.connections import tokens
 from oauth_connections.connections.refresh import TokenError, refresh_connection
+from oauth_connections.connections.usage import mark_used
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import NotFoundError
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
+from oauth_connections.oauth.token_endpoint import TokenSet
 from oauth_connections.storage.binding import bind_table
 from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
 
@@ -51,21 +54,9 @@ def parse_request(event: Any) -> GetTokenRequest:
 
 
 def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
-    if not is_id(request.connection_id, CONNECTION_ID_PREFIX):
-        raise TokenError("not_found", "connection not found")
-    bind_table(settings.connections_table_name)
-    try:
-        record = CONNECTIONS.load(request.tenant_id, request.connection_id, consistent=True)
-    except NotFoundError as error:
-        raise TokenError("not_found", "connection not found") from error
-    if record.status == "reauthorization_required":
-        raise TokenError("reauthorization_required", "the connection must be authorized again")
-    current = tokens.decrypt_tokens(settings, record)
-    if current is None:
-        raise TokenError("not_connected", "the connection has not been authorized yet")
-    if _needs_refresh(settings, record, current, request):
-        refreshed = refresh_connection(settings, record, reason="forced" if request.force_refresh else "expiring")
-        current = refreshed.tokens
+    record = load_for_token(settings, request.tenant_id, request.connection_id)
+    current = current_tokens(settings, record, request.min_valid_seconds, force_refresh=request.force_refresh)
+    mark_used(record)
     return {
         "access_token": current.access_token,
         "token_type": current.token_type,
@@ -75,12 +66,40 @@ def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
     }
 
 
-def _needs_refresh(settings: Settings, record: ConnectionRecord, current: Any, request: GetTokenRequest) -> bool:
-    if request.force_refresh:
+def load_for_token(settings: Settings, tenant_id: str, connection_id: str) -> ConnectionRecord:
+    """The tenant's connection, read consistently (the one read of a warm retrieval), or the TokenError why not."""
+    if not is_id(connection_id, CONNECTION_ID_PREFIX):
+        raise TokenError("not_found", "connection not found")
+    bind_table(settings.connections_table_name)
+    try:
+        record = CONNECTIONS.load(tenant_id, connection_id, consistent=True)
+    except NotFoundError as error:
+        raise TokenError("not_found", "connection not found") from error
+    if record.status == "reauthorization_required":
+        raise TokenError("reauthorization_required", "the connection must be authorized again")
+    return record
+
+
+def current_tokens(
+    settings: Settings, record: ConnectionRecord, min_valid_seconds: int, *, force_refresh: bool
+) -> TokenSet:
+    """The stored tokens, refreshed first when they expire within min_valid_seconds or a consumer saw a 401."""
+    current = tokens.decrypt_tokens(settings, record)
+    if current is None:
+        raise TokenError("not_connected", "the connection has not been authorized yet")
+    if _needs_refresh(settings, record, current, min_valid_seconds, force_refresh=force_refresh):
+        return refresh_connection(settings, record, reason="forced" if force_refresh else "expiring").tokens
+    return current
+
+
+def _needs_refresh(
+    settings: Settings, record: ConnectionRecord, current: TokenSet, min_valid_seconds: int, *, force_refresh: bool
+) -> bool:
+    if force_refresh:
         # Many consumers may report the same 401 at once: tokens this young were just refreshed for them.
         obtained = record.refreshed_at or record.connected_at
         age = (utcnow() - obtained).total_seconds() if obtained else float("inf")
         return age >= settings.force_refresh_min_interval_seconds
     if current.expires_at is None:
         return False  # used until a consumer reports a 401
-    return bool(current.expires_at - time.time() < request.min_valid_seconds)
+    return bool(current.expires_at - time.time() < min_valid_seconds)

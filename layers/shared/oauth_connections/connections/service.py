@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 from oauth_connections.connections import grants
@@ -10,6 +11,7 @@ from oauth_connections.connections.models import (
     ConnectionCreate,
     ConnectionOut,
     ConnectionPage,
+    ConnectionTestResult,
     ConnectionUpdate,
     check_grant,
     check_public_client_pkce,
@@ -67,6 +69,8 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         use_pkce=record.use_pkce if browser_flow else None,
         extra_authorize_params=dict(record.extra_authorize_params or {}),
         allowed_urls=list(record.allowed_urls or []),
+        test_url=record.test_url,
+        last_test=ConnectionTestResult.model_validate(record.last_test) if record.last_test else None,
         status=record.status,
         status_reason=record.status_reason,
         redirect_uri=caller.callback_url if browser_flow else None,
@@ -74,6 +78,7 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         expires_at=record.expires_at,
         connected_at=record.connected_at,
         refreshed_at=record.refreshed_at,
+        last_used_at=record.last_used_at,
         created_at=record.created_at,
         updated_at=record.updated_at,
         version=int(record.settings_version or 1),
@@ -137,9 +142,17 @@ def get_connection(settings: Settings, caller: Caller, connection_id: str) -> Co
     return to_view(_load(settings, caller, connection_id), caller)
 
 
-def list_connections(settings: Settings, caller: Caller, limit: int, cursor: str | None) -> ConnectionPage:
+def list_connections(
+    settings: Settings, caller: Caller, limit: int, cursor: str | None, unused_since: datetime | None = None
+) -> ConnectionPage:
+    """A page of the tenant's connections; with `unused_since`, only those not used since then (or never).
+
+    The filter applies to each page, so a page may hold fewer than `limit` items and still have a next one.
+    """
     _bind(settings)
     records, next_cursor = CONNECTIONS.page(caller.tenant_id, limit, cursor)
+    if unused_since is not None:
+        records = [r for r in records if r.last_used_at is None or r.last_used_at < unused_since]
     return ConnectionPage(items=[to_view(r, caller) for r in records], next_cursor=next_cursor)
 
 

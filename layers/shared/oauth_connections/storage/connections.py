@@ -1,9 +1,10 @@
 """Connection items: the connection, its unique name claim, the due index, and their data access
-(insert with the name claim, load, page, versioned save and delete, the refresh lease)."""
+(insert with the name claim, load, page, versioned save and delete, the refresh lease, the rate-limit window
+and the last use)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import (
@@ -70,6 +71,13 @@ class ConnectionRecord(DueItem):
     consecutive_failures = NumberAttribute(default=0)
     failing_since = UTCDateTimeAttribute(null=True)
     status_reason = UnicodeAttribute(null=True)
+    # The connection test: a GET of test_url with the token; its latest outcome (ConnectionTestResult's fields).
+    test_url = UnicodeAttribute(null=True)
+    last_test = JSONAttribute(null=True)
+    # A provider's 429 through CallApiFunction: no call before rate_limited_until.
+    rate_limited_until = UTCDateTimeAttribute(null=True)
+    # The last token retrieval or call, to the resolution of mark_used (a write per use would be one per call).
+    last_used_at = UTCDateTimeAttribute(null=True)
     due_index = DueIndex()
     # The ETag: moves only when the tenant edits the settings, never on token writes, leases or status
     # (those move only `version`, every write's optimistic lock).
@@ -222,3 +230,34 @@ def release_lease(record: ConnectionRecord, owner: str, actions: list[Any]) -> b
         [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
         ConnectionRecord.pk.exists() & (ConnectionRecord.lease_owner == owner),
     )
+
+
+def open_rate_limit_window(record: ConnectionRecord, until: datetime) -> bool:
+    """Close the connection to calls until `until`; a longer window another caller set stays as it is."""
+    return _conditional_update(
+        record,
+        [ConnectionRecord.rate_limited_until.set(until)],
+        ConnectionRecord.pk.exists()
+        & (ConnectionRecord.rate_limited_until.does_not_exist() | (ConnectionRecord.rate_limited_until < until)),
+    )
+
+
+def mark_used(record: ConnectionRecord, now: datetime, resolution: timedelta) -> bool:
+    """Record a use when the stored one is older than `resolution`; a fresh mark costs no write at all.
+
+    The condition repeats the check, so concurrent first uses after a quiet spell write once between them.
+    """
+    stale_before = now - resolution
+    if record.last_used_at is not None and record.last_used_at >= stale_before:
+        return False
+    return _conditional_update(
+        record,
+        [ConnectionRecord.last_used_at.set(now)],
+        ConnectionRecord.pk.exists()
+        & (ConnectionRecord.last_used_at.does_not_exist() | (ConnectionRecord.last_used_at < stale_before)),
+    )
+
+
+def record_test(record: ConnectionRecord, result: dict[str, Any]) -> bool:
+    """Keep the latest connection test's outcome (no settings change: the ETag stays)."""
+    return _conditional_update(record, [ConnectionRecord.last_test.set(result)], ConnectionRecord.pk.exists())

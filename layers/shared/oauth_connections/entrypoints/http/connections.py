@@ -7,7 +7,8 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from pydantic import AwareDatetime
 
 from oauth_connections.connections import flows, service
 from oauth_connections.connections.models import (
@@ -16,6 +17,7 @@ from oauth_connections.connections.models import (
     ConnectionCreate,
     ConnectionOut,
     ConnectionPage,
+    ConnectionTestResult,
     ConnectionUpdate,
 )
 from oauth_connections.core.config import get_settings
@@ -34,6 +36,10 @@ from oauth_connections.entrypoints.http.resolver import (
     versioned_response,
 )
 
+UnusedSince = Annotated[
+    AwareDatetime | None,
+    Query(description="Only connections not used (no token retrieved, no call made) since this time, or never"),
+]
 ConnectionId = Annotated[str, Path(pattern=r"^con_[0-9a-hjkmnp-tv-z]{26}$", description="Connection id (con_...)")]
 
 
@@ -45,9 +51,11 @@ list_connections_router = Router()
     summary="List the tenant's connections",
     **documented(access.READ, 200, "A page of connections", ConnectionPage, 400, 401, 422),
 )
-def list_connections(limit: PageLimit = 20, cursor: PageCursor = None) -> Response[ConnectionPage]:
+def list_connections(
+    limit: PageLimit = 20, cursor: PageCursor = None, unused_since: UnusedSince = None
+) -> Response[ConnectionPage]:
     caller = current_caller(list_connections_router)
-    page = service.list_connections(get_settings(), caller, limit, cursor)
+    page = service.list_connections(get_settings(), caller, limit, cursor, unused_since)
     return json_response(200, page)
 
 
@@ -128,6 +136,25 @@ def refresh_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
     caller = current_caller(refresh_connection_router)
     view = service.refresh_now(get_settings(), caller, connection_id)
     return versioned_response(200, view)
+
+
+test_connection_router = Router()
+
+
+@test_connection_router.post(
+    "/connections/<connection_id>/test",
+    summary="Test the connection against its provider's API",
+    description="GETs the connection's test_url with its token (the rules of CallApiFunction) and keeps the "
+    "outcome as last_test; ok is false, not an error, when the API refused or did not answer. 409 no_test_url "
+    "when none is set, not_connected before the connection is authorized.",
+    **documented(access.MANAGE, 200, "The test's outcome", ConnectionTestResult, 401, 404, 409, 422),
+)
+def run_connection_test(connection_id: ConnectionId) -> Response[ConnectionTestResult]:
+    # Imported here: the engine (the ClientLayer, with requests) is in this function's layers only.
+    from oauth_connections.connections import api_calls
+
+    caller = current_caller(test_connection_router)
+    return json_response(200, api_calls.run_connection_test(get_settings(), caller, connection_id))
 
 
 # ------------------------------------------------------------------ authorization flow

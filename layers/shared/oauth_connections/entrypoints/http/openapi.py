@@ -18,6 +18,7 @@ from oauth_connections.entrypoints.http.connections import (
     list_connections_router,
     refresh_connection_router,
     start_authorization_router,
+    test_connection_router,
     update_connection_router,
 )
 from oauth_connections.entrypoints.http.feeds import (
@@ -53,6 +54,7 @@ API_ROUTERS = (
     update_connection_router,
     delete_connection_router,
     refresh_connection_router,
+    test_connection_router,
     start_authorization_router,
     authorize_redirect_router,
     oauth_callback_router,
