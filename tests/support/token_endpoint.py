@@ -2,7 +2,8 @@
 
 Each queued answer is a `Scripted` (status, headers, body, delay), an `Endless` body, or RESET (the
 connection is dropped without an answer). Every request (POST, or GET for metadata) is recorded with its
-form body and headers.
+body (form fields, or the object of a JSON body) and headers. `json_only` answers a form-encoded token
+request with HTTP 415, as a JSON-only provider does.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ ENDLESS_CHUNK = b'{"access_token": "' + b"a" * (64 * 1024 - 18)
 @dataclass
 class Recorded:
     path: str
-    form: dict[str, str]
+    form: dict[str, Any]
     headers: dict[str, str]
+    is_json: bool = False
 
 
 class ScriptedTokenEndpoint(LoopbackServer):
@@ -64,6 +66,7 @@ class ScriptedTokenEndpoint(LoopbackServer):
         self.answers: deque[Scripted | object] = deque()
         self.requests: list[Recorded] = []
         self.default: Scripted | object = Scripted(500, {"error": "server_error"})
+        self.json_only = False
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -72,8 +75,13 @@ class ScriptedTokenEndpoint(LoopbackServer):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
-                owner.requests.append(Recorded(self.path, dict(parse_qsl(body)), dict(self.headers.items())))
-                answer = owner.answers.popleft() if owner.answers else owner.default
+                is_json = (self.headers.get("Content-Type") or "").startswith("application/json")
+                form = json.loads(body) if is_json else dict(parse_qsl(body))
+                owner.requests.append(Recorded(self.path, form, dict(self.headers.items()), is_json))
+                if owner.json_only and self.command == "POST" and not is_json:
+                    answer: Scripted | object = Scripted(415, {"error": "invalid_request"})
+                else:
+                    answer = owner.answers.popleft() if owner.answers else owner.default
                 if answer is RESET:
                     self.close_connection = True
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -119,6 +127,10 @@ class ScriptedTokenEndpoint(LoopbackServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def queue(self, *answers: Scripted | object) -> None:
         self.answers.extend(answers)
