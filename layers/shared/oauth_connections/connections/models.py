@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -10,6 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from oauth_connections.core.errors import UnsafeUrlError, ValidationFailedError
+from oauth_connections.oauth import token_endpoint
 from oauth_connections.security.netguard import check_url
 from oauth_connections.security.policy import url_policy
 
@@ -33,6 +35,11 @@ RESERVED_AUTHORIZE_PARAMS = frozenset(
 )
 
 
+# Callback parameters of the protocol, and token fields that are secrets: never kept as metadata.
+RESERVED_CALLBACK_PARAMS = frozenset({"code", "state", "iss", "error", "error_description", "error_uri"})
+SECRET_TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_secret"})
+
+
 def _safe_url(value: str) -> str:
     try:
         return check_url(value, url_policy())
@@ -47,6 +54,27 @@ def _params_allowed(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _token_params_allowed(value: dict[str, str]) -> dict[str, str]:
+    clash = token_endpoint.PROTOCOL_TOKEN_PARAMS.intersection(k.lower() for k in value)
+    if clash:
+        raise ValueError(f"parameters set by the protocol cannot be overridden: {', '.join(sorted(clash))}")
+    return value
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"not a regular expression: {error}") from error
+    return value
+
+
+def _no_secret_path(value: str) -> str:
+    if SECRET_TOKEN_FIELDS.intersection(value.lower().split(".")):
+        raise ValueError("a token or secret is never kept as metadata")
+    return value
+
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Description = Annotated[str, StringConstraints(max_length=1000)]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
@@ -56,10 +84,56 @@ Scope = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r
 ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 ParamValue = Annotated[str, StringConstraints(max_length=1024)]
 ExtraParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_params_allowed)]
+TokenParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_token_params_allowed)]
+FieldPath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}(\.[A-Za-z][A-Za-z0-9_-]{0,63}){0,3}$")
+]
+AnchoredPattern = Annotated[
+    str, StringConstraints(min_length=3, max_length=300, pattern=r"^\^.*\$$"), AfterValidator(_compiles)
+]
+ErrorCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MetadataField(StrictModel):
+    """A value of the token response (dotted path) or of the callback (query parameter) to keep."""
+
+    name: Annotated[FieldPath, AfterValidator(_no_secret_path)]
+    use: Literal["api_base", "token_origin", "value"] = Field(
+        default="value",
+        description="api_base: the API base URL (GetTokenFunction returns it as `api_base`); token_origin: "
+        "token requests go to this scheme and host instead of token_url's; value: kept as it is",
+    )
+    pattern: AnchoredPattern = Field(description="Anchored regular expression the whole value must match")
+
+
+class ProviderQuirks(StrictModel):
+    """How the provider departs from the standard token endpoint; every default is the standard."""
+
+    token_request_format: Literal["form", "json"] = "form"
+    token_params: TokenParams = Field(default={}, description="Extra body parameters of the code exchange")
+    refresh_params: TokenParams = Field(default={}, description="Extra body parameters of a refresh")
+    access_token_path: FieldPath | None = Field(
+        default=None, description="Dotted path of the access token; its siblings are the token's other fields"
+    )
+    expires_in_unit: Literal["seconds", "milliseconds"] = "seconds"
+    permanent_errors: Annotated[list[ErrorCode], Field(max_length=20)] = Field(
+        default=[], description="Error codes that end the grant, besides invalid_grant and the client's"
+    )
+    response_metadata: Annotated[list[MetadataField], Field(max_length=10)] = []
+    callback_metadata: Annotated[list[MetadataField], Field(max_length=10)] = []
+
+    @model_validator(mode="after")
+    def _callback_names_free(self) -> ProviderQuirks:
+        clash = RESERVED_CALLBACK_PARAMS.intersection(f.name for f in self.callback_metadata)
+        if clash:
+            raise ValueError(f"callback parameters of the protocol are not kept: {', '.join(sorted(clash))}")
+        if sum(f.use == "token_origin" for f in self.callback_metadata + self.response_metadata) > 1:
+            raise ValueError("at most one value can name the token origin")
+        return self
 
 
 class ConnectionSettings(StrictModel):
@@ -75,6 +149,7 @@ class ConnectionSettings(StrictModel):
     authorization_url: SafeUrl | None = None
     token_url: SafeUrl | None = Field(default=None, description="Required unless discovered from the issuer")
     revocation_url: SafeUrl | None = None
+    refresh_url: SafeUrl | None = Field(default=None, description="Where refreshes go when not to token_url")
     scopes: Annotated[list[Scope], Field(max_length=100)] = []
     scope_delimiter: Literal[" ", ","] = " "
     token_auth_method: TokenAuthMethod = "client_secret_basic"
@@ -84,6 +159,7 @@ class ConnectionSettings(StrictModel):
     use_pkce: bool = True
     extra_authorize_params: ExtraParams = {}
     allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] = []
+    quirks: ProviderQuirks = Field(default_factory=ProviderQuirks)
 
 
 class ConnectionCreate(ConnectionSettings):
@@ -107,6 +183,7 @@ class ConnectionUpdate(StrictModel):
     authorization_url: SafeUrl | None = None
     token_url: SafeUrl | SkipJsonSchema[None] = None
     revocation_url: SafeUrl | None = None
+    refresh_url: SafeUrl | None = None
     scopes: Annotated[list[Scope], Field(max_length=100)] | SkipJsonSchema[None] = None
     scope_delimiter: Literal[" ", ","] | SkipJsonSchema[None] = None
     token_auth_method: TokenAuthMethod | SkipJsonSchema[None] = None
@@ -114,10 +191,11 @@ class ConnectionUpdate(StrictModel):
     use_pkce: bool | SkipJsonSchema[None] = None
     extra_authorize_params: ExtraParams | SkipJsonSchema[None] = None
     allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
+    quirks: ProviderQuirks | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> ConnectionUpdate:
-        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url"}
+        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url", "refresh_url"}
         nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
         if nulled:
             raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
@@ -157,6 +235,7 @@ class ConnectionOut(BaseModel):
     authorization_url: str | None
     token_url: str
     revocation_url: str | None
+    refresh_url: str | None = None
     scopes: list[str]
     scope_delimiter: str
     token_auth_method: TokenAuthMethod
@@ -164,6 +243,10 @@ class ConnectionOut(BaseModel):
     use_pkce: bool | None = Field(description="null for client_credentials, which has no authorization step")
     extra_authorize_params: dict[str, str]
     allowed_urls: list[str]
+    quirks: ProviderQuirks
+    metadata: dict[str, str] = Field(
+        default={}, description="Values kept from the provider's token response and callback (never a secret)"
+    )
     status: ConnectionStatus
     status_reason: str | None = Field(
         default=None, description="Why the status is what it is (an OAuth error code, `settings_changed`, ...)"

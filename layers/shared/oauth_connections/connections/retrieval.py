@@ -19,6 +19,7 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import NotFoundError
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
+from oauth_connections.oauth.token_endpoint import TokenSet
 from oauth_connections.storage.binding import bind_table
 from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
 
@@ -72,7 +73,18 @@ def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
         "expires_at": datetime.fromtimestamp(current.expires_at, UTC).isoformat() if current.expires_at else None,
         "scopes": list(current.scopes) if current.scopes is not None else list(record.scopes or []),
         "allowed_urls": list(record.allowed_urls or []),
+        "metadata": dict(current.metadata),
+        "api_base": api_base(record, current),
     }
+
+
+def api_base(record: ConnectionRecord, current: TokenSet) -> str | None:
+    """The kept value a rule marks `use: api_base` (Salesforce's instance_url, Zoho's api_domain), if any."""
+    quirks = tokens.quirks_of(record)
+    for rule in quirks.response_metadata + quirks.callback_metadata:
+        if rule.use == "api_base" and rule.name in current.metadata:
+            return str(current.metadata[rule.name])
+    return None
 
 
 def _needs_refresh(settings: Settings, record: ConnectionRecord, current: Any, request: GetTokenRequest) -> bool:

@@ -11,6 +11,7 @@ from oauth_connections.connections.models import (
     ConnectionOut,
     ConnectionPage,
     ConnectionUpdate,
+    ProviderQuirks,
     check_grant,
     check_public_client_pkce,
     check_secret_for_method,
@@ -60,6 +61,7 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         authorization_url=record.authorization_url,
         token_url=record.token_url,
         revocation_url=record.revocation_url,
+        refresh_url=record.refresh_url,
         scopes=list(record.scopes or []),
         scope_delimiter=record.scope_delimiter,
         token_auth_method=record.token_auth_method,
@@ -67,6 +69,8 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         use_pkce=record.use_pkce if browser_flow else None,
         extra_authorize_params=dict(record.extra_authorize_params or {}),
         allowed_urls=list(record.allowed_urls or []),
+        quirks=ProviderQuirks.model_validate(record.quirks or {}),
+        metadata=dict(record.metadata or {}),
         status=record.status,
         status_reason=record.status_reason,
         redirect_uri=caller.callback_url if browser_flow else None,
@@ -230,6 +234,7 @@ def _drop_grant(settings: Settings, record: ConnectionRecord) -> None:
     record.has_refresh_token = False
     record.expires_at = None
     record.granted_scopes = None
+    record.metadata = None
     record.connected_at = None
     record.refreshed_at = None
     record.lease_owner = None

@@ -43,6 +43,9 @@ class ConnectionRecord(DueItem):
     authorization_url = UnicodeAttribute(null=True)
     token_url = UnicodeAttribute()
     revocation_url = UnicodeAttribute(null=True)
+    refresh_url = UnicodeAttribute(null=True)
+    quirks = JSONAttribute(default=dict)  # ProviderQuirks, as the tenant set them
+    metadata = JSONAttribute(null=True)  # values kept from the token response and callback; never a secret
     scopes = ListAttribute[str](of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
     scope_delimiter = UnicodeAttribute(default=" ")
     token_auth_method = UnicodeAttribute(default="client_secret_basic")
