@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from oauth_connections.core.errors import UnsafeUrlError, ValidationFailedError
 from oauth_connections.oauth import token_endpoint
+from oauth_connections.profiles import catalog
 from oauth_connections.security.netguard import check_url
 from oauth_connections.security.policy import url_policy
 
@@ -91,7 +92,13 @@ FieldPath = Annotated[
 AnchoredPattern = Annotated[
     str, StringConstraints(min_length=3, max_length=300, pattern=r"^\^.*\$$"), AfterValidator(_compiles)
 ]
-ErrorCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+ErrorCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")]
+TokenPath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,4}$")
+]
+ProviderId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+ConfigName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+ConfigValue = Annotated[str, StringConstraints(max_length=200)]
 
 
 class StrictModel(BaseModel):
@@ -116,7 +123,7 @@ class ProviderQuirks(StrictModel):
     token_request_format: Literal["form", "json"] = "form"
     token_params: TokenParams = Field(default={}, description="Extra body parameters of the code exchange")
     refresh_params: TokenParams = Field(default={}, description="Extra body parameters of a refresh")
-    access_token_path: FieldPath | None = Field(
+    access_token_path: TokenPath | None = Field(
         default=None, description="Dotted path of the access token; its siblings are the token's other fields"
     )
     expires_in_unit: Literal["seconds", "milliseconds"] = "seconds"
@@ -163,6 +170,28 @@ class ConnectionSettings(StrictModel):
 
 
 class ConnectionCreate(ConnectionSettings):
+    provider: ProviderId | None = Field(
+        default=None, description="A catalog provider (GET /providers) whose settings fill in what is not given"
+    )
+    config: Annotated[dict[ConfigName, ConfigValue], Field(max_length=5)] = Field(
+        default={}, description="The provider's config values (its account's subdomain, ...)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_profile(cls, data: Any) -> Any:
+        """A provider's profile, rendered with the config values, under the tenant's own settings."""
+        if not isinstance(data, dict) or data.get("provider") is None:
+            return data
+        config = data.get("config") or {}
+        if not isinstance(data["provider"], str) or not isinstance(config, dict):
+            return data  # the field validation says what is wrong
+        try:
+            profile = catalog.connection_fields(data["provider"], config, url_policy())
+        except catalog.ProfileError as error:
+            raise PydanticCustomError(error.code, error.message) from error
+        return profile | data
+
     @model_validator(mode="after")
     def _secret_matches_auth_method(self) -> ConnectionCreate:
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
@@ -243,6 +272,8 @@ class ConnectionOut(BaseModel):
     use_pkce: bool | None = Field(description="null for client_credentials, which has no authorization step")
     extra_authorize_params: dict[str, str]
     allowed_urls: list[str]
+    provider: str | None = None
+    config: dict[str, str] = {}
     quirks: ProviderQuirks
     metadata: dict[str, str] = Field(
         default={}, description="Values kept from the provider's token response and callback (never a secret)"

@@ -69,6 +69,8 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         use_pkce=record.use_pkce if browser_flow else None,
         extra_authorize_params=dict(record.extra_authorize_params or {}),
         allowed_urls=list(record.allowed_urls or []),
+        provider=record.provider,
+        config=dict(record.config or {}),
         quirks=ProviderQuirks.model_validate(record.quirks or {}),
         metadata=dict(record.metadata or {}),
         status=record.status,
