@@ -3,7 +3,8 @@
 Each queued answer is a `Scripted` (status, headers, body, delay), an `Endless` body, or RESET (the
 connection is dropped without an answer). Every request (POST, or GET for metadata) is recorded with its
 body (form fields, or the object of a JSON body) and headers. `json_only` answers a form-encoded token
-request with HTTP 415, as a JSON-only provider does.
+request with HTTP 415, as a JSON-only provider does. `verify` may refuse a request before the script
+answers (a provider checking a client assertion, say).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ScriptedTokenEndpoint(LoopbackServer):
         self.requests: list[Recorded] = []
         self.default: Scripted | object = Scripted(500, {"error": "server_error"})
         self.json_only = False
+        self.verify: Callable[[Recorded], Scripted | None] | None = None
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -77,9 +79,13 @@ class ScriptedTokenEndpoint(LoopbackServer):
                 body = self.rfile.read(length).decode()
                 is_json = (self.headers.get("Content-Type") or "").startswith("application/json")
                 form = json.loads(body) if is_json else dict(parse_qsl(body))
-                owner.requests.append(Recorded(self.path, form, dict(self.headers.items()), is_json))
-                if owner.json_only and self.command == "POST" and not is_json:
-                    answer: Scripted | object = Scripted(415, {"error": "invalid_request"})
+                recorded = Recorded(self.path, form, dict(self.headers.items()), is_json)
+                owner.requests.append(recorded)
+                refusal = owner.verify(recorded) if owner.verify is not None else None
+                if refusal is not None:
+                    answer: Scripted | object = refusal
+                elif owner.json_only and self.command == "POST" and not is_json:
+                    answer = Scripted(415, {"error": "invalid_request"})
                 else:
                     answer = owner.answers.popleft() if owner.answers else owner.default
                 if answer is RESET:

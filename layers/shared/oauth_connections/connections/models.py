@@ -16,7 +16,9 @@ from oauth_connections.profiles import catalog
 from oauth_connections.security.netguard import check_url
 from oauth_connections.security.policy import url_policy
 
-type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+type TokenAuthMethod = Literal[
+    "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"
+]
 type GrantType = Literal["authorization_code", "client_credentials"]
 type ConnectionStatus = Literal["pending", "connected", "reauthorization_required", "error"]
 
@@ -149,7 +151,11 @@ class ConnectionSettings(StrictModel):
     name: Name
     description: Description = ""
     client_id: ClientId
-    client_secret: ClientSecret | None = Field(default=None, description="Write-only; never returned")
+    client_secret: ClientSecret | None = Field(
+        default=None,
+        description="Write-only; never returned. For private_key_jwt the private key (PEM or JWK, RSA or EC; a JWK's "
+        "kid and x5t#S256 go into the assertion's header)",
+    )
     issuer: SafeUrl | None = Field(
         default=None, description="Issuer to discover the endpoints from (RFC 8414 / OpenID discovery)"
     )
@@ -195,6 +201,7 @@ class ConnectionCreate(ConnectionSettings):
     @model_validator(mode="after")
     def _secret_matches_auth_method(self) -> ConnectionCreate:
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
+        check_signing_key(self.token_auth_method, self.client_secret)
         check_grant(self.grant_type, self.token_auth_method)
         if self.token_url is None and self.issuer is None:
             raise ValueError("token_url is required unless an issuer is given")
@@ -230,7 +237,15 @@ class ConnectionUpdate(StrictModel):
             raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
         if not self.model_fields_set:
             raise ValueError("no field to update")
+        if self.token_auth_method is not None:
+            check_signing_key(self.token_auth_method, self.client_secret)
         return self
+
+
+def check_signing_key(method: str, secret: str | None) -> None:
+    """A private_key_jwt key is parsed when it is set, so a bad one is a 422, not a failed sign-in."""
+    if method == "private_key_jwt" and secret is not None:
+        token_endpoint.signing_key(secret)
 
 
 def check_grant(grant_type: str, method: str) -> None:

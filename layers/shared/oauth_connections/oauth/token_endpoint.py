@@ -52,6 +52,11 @@ PROTOCOL_TOKEN_PARAMS = frozenset(
     }
 )
 MAX_METADATA_VALUE_CHARS = 2048
+# RFC 7523 client authentication: a signed assertion per request, valid this long, with a fresh jti.
+ASSERTION_METHODS = frozenset({"client_secret_jwt", "private_key_jwt"})
+ASSERTION_LIFETIME_SECONDS = 60
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
 
 class ProviderRejectedError(ServiceError):
@@ -392,6 +397,69 @@ def _token_set(
     )
 
 
+def signing_key(secret: str) -> tuple[Any, str, dict[str, str]]:
+    """The private key of private_key_jwt (a PEM or a JWK; RSA or EC), its algorithm and the header it names.
+
+    A JWK's `kid` and `x5t#S256` (the certificate thumbprint some providers match the key by) go into the
+    assertion's header. Raises ValueError for anything that is not a private RSA or EC key.
+    """
+    from joserfc.jwk import ECKey, RSAKey, import_key
+
+    text = secret.strip()
+    try:
+        data: Any = json.loads(text) if text.startswith("{") else text
+    except ValueError as error:
+        raise ValueError("the private key is neither a PEM nor a JWK") from error
+    key: Any = None
+    for key_type in ("RSA", "EC"):
+        try:
+            key = import_key(data, key_type)
+            break
+        except Exception:  # noqa: BLE001, S112 - joserfc raises several types for a key of the other kind
+            continue
+    if not isinstance(key, RSAKey | ECKey) or not key.is_private:
+        raise ValueError("the private key must be a private RSA or EC key (PEM or JWK)")
+    alg = "RS256" if isinstance(key, RSAKey) else _EC_ALGORITHMS.get(str(key.curve_name), "")
+    if not alg:
+        raise ValueError("the EC key must be on P-256, P-384 or P-521")
+    header = {"alg": alg}
+    if isinstance(data, dict):
+        header.update({name: str(data[name]) for name in ("kid", "x5t#S256") if data.get(name)})
+    return key, alg, header
+
+
+def client_assertion(client: ClientSettings, audience: str) -> str:
+    """A fresh RFC 7523 assertion for one request to `audience` (the URL it is sent to)."""
+    from authlib.oauth2.rfc7523 import client_secret_jwt_sign, private_key_jwt_sign
+    from joserfc.jwk import OctKey
+
+    secret = client.client_secret or ""
+    try:
+        if client.auth_method == "private_key_jwt":
+            key, alg, header = signing_key(secret)
+            sign = private_key_jwt_sign
+        else:
+            key, alg, header, sign = OctKey.import_key(secret), "HS256", {"alg": "HS256"}, client_secret_jwt_sign
+    except ValueError as error:
+        raise ProviderRejectedError("invalid_client", f"the client's key cannot sign: {error}") from error
+    signed = sign(key, client.client_id, audience, alg=alg, header=header, expires_in=ASSERTION_LIFETIME_SECONDS)
+    return signed.decode() if isinstance(signed, bytes) else str(signed)
+
+
+class _AssertionAuth:
+    """authlib client-auth method: adds a fresh assertion to each form-encoded token request."""
+
+    def __init__(self, client: ClientSettings) -> None:
+        self.name = client.auth_method
+        self.client = client
+
+    def __call__(self, auth: Any, method: str, uri: str, headers: Any, body: str) -> tuple[str, Any, str]:
+        from authlib.common.urls import add_params_to_qs
+
+        params = [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", client_assertion(self.client, uri))]
+        return uri, headers, add_params_to_qs(body or "", params)
+
+
 def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
     from authlib.integrations.requests_client import OAuth2Session
 
@@ -400,6 +468,8 @@ def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
         client_secret=client.client_secret,
         token_endpoint_auth_method=client.auth_method,
     )
+    if client.auth_method in ASSERTION_METHODS:
+        session.register_client_auth_method(_AssertionAuth(client))
     _bounded(mount_guard(session, policy))
 
     def normalize(resp: Any) -> Any:
@@ -432,6 +502,9 @@ def _post_token_request(
         body["client_id"] = client.client_id
         if client.auth_method == "client_secret_post" and client.client_secret is not None:
             body["client_secret"] = client.client_secret
+        if client.auth_method in ASSERTION_METHODS:
+            body["client_assertion_type"] = ASSERTION_TYPE
+            body["client_assertion"] = client_assertion(client, url)
     resp = session.post(
         url,
         json=body,
