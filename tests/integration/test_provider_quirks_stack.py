@@ -190,3 +190,48 @@ def test_a_forged_regional_host_receives_nothing(stack: Stack, endpoint: Scripte
     assert back["status"] == "error" and back["error"] == "invalid_metadata", back
     assert endpoint.requests == []
     assert api.get(f"/connections/{connection_id}").json()["status"] == "pending"
+
+
+def test_private_key_jwt_through_the_stack(stack: Stack, endpoint: ScriptedTokenEndpoint) -> None:
+    """A client-credentials connection authenticated by a private key: the provider verifies each assertion
+    with the registered public key and sees a new jti on every request."""
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.generate_key(2048)
+    seen: list[str] = []
+
+    def verify(request: Any) -> Scripted | None:
+        claims = jwt.decode(request.form["client_assertion"], key, algorithms=["RS256"]).claims
+        if claims["aud"] != endpoint.url or claims["jti"] in seen or claims["exp"] - claims["iat"] > 60:
+            return Scripted(401, {"error": "invalid_client"})
+        seen.append(claims["jti"])
+        return None
+
+    endpoint.verify = verify
+    try:
+        tenant = new_tenant("assertion")
+        api = ApiClient(stack).as_tenant(tenant)
+        created = api.post(
+            "/connections",
+            json={
+                "name": f"signed {time.time_ns()}",
+                "grant_type": "client_credentials",
+                "client_id": "cid",
+                "client_secret": key.as_pem(private=True).decode(),
+                "token_auth_method": "private_key_jwt",
+                "token_url": endpoint.url,
+            },
+        )
+        assert created.status_code == 201, created.text
+        assert "PRIVATE KEY" not in created.text
+        connection_id = created.json()["id"]
+        endpoint.queue(Scripted(body={"access_token": "s1", "expires_in": 3600}))
+        connected = api.post(f"/connections/{connection_id}/authorize", json={})
+        assert connected.status_code == 200 and connected.json()["status"] == "connected", connected.text
+        endpoint.queue(Scripted(body={"access_token": "s2", "expires_in": 3600}))
+        assert get_token(stack, tenant, connection_id, min_valid_seconds=A_DAY)["access_token"] == "s2"
+        assert len(seen) == 2 and len(set(seen)) == 2
+        assert all("client_secret" not in r.form for r in endpoint.requests)
+    finally:
+        endpoint.verify = None
