@@ -161,3 +161,21 @@ def test_a_private_key_is_write_only(api: InProcessApi) -> None:
     created = api.call("create_connection", body=request)
     assert created.status == 201, created.text
     assert created.json()["has_client_secret"] is True and "PRIVATE KEY" not in created.text
+
+
+def test_revocation_authenticates_with_an_assertion_too(endpoint: ScriptedTokenEndpoint) -> None:
+    from oauth_connections.oauth import revocation
+
+    checker = AssertionChecker(endpoint, EC, ["ES256"])
+    endpoint.verify = checker
+    client = token_endpoint.ClientSettings(
+        client_id="cid",
+        client_secret=EC.as_pem(private=True).decode(),
+        token_url=endpoint.url,
+        auth_method="private_key_jwt",
+    )
+    endpoint.queue(Scripted(body={}))
+    revocation.revoke(client, endpoint.origin + "/revoke", "r", "refresh_token", policy=LOOPBACK, timeout=5)
+    (revoked,) = endpoint.requests
+    assert revoked.path == "/revoke" and revoked.form["token"] == "r"
+    assert len(checker.seen) == 1

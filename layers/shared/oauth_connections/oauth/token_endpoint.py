@@ -470,6 +470,7 @@ def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
     )
     if client.auth_method in ASSERTION_METHODS:
         session.register_client_auth_method(_AssertionAuth(client))
+        session.revocation_endpoint_auth_method = client.auth_method  # a revocation signs its own assertion
     _bounded(mount_guard(session, policy))
 
     def normalize(resp: Any) -> Any:
