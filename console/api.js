@@ -48,6 +48,9 @@ export class Api {
     return { data, etag: response.headers.get("ETag") };
   }
 
+  listProviders() {
+    return this.request("GET", "/providers");
+  }
   listConnections() {
     return this.request("GET", "/connections?limit=100");
   }

@@ -7,7 +7,7 @@ const POPUP_FEATURES = "popup,width=560,height=720";
 const GRANT_FIELDS = ["client_id", "issuer", "authorization_url", "token_url", "revocation_url", "token_auth_method", "grant_type"];
 const STATUSES = ["pending", "connected", "reauthorization_required", "error"];
 
-const state = { config: null, api: null, session: null, connections: [], feeds: [], tab: "connections" };
+const state = { config: null, api: null, session: null, connections: [], feeds: [], providers: null, tab: "connections" };
 
 // ------------------------------------------------------------------ DOM helpers
 
@@ -458,11 +458,15 @@ function connectionForm(connection, etag) {
   const select = (name, options, current) =>
     h("select", { name }, options.map((option) => h("option", { value: option, selected: option === current }, option)));
   const error = h("div", { class: "form-error", role: "alert" });
+  const providerConfig = h("div", { class: "provider-config" });
+  const providerSelect = editing ? null : h("select", { name: "provider" }, h("option", { value: "" }, t("providerGeneric")));
   const form = h(
     "form",
     { class: "connection-form", novalidate: false },
     editing && connection.status !== "pending" ? h("p", { class: "warning" }, t("grantWarning")) : null,
     copyBox(redirectUri(connection)),
+    providerSelect ? field(t("fieldProvider"), providerSelect) : null,
+    providerConfig,
     field(t("fieldName"), input("name", { required: true, maxlength: 100 })),
     field(t("fieldDescription"), input("description", { maxlength: 500 })),
     field(t("fieldClientId"), input("client_id", { required: true, autocomplete: "off" })),
@@ -486,6 +490,7 @@ function connectionForm(connection, etag) {
     h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, editing ? t("save") : t("create")), h("button", { type: "button", onclick: () => dialog.close() }, t("cancel"))),
   );
   const dialog = openDialog(editing ? t("editTitle", { name: connection.name }) : t("createTitle"), form);
+  if (providerSelect) offerProviders(form, providerSelect, providerConfig);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = readConnectionForm(form, connection);
@@ -511,9 +516,39 @@ function connectionForm(connection, etag) {
   form.querySelector("input[name=name]").focus();
 }
 
+// The catalog's providers: picking one asks only for its config fields; the service fills in the rest.
+async function offerProviders(form, select, container) {
+  try {
+    state.providers ??= (await state.api.listProviders()).data.items;
+  } catch {
+    return; // the generic form still works
+  }
+  for (const provider of state.providers) select.append(h("option", { value: provider.id }, provider.name));
+  const endpoints = form.querySelectorAll("input[name=authorization_url], input[name=token_url]");
+  select.addEventListener("change", () => {
+    const provider = state.providers.find((item) => item.id === select.value);
+    container.replaceChildren();
+    endpoints.forEach((element) => element.closest(".field").toggleAttribute("hidden", Boolean(provider)));
+    if (!provider) return;
+    for (const item of provider.config) {
+      const element = h("input", { name: `config.${item.name}`, required: true, placeholder: item.example, autocomplete: "off" });
+      container.append(field(item.label, element, item.description));
+    }
+    container.append(h("p", { class: "hint" }, h("a", { href: provider.docs_url, target: "_blank", rel: "noopener noreferrer" }, t("providerDocs", { name: provider.name }))));
+    form.querySelector("input[name=scopes]").value = provider.default_scopes.join(" ");
+  });
+}
+
 function readConnectionForm(form, connection) {
   const data = new FormData(form);
   const text = (name) => String(data.get(name) ?? "").trim();
+  if (!connection && text("provider")) {
+    // Only what the tenant entered: the provider's profile supplies endpoints, method, PKCE and parameters.
+    const config = Object.fromEntries([...data.keys()].filter((name) => name.startsWith("config.")).map((name) => [name.slice(7), text(name)]));
+    const body = { provider: text("provider"), config, name: text("name"), description: text("description"), client_id: text("client_id"), scopes: text("scopes").split(/\s+/).filter(Boolean) };
+    if (text("client_secret")) body.client_secret = text("client_secret");
+    return body;
+  }
   const all = {
     name: text("name"),
     description: text("description"),

@@ -381,3 +381,27 @@ def test_a_popup_without_its_opener_goes_back_to_the_console(
     expect(page.get_by_role("status")).to_have_text("Tab CRM is connected.")
     expect(row_of(page, "Tab CRM").locator("[data-status]")).to_have_attribute("data-status", "connected")
     context.close()
+
+
+@pytest.mark.browser
+def test_a_connection_is_created_from_the_catalog(browser: Browser, stack: Stack, api: ApiClient) -> None:
+    """Picking a catalog provider asks only for its config fields; the service fills in its endpoints."""
+    tenant = new_tenant("catalog")
+    page = console_context(browser, stack).new_page()
+    sign_in(page, stack, tenant)
+    page.get_by_role("button", name="New connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Provider", exact=True).select_option(label="Zendesk")
+    expect(dialog.get_by_label("Token URL")).to_be_hidden()
+    expect(dialog.get_by_label("Scopes (separated by spaces)")).to_have_value("read")
+    dialog.get_by_label("Zendesk subdomain").fill("acme")
+    dialog.get_by_label("Name", exact=True).fill("Support desk")
+    dialog.get_by_label("Client ID").fill("zd-client")
+    dialog.get_by_label("Client secret (optional)").fill("zd-secret")
+    dialog.get_by_role("button", name="Create").click()
+    expect(dialog).to_be_hidden()
+    expect(row_of(page, "Support desk").locator("[data-status]")).to_have_attribute("data-status", "pending")
+    (created,) = api.as_tenant(tenant).get("/connections").json()["items"]
+    assert created["provider"] == "zendesk" and created["config"] == {"subdomain": "acme"}
+    assert created["token_url"] == "https://acme.zendesk.com/oauth/tokens"
+    assert created["quirks"]["token_request_format"] == "json"

@@ -176,6 +176,10 @@ def _deleted(path: str) -> Callable[[requests.Response, Tenant], None]:
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("GET", "/providers"): Operation(
+        lambda client, tenant: client.get("/providers"),
+        lambda response, tenant: _has([p["id"] for p in response.json()["items"]], "salesforce", "zendesk"),
+    ),
     ("GET", "/connections"): Operation(
         lambda client, tenant: client.get("/connections", params={"limit": 100}),
         lambda response, tenant: _has(_ids(response), tenant.connected_connection(), tenant.pending_connection()),

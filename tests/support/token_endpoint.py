@@ -2,7 +2,9 @@
 
 Each queued answer is a `Scripted` (status, headers, body, delay), an `Endless` body, or RESET (the
 connection is dropped without an answer). Every request (POST, or GET for metadata) is recorded with its
-form body and headers.
+body (form fields, or the object of a JSON body) and headers. `json_only` answers a form-encoded token
+request with HTTP 415, as a JSON-only provider does. `verify` may refuse a request before the script
+answers (a provider checking a client assertion, say).
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ ENDLESS_CHUNK = b'{"access_token": "' + b"a" * (64 * 1024 - 18)
 @dataclass
 class Recorded:
     path: str
-    form: dict[str, str]
+    form: dict[str, Any]
     headers: dict[str, str]
+    is_json: bool = False
 
 
 class ScriptedTokenEndpoint(LoopbackServer):
@@ -64,6 +67,8 @@ class ScriptedTokenEndpoint(LoopbackServer):
         self.answers: deque[Scripted | object] = deque()
         self.requests: list[Recorded] = []
         self.default: Scripted | object = Scripted(500, {"error": "server_error"})
+        self.json_only = False
+        self.verify: Callable[[Recorded], Scripted | None] | None = None
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -72,8 +77,17 @@ class ScriptedTokenEndpoint(LoopbackServer):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
-                owner.requests.append(Recorded(self.path, dict(parse_qsl(body)), dict(self.headers.items())))
-                answer = owner.answers.popleft() if owner.answers else owner.default
+                is_json = (self.headers.get("Content-Type") or "").startswith("application/json")
+                form = json.loads(body) if is_json else dict(parse_qsl(body))
+                recorded = Recorded(self.path, form, dict(self.headers.items()), is_json)
+                owner.requests.append(recorded)
+                refusal = owner.verify(recorded) if owner.verify is not None else None
+                if refusal is not None:
+                    answer: Scripted | object = refusal
+                elif owner.json_only and self.command == "POST" and not is_json:
+                    answer = Scripted(415, {"error": "invalid_request"})
+                else:
+                    answer = owner.answers.popleft() if owner.answers else owner.default
                 if answer is RESET:
                     self.close_connection = True
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -119,6 +133,10 @@ class ScriptedTokenEndpoint(LoopbackServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def queue(self, *answers: Scripted | object) -> None:
         self.answers.extend(answers)

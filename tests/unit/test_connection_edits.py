@@ -106,6 +106,8 @@ def _same_origin_change(provider: OidcProvider, field: str) -> dict[str, Any]:
         "authorization_url": {"authorization_url": f"{provider.authorization_endpoint}?prompt=consent"},
         "token_url": {"token_url": f"{provider.issuer}/elsewhere/token"},
         "revocation_url": {"revocation_url": None},
+        "refresh_url": {"refresh_url": provider.token_endpoint},
+        "quirks": {"quirks": {"refresh_params": {"audience": "api"}}},
         "token_auth_method": {"token_auth_method": "client_secret_post"},
         "grant_type": {"grant_type": "client_credentials"},
     }

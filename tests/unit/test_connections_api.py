@@ -241,6 +241,7 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
         "/feeds/{feed_id}/run",
         "/feeds/{feed_id}/runs",
         "/openapi.json",
+        "/providers",
     }
     assert set(paths["/connections"]) == {"get", "post"}
     assert set(paths["/connections/{connection_id}"]) == {"get", "patch", "delete"}
@@ -286,7 +287,7 @@ def test_openapi_document_without_scopes_asks_only_for_the_token(
 ) -> None:
     document = _served_document(api, monkeypatch, REQUIRE_SCOPES="false")
     operations = [operation for methods in document["paths"].values() for operation in methods.values()]
-    assert len(operations) == 16
+    assert len(operations) == 17
     for operation in operations:
         assert operation["security"] == [{"platformJwt": []}]
         assert "403" not in operation["responses"]

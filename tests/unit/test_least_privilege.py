@@ -30,6 +30,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "decrypt": {"tokens", "client_secret"},
     },
     "OpenApiFunction": {"actions": set()},
+    "ListProvidersFunction": {"actions": set()},
     "StartAuthorizationFunction": {
         "actions": {
             "dynamodb:GetItem",

@@ -333,6 +333,8 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
     )
     client = tokens.client_settings(settings, connection)
     try:
+        # The callback's values are checked before the code goes anywhere: a forged regional host never gets it.
+        kept = token_endpoint.keep_callback_metadata(client.quirks, params, url_policy())
         token_set = token_endpoint.exchange_code(
             client,
             code=code_value,
@@ -340,6 +342,7 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
             code_verifier=verifier,
             policy=url_policy(),
             timeout=settings.outbound_timeout_seconds,
+            callback_metadata=kept,
         )
     except token_endpoint.ProviderRejectedError as error:
         logger.warning("code exchange refused", extra=context | {"error_code": error.error})

@@ -26,10 +26,12 @@ GRANT_FIELDS = (
     "authorization_url",
     "token_url",
     "revocation_url",
+    "refresh_url",
     "token_auth_method",
     "grant_type",
+    "quirks",
 )
-SECRET_ENDPOINTS = ("token_url", "revocation_url")
+SECRET_ENDPOINTS = ("token_url", "revocation_url", "refresh_url")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

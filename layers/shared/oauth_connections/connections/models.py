@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from oauth_connections.core.errors import UnsafeUrlError, ValidationFailedError
+from oauth_connections.oauth import token_endpoint
+from oauth_connections.profiles import catalog
 from oauth_connections.security.netguard import check_url
 from oauth_connections.security.policy import url_policy
 
-type TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+type TokenAuthMethod = Literal[
+    "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"
+]
 type GrantType = Literal["authorization_code", "client_credentials"]
 type ConnectionStatus = Literal["pending", "connected", "reauthorization_required", "error"]
 
@@ -33,6 +38,11 @@ RESERVED_AUTHORIZE_PARAMS = frozenset(
 )
 
 
+# Callback parameters of the protocol, and token fields that are secrets: never kept as metadata.
+RESERVED_CALLBACK_PARAMS = frozenset({"code", "state", "iss", "error", "error_description", "error_uri"})
+SECRET_TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_secret"})
+
+
 def _safe_url(value: str) -> str:
     try:
         return check_url(value, url_policy())
@@ -47,6 +57,27 @@ def _params_allowed(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _token_params_allowed(value: dict[str, str]) -> dict[str, str]:
+    clash = token_endpoint.PROTOCOL_TOKEN_PARAMS.intersection(k.lower() for k in value)
+    if clash:
+        raise ValueError(f"parameters set by the protocol cannot be overridden: {', '.join(sorted(clash))}")
+    return value
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"not a regular expression: {error}") from error
+    return value
+
+
+def _no_secret_path(value: str) -> str:
+    if SECRET_TOKEN_FIELDS.intersection(value.lower().split(".")):
+        raise ValueError("a token or secret is never kept as metadata")
+    return value
+
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Description = Annotated[str, StringConstraints(max_length=1000)]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
@@ -56,10 +87,62 @@ Scope = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r
 ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 ParamValue = Annotated[str, StringConstraints(max_length=1024)]
 ExtraParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_params_allowed)]
+TokenParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_token_params_allowed)]
+FieldPath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}(\.[A-Za-z][A-Za-z0-9_-]{0,63}){0,3}$")
+]
+AnchoredPattern = Annotated[
+    str, StringConstraints(min_length=3, max_length=300, pattern=r"^\^.*\$$"), AfterValidator(_compiles)
+]
+ErrorCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")]
+TokenPath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,4}$")
+]
+ProviderId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+ConfigName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+ConfigValue = Annotated[str, StringConstraints(max_length=200)]
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MetadataField(StrictModel):
+    """A value of the token response (dotted path) or of the callback (query parameter) to keep."""
+
+    name: Annotated[FieldPath, AfterValidator(_no_secret_path)]
+    use: Literal["api_base", "token_origin", "value"] = Field(
+        default="value",
+        description="api_base: the API base URL (GetTokenFunction returns it as `api_base`); token_origin: "
+        "token requests go to this scheme and host instead of token_url's; value: kept as it is",
+    )
+    pattern: AnchoredPattern = Field(description="Anchored regular expression the whole value must match")
+
+
+class ProviderQuirks(StrictModel):
+    """How the provider departs from the standard token endpoint; every default is the standard."""
+
+    token_request_format: Literal["form", "json"] = "form"
+    token_params: TokenParams = Field(default={}, description="Extra body parameters of the code exchange")
+    refresh_params: TokenParams = Field(default={}, description="Extra body parameters of a refresh")
+    access_token_path: TokenPath | None = Field(
+        default=None, description="Dotted path of the access token; its siblings are the token's other fields"
+    )
+    expires_in_unit: Literal["seconds", "milliseconds"] = "seconds"
+    permanent_errors: Annotated[list[ErrorCode], Field(max_length=20)] = Field(
+        default=[], description="Error codes that end the grant, besides invalid_grant and the client's"
+    )
+    response_metadata: Annotated[list[MetadataField], Field(max_length=10)] = []
+    callback_metadata: Annotated[list[MetadataField], Field(max_length=10)] = []
+
+    @model_validator(mode="after")
+    def _callback_names_free(self) -> ProviderQuirks:
+        clash = RESERVED_CALLBACK_PARAMS.intersection(f.name for f in self.callback_metadata)
+        if clash:
+            raise ValueError(f"callback parameters of the protocol are not kept: {', '.join(sorted(clash))}")
+        if sum(f.use == "token_origin" for f in self.callback_metadata + self.response_metadata) > 1:
+            raise ValueError("at most one value can name the token origin")
+        return self
 
 
 class ConnectionSettings(StrictModel):
@@ -68,13 +151,18 @@ class ConnectionSettings(StrictModel):
     name: Name
     description: Description = ""
     client_id: ClientId
-    client_secret: ClientSecret | None = Field(default=None, description="Write-only; never returned")
+    client_secret: ClientSecret | None = Field(
+        default=None,
+        description="Write-only; never returned. For private_key_jwt the private key (PEM or JWK, RSA or EC; a JWK's "
+        "kid and x5t#S256 go into the assertion's header)",
+    )
     issuer: SafeUrl | None = Field(
         default=None, description="Issuer to discover the endpoints from (RFC 8414 / OpenID discovery)"
     )
     authorization_url: SafeUrl | None = None
     token_url: SafeUrl | None = Field(default=None, description="Required unless discovered from the issuer")
     revocation_url: SafeUrl | None = None
+    refresh_url: SafeUrl | None = Field(default=None, description="Where refreshes go when not to token_url")
     scopes: Annotated[list[Scope], Field(max_length=100)] = []
     scope_delimiter: Literal[" ", ","] = " "
     token_auth_method: TokenAuthMethod = "client_secret_basic"
@@ -89,12 +177,36 @@ class ConnectionSettings(StrictModel):
         description="A URL under allowed_urls that answers 2xx to a GET with a valid token (a userinfo or "
         '"me" endpoint): POST /connections/{id}/test calls it',
     )
+    quirks: ProviderQuirks = Field(default_factory=ProviderQuirks)
 
 
 class ConnectionCreate(ConnectionSettings):
+    provider: ProviderId | None = Field(
+        default=None, description="A catalog provider (GET /providers) whose settings fill in what is not given"
+    )
+    config: Annotated[dict[ConfigName, ConfigValue], Field(max_length=5)] = Field(
+        default={}, description="The provider's config values (its account's subdomain, ...)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_profile(cls, data: Any) -> Any:
+        """A provider's profile, rendered with the config values, under the tenant's own settings."""
+        if not isinstance(data, dict) or data.get("provider") is None:
+            return data
+        config = data.get("config") or {}
+        if not isinstance(data["provider"], str) or not isinstance(config, dict):
+            return data  # the field validation says what is wrong
+        try:
+            profile = catalog.connection_fields(data["provider"], config, url_policy())
+        except catalog.ProfileError as error:
+            raise PydanticCustomError(error.code, error.message) from error
+        return profile | data
+
     @model_validator(mode="after")
     def _secret_matches_auth_method(self) -> ConnectionCreate:
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
+        check_signing_key(self.token_auth_method, self.client_secret)
         check_grant(self.grant_type, self.token_auth_method)
         if self.token_url is None and self.issuer is None:
             raise ValueError("token_url is required unless an issuer is given")
@@ -112,6 +224,7 @@ class ConnectionUpdate(StrictModel):
     authorization_url: SafeUrl | None = None
     token_url: SafeUrl | SkipJsonSchema[None] = None
     revocation_url: SafeUrl | None = None
+    refresh_url: SafeUrl | None = None
     scopes: Annotated[list[Scope], Field(max_length=100)] | SkipJsonSchema[None] = None
     scope_delimiter: Literal[" ", ","] | SkipJsonSchema[None] = None
     token_auth_method: TokenAuthMethod | SkipJsonSchema[None] = None
@@ -120,16 +233,25 @@ class ConnectionUpdate(StrictModel):
     extra_authorize_params: ExtraParams | SkipJsonSchema[None] = None
     allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
     test_url: SafeUrl | None = Field(default=None, description="null removes it")
+    quirks: ProviderQuirks | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> ConnectionUpdate:
-        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url", "test_url"}
+        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url", "refresh_url", "test_url"}
         nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
         if nulled:
             raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
         if not self.model_fields_set:
             raise ValueError("no field to update")
+        if self.token_auth_method is not None:
+            check_signing_key(self.token_auth_method, self.client_secret)
         return self
+
+
+def check_signing_key(method: str, secret: str | None) -> None:
+    """A private_key_jwt key is parsed when it is set, so a bad one is a 422, not a failed sign-in."""
+    if method == "private_key_jwt" and secret is not None:
+        token_endpoint.signing_key(secret)
 
 
 def check_grant(grant_type: str, method: str) -> None:
@@ -173,6 +295,7 @@ class ConnectionOut(BaseModel):
     authorization_url: str | None
     token_url: str
     revocation_url: str | None
+    refresh_url: str | None = None
     scopes: list[str]
     scope_delimiter: str
     token_auth_method: TokenAuthMethod
@@ -182,6 +305,12 @@ class ConnectionOut(BaseModel):
     allowed_urls: list[str]
     test_url: str | None = None
     last_test: ConnectionTestResult | None = Field(default=None, description="The latest connection test")
+    provider: str | None = None
+    config: dict[str, str] = {}
+    quirks: ProviderQuirks
+    metadata: dict[str, str] = Field(
+        default={}, description="Values kept from the provider's token response and callback (never a secret)"
+    )
     status: ConnectionStatus
     status_reason: str | None = Field(
         default=None, description="Why the status is what it is (an OAuth error code, `settings_changed`, ...)"

@@ -284,6 +284,9 @@ def _fresh_actions(
         else ConnectionRecord.expires_at.remove()
     )
     actions.append(
+        ConnectionRecord.metadata.set(record.metadata) if record.metadata else ConnectionRecord.metadata.remove()
+    )
+    actions.append(
         ConnectionRecord.granted_scopes.set(record.granted_scopes)
         if record.granted_scopes is not None
         else ConnectionRecord.granted_scopes.remove()

@@ -63,6 +63,8 @@ def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
         "expires_at": datetime.fromtimestamp(current.expires_at, UTC).isoformat() if current.expires_at else None,
         "scopes": list(current.scopes) if current.scopes is not None else list(record.scopes or []),
         "allowed_urls": list(record.allowed_urls or []),
+        "metadata": dict(current.metadata),
+        "api_base": api_base(record, current),
     }
 
 
@@ -90,6 +92,15 @@ def current_tokens(
     if _needs_refresh(settings, record, current, min_valid_seconds, force_refresh=force_refresh):
         return refresh_connection(settings, record, reason="forced" if force_refresh else "expiring").tokens
     return current
+
+
+def api_base(record: ConnectionRecord, current: TokenSet) -> str | None:
+    """The kept value a rule marks `use: api_base` (Salesforce's instance_url, Zoho's api_domain), if any."""
+    quirks = tokens.quirks_of(record)
+    for rule in quirks.response_metadata + quirks.callback_metadata:
+        if rule.use == "api_base" and rule.name in current.metadata:
+            return str(current.metadata[rule.name])
+    return None
 
 
 def _needs_refresh(

@@ -13,6 +13,7 @@ from oauth_connections.connections.models import (
     ConnectionPage,
     ConnectionTestResult,
     ConnectionUpdate,
+    ProviderQuirks,
     check_grant,
     check_public_client_pkce,
     check_secret_for_method,
@@ -62,6 +63,7 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         authorization_url=record.authorization_url,
         token_url=record.token_url,
         revocation_url=record.revocation_url,
+        refresh_url=record.refresh_url,
         scopes=list(record.scopes or []),
         scope_delimiter=record.scope_delimiter,
         token_auth_method=record.token_auth_method,
@@ -71,6 +73,10 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         allowed_urls=list(record.allowed_urls or []),
         test_url=record.test_url,
         last_test=ConnectionTestResult.model_validate(record.last_test) if record.last_test else None,
+        provider=record.provider,
+        config=dict(record.config or {}),
+        quirks=ProviderQuirks.model_validate(record.quirks or {}),
+        metadata=dict(record.metadata or {}),
         status=record.status,
         status_reason=record.status_reason,
         redirect_uri=caller.callback_url if browser_flow else None,
@@ -243,6 +249,7 @@ def _drop_grant(settings: Settings, record: ConnectionRecord) -> None:
     record.has_refresh_token = False
     record.expires_at = None
     record.granted_scopes = None
+    record.metadata = None
     record.connected_at = None
     record.refreshed_at = None
     record.lease_owner = None

@@ -33,6 +33,30 @@ def client_settings(settings: Settings, record: ConnectionRecord) -> token_endpo
         auth_method=record.token_auth_method,
         scopes=tuple(record.scopes or ()),
         scope_delimiter=record.scope_delimiter,
+        quirks=quirks_of(record),
+    )
+
+
+def quirks_of(record: ConnectionRecord) -> token_endpoint.Quirks:
+    """The stored quirk settings (validated when they were set) as the token endpoint reads them."""
+    raw = record.quirks or {}
+
+    def rules(name: str) -> tuple[token_endpoint.MetadataRule, ...]:
+        return tuple(
+            token_endpoint.MetadataRule(rule["name"], rule["pattern"], rule.get("use", "value"))
+            for rule in raw.get(name) or ()
+        )
+
+    return token_endpoint.Quirks(
+        token_request_format=raw.get("token_request_format", "form"),
+        token_params=dict(raw.get("token_params") or {}),
+        refresh_params=dict(raw.get("refresh_params") or {}),
+        refresh_url=record.refresh_url,
+        access_token_path=raw.get("access_token_path"),
+        expires_in_unit=raw.get("expires_in_unit", "seconds"),
+        permanent_errors=frozenset(raw.get("permanent_errors") or ()),
+        response_metadata=rules("response_metadata"),
+        callback_metadata=rules("callback_metadata"),
     )
 
 
@@ -65,6 +89,7 @@ def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: token_
     record.has_refresh_token = bool(token_set.refresh_token)
     record.expires_at = datetime.fromtimestamp(token_set.expires_at, UTC) if token_set.expires_at else None
     record.granted_scopes = list(token_set.scopes) if token_set.scopes is not None else None
+    record.metadata = dict(token_set.metadata) or None
 
 
 def store_connected(

@@ -5,6 +5,12 @@ reads them, because real providers send form-encoded bodies, `expires_in` as a s
 scopes, `token_type` in any case, and errors with HTTP 200. Failures are classified once, here:
 `ProviderRejectedError` (the provider said no: a permanent OAuth error) versus
 `ProviderUnavailableError` (5xx, 429, timeouts, connection errors, garbage: worth retrying later).
+
+Providers that go further are described by `Quirks` on the client: a JSON request body, extra body
+parameters, a separate refresh URL, a nested token, millisecond lifetimes, more error codes that end the
+grant, and values of the token response or the callback to keep (`metadata`). A kept value that names a
+host is trusted only when it matches the pattern its rule declares and passes the SSRF guard; a token
+request never goes to a host that fails either check.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ import json
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
-from urllib.parse import parse_qsl
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from oauth_connections.core.errors import ServiceError, UnsafeUrlError
-from oauth_connections.security.netguard import UrlPolicy, call_deadline, mount_guard
+from oauth_connections.security.netguard import UrlPolicy, call_deadline, check_url, mount_guard
 
 PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 MAX_PROVIDER_RESPONSE_BYTES = 256 * 1024  # token, metadata and revocation answers, after decompression
@@ -29,6 +36,27 @@ MAX_RETRY_AFTER_SECONDS = 3600
 # Longer lifetimes than ten years are treated as unknown, not as a date.
 MAX_EXPIRES_IN_SECONDS = 10 * 366 * 86_400
 _DECIMAL = re.compile(r"\d{1,12}(\.\d{1,9})?")
+# Body parameters the protocol sets; quirk parameters never replace them.
+PROTOCOL_TOKEN_PARAMS = frozenset(
+    {
+        "grant_type",
+        "code",
+        "redirect_uri",
+        "refresh_token",
+        "client_id",
+        "client_secret",
+        "code_verifier",
+        "scope",
+        "client_assertion",
+        "client_assertion_type",
+    }
+)
+MAX_METADATA_VALUE_CHARS = 2048
+# RFC 7523 client authentication: a signed assertion per request, valid this long, with a fresh jti.
+ASSERTION_METHODS = frozenset({"client_secret_jwt", "private_key_jwt"})
+ASSERTION_LIFETIME_SECONDS = 60
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
 
 class ProviderRejectedError(ServiceError):
@@ -36,14 +64,52 @@ class ProviderRejectedError(ServiceError):
 
     status = 400
 
-    def __init__(self, error: str, description: str | None = None) -> None:
+    def __init__(
+        self, error: str, description: str | None = None, *, permanent_errors: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__(description or error, code=error)
         self.error = error
         self.description = description
+        self.permanent_errors = permanent_errors
 
     @property
     def permanent(self) -> bool:
-        return self.error in PERMANENT_ERRORS
+        return self.error in PERMANENT_ERRORS or self.error in self.permanent_errors
+
+
+class MetadataRefusedError(ProviderRejectedError):
+    """A value from the provider or the callback that its rule does not admit; nothing was sent with it."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__("invalid_metadata", description)
+
+
+@dataclass(frozen=True)
+class MetadataRule:
+    """A value to keep: `name` is a dotted path (token response) or a query parameter (callback).
+
+    use `api_base`: an API base URL; `token_origin`: the scheme and host token requests go to instead of
+    the token URL's; `value`: kept as it is. The value must match `pattern` in full.
+    """
+
+    name: str
+    pattern: str
+    use: Literal["api_base", "token_origin", "value"] = "value"
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """How a provider departs from RFC 6749's token endpoint; the defaults are the standard."""
+
+    token_request_format: Literal["form", "json"] = "form"  # noqa: S105 - a format, no secret
+    token_params: Mapping[str, str] = field(default_factory=dict)
+    refresh_params: Mapping[str, str] = field(default_factory=dict)
+    refresh_url: str | None = None
+    access_token_path: str | None = None
+    expires_in_unit: Literal["seconds", "milliseconds"] = "seconds"
+    permanent_errors: frozenset[str] = frozenset()
+    response_metadata: tuple[MetadataRule, ...] = ()
+    callback_metadata: tuple[MetadataRule, ...] = ()
 
 
 class ProviderUnavailableError(ServiceError):
@@ -67,6 +133,7 @@ class ClientSettings:
     auth_method: str
     scopes: tuple[str, ...] = ()
     scope_delimiter: str = " "
+    quirks: Quirks = field(default_factory=Quirks)
 
 
 @dataclass(frozen=True)
@@ -77,6 +144,7 @@ class TokenSet:
     expires_at: int | None = None  # epoch seconds; None when the provider did not say
     scopes: tuple[str, ...] | None = None  # None when the provider did not say
     id_token: str | None = field(default=None, repr=False)
+    metadata: Mapping[str, str] = field(default_factory=dict)  # kept values, never a secret
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -87,6 +155,7 @@ class TokenSet:
                 "expires_at": self.expires_at,
                 "scopes": list(self.scopes) if self.scopes is not None else None,
                 "id_token": self.id_token,
+                "metadata": dict(self.metadata),
             }
         ).encode()
 
@@ -101,6 +170,7 @@ class TokenSet:
             expires_at=raw.get("expires_at"),
             scopes=tuple(scopes) if scopes is not None else None,
             id_token=raw.get("id_token"),
+            metadata=dict(raw.get("metadata") or {}),
         )
 
 
@@ -180,38 +250,139 @@ def expires_in_seconds(value: object) -> int | None:
     return int(value)
 
 
-def normalize_token_response(resp: Any) -> Any:
-    """authlib compliance hook: classify failures and rewrite quirky bodies into the standard shape."""
+def _at_path(body: Mapping[str, Any], path: str) -> Any:
+    value: Any = body
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _error_of(body: Mapping[str, Any]) -> Any:
+    """The error code: RFC 6749's `error`, also when an HTTP-200 body says `"ok": false` beside it."""
+    error = body.get("error")
+    if not error and body.get("ok") is False:
+        return "provider_error"
+    return error
+
+
+def normalize_token_response(resp: Any, quirks: Quirks | None = None) -> Any:
+    """authlib compliance hook: classify failures and rewrite quirky bodies into the standard shape.
+
+    The token fields are read beside the access token at `access_token_path` (a user token nested under
+    `authed_user` brings its own refresh token and lifetime); kept metadata is read from the whole body
+    and travels under `_metadata` until it is checked.
+    """
+    quirks = quirks or Quirks()
     status = resp.status_code
     if status == 429 or status >= 500:
         raise ProviderUnavailableError(f"token endpoint answered HTTP {status}", retry_after=_retry_after(resp.headers))
     body = _body_of(resp)
-    error = body.get("error")
+    error = _error_of(body)
     if error:
-        raise ProviderRejectedError(str(error)[:100], str(body.get("error_description") or "")[:300] or None)
+        raise ProviderRejectedError(
+            str(error)[:100],
+            str(body.get("error_description") or "")[:300] or None,
+            permanent_errors=quirks.permanent_errors,
+        )
     if status >= 400:
         raise ProviderUnavailableError(f"token endpoint answered HTTP {status} without an OAuth error")
-    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+    fields: Any = body
+    if quirks.access_token_path and "." in quirks.access_token_path:
+        fields = _at_path(body, quirks.access_token_path.rsplit(".", 1)[0])
+    token_name = (quirks.access_token_path or "access_token").rsplit(".", 1)[-1]
+    if not isinstance(fields, Mapping) or not isinstance(fields.get(token_name), str) or not fields[token_name]:
         raise ProviderUnavailableError("token response has no access_token")
-    normalized: dict[str, Any] = {"access_token": body["access_token"]}
-    normalized["token_type"] = str(body.get("token_type") or "Bearer")
+    normalized: dict[str, Any] = {"access_token": fields[token_name]}
+    normalized["token_type"] = str(fields.get("token_type") or "Bearer")
     for name in ("refresh_token", "id_token"):
-        if isinstance(body.get(name), str) and body[name]:
-            normalized[name] = body[name]
-    seconds = expires_in_seconds(body.get("expires_in"))
+        if isinstance(fields.get(name), str) and fields[name]:
+            normalized[name] = fields[name]
+    expires_in = fields.get("expires_in")
+    if (
+        quirks.expires_in_unit == "milliseconds"
+        and isinstance(expires_in, int | float)
+        and not isinstance(expires_in, bool)
+    ):
+        expires_in = expires_in / 1000
+    seconds = expires_in_seconds(expires_in)
     if seconds is not None:
         normalized["expires_in"] = seconds
-    scope = body.get("scope")
+    scope = fields.get("scope")
     if isinstance(scope, list):
         scope = " ".join(str(s) for s in scope)
     if isinstance(scope, str):
         normalized["scope"] = " ".join(split_scopes(scope))
+    metadata = {rule.name: _at_path(body, rule.name) for rule in quirks.response_metadata}
+    normalized["_metadata"] = {name: value for name, value in metadata.items() if value is not None}
     resp._content = json.dumps(normalized).encode()
     resp.headers["Content-Type"] = "application/json"
     return resp
 
 
-def _token_set(token: dict[str, Any], *, fallback_scopes: tuple[str, ...] | None, now: float) -> TokenSet:
+def checked_metadata(rule: MetadataRule, value: object, policy: UrlPolicy) -> str:
+    """The value if its rule admits it: a string matching the pattern in full and, for a URL, the SSRF guard."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MetadataRefusedError(f"{rule.name} is not a text value")
+    text = str(value)
+    if len(text) > MAX_METADATA_VALUE_CHARS or not re.fullmatch(rule.pattern, text):
+        raise MetadataRefusedError(f"{rule.name} does not match the pattern the connection declares")
+    if rule.use != "value":
+        try:
+            check_url(text, policy)
+        except UnsafeUrlError as error:
+            raise MetadataRefusedError(f"{rule.name} is refused by the URL guard: {error.message}") from error
+        parts = urlsplit(text)
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise MetadataRefusedError(f"{rule.name} must be a plain URL")
+    return text
+
+
+def keep_callback_metadata(quirks: Quirks, params: Mapping[str, str], policy: UrlPolicy) -> dict[str, str]:
+    """The callback's query parameters the connection keeps, each checked before anything is sent."""
+    return {
+        rule.name: checked_metadata(rule, params[rule.name], policy)
+        for rule in quirks.callback_metadata
+        if params.get(rule.name) is not None
+    }
+
+
+def _token_origin_url(url: str, quirks: Quirks, metadata: Mapping[str, str], policy: UrlPolicy) -> str:
+    """`url` moved to the origin a kept `token_origin` value names (checked again: rules can change)."""
+    for rule in quirks.callback_metadata + quirks.response_metadata:
+        if rule.use == "token_origin" and rule.name in metadata:
+            origin = urlsplit(checked_metadata(rule, metadata[rule.name], policy))
+            parts = urlsplit(url)
+            return urlunsplit((origin.scheme, origin.netloc, parts.path, parts.query, ""))
+    return url
+
+
+def _kept_response_metadata(
+    token: Mapping[str, Any], quirks: Quirks, policy: UrlPolicy, *, strict: bool
+) -> dict[str, str]:
+    """Checked response metadata. Strict (an exchange) refuses a bad value; a refresh drops it, since the
+    provider may already have rotated the refresh token the answer carries."""
+    raw = token.get("_metadata") or {}
+    kept: dict[str, str] = {}
+    for rule in quirks.response_metadata:
+        if rule.name not in raw:
+            continue
+        try:
+            kept[rule.name] = checked_metadata(rule, raw[rule.name], policy)
+        except MetadataRefusedError:
+            if strict:
+                raise
+    return kept
+
+
+def _extra_params(params: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in params.items() if name.lower() not in PROTOCOL_TOKEN_PARAMS}
+
+
+def _token_set(
+    token: dict[str, Any], *, fallback_scopes: tuple[str, ...] | None, now: float, metadata: Mapping[str, str]
+) -> TokenSet:
     token_type = str(token.get("token_type") or "Bearer")
     expires_in = token.get("expires_in")
     scope = token.get("scope")
@@ -222,7 +393,71 @@ def _token_set(token: dict[str, Any], *, fallback_scopes: tuple[str, ...] | None
         expires_at=int(now) + int(expires_in) if expires_in else None,
         scopes=split_scopes(scope) if isinstance(scope, str) else fallback_scopes,
         id_token=token.get("id_token"),
+        metadata=dict(metadata),
     )
+
+
+def signing_key(secret: str) -> tuple[Any, str, dict[str, str]]:
+    """The private key of private_key_jwt (a PEM or a JWK; RSA or EC), its algorithm and the header it names.
+
+    A JWK's `kid` and `x5t#S256` (the certificate thumbprint some providers match the key by) go into the
+    assertion's header. Raises ValueError for anything that is not a private RSA or EC key.
+    """
+    from joserfc.jwk import ECKey, RSAKey, import_key
+
+    text = secret.strip()
+    try:
+        data: Any = json.loads(text) if text.startswith("{") else text
+    except ValueError as error:
+        raise ValueError("the private key is neither a PEM nor a JWK") from error
+    key: Any = None
+    for key_type in ("RSA", "EC"):
+        try:
+            key = import_key(data, key_type)
+            break
+        except Exception:  # noqa: BLE001, S112 - joserfc raises several types for a key of the other kind
+            continue
+    if not isinstance(key, RSAKey | ECKey) or not key.is_private:
+        raise ValueError("the private key must be a private RSA or EC key (PEM or JWK)")
+    alg = "RS256" if isinstance(key, RSAKey) else _EC_ALGORITHMS.get(str(key.curve_name), "")
+    if not alg:
+        raise ValueError("the EC key must be on P-256, P-384 or P-521")
+    header = {"alg": alg}
+    if isinstance(data, dict):
+        header.update({name: str(data[name]) for name in ("kid", "x5t#S256") if data.get(name)})
+    return key, alg, header
+
+
+def client_assertion(client: ClientSettings, audience: str) -> str:
+    """A fresh RFC 7523 assertion for one request to `audience` (the URL it is sent to)."""
+    from authlib.oauth2.rfc7523 import client_secret_jwt_sign, private_key_jwt_sign
+    from joserfc.jwk import OctKey
+
+    secret = client.client_secret or ""
+    try:
+        if client.auth_method == "private_key_jwt":
+            key, alg, header = signing_key(secret)
+            sign = private_key_jwt_sign
+        else:
+            key, alg, header, sign = OctKey.import_key(secret), "HS256", {"alg": "HS256"}, client_secret_jwt_sign
+    except ValueError as error:
+        raise ProviderRejectedError("invalid_client", f"the client's key cannot sign: {error}") from error
+    signed = sign(key, client.client_id, audience, alg=alg, header=header, expires_in=ASSERTION_LIFETIME_SECONDS)
+    return signed.decode() if isinstance(signed, bytes) else str(signed)
+
+
+class _AssertionAuth:
+    """authlib client-auth method: adds a fresh assertion to each form-encoded token request."""
+
+    def __init__(self, client: ClientSettings) -> None:
+        self.name = client.auth_method
+        self.client = client
+
+    def __call__(self, auth: Any, method: str, uri: str, headers: Any, body: str) -> tuple[str, Any, str]:
+        from authlib.common.urls import add_params_to_qs
+
+        params = [("client_assertion_type", ASSERTION_TYPE), ("client_assertion", client_assertion(self.client, uri))]
+        return uri, headers, add_params_to_qs(body or "", params)
 
 
 def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
@@ -233,10 +468,54 @@ def _session(client: ClientSettings, policy: UrlPolicy) -> Any:
         client_secret=client.client_secret,
         token_endpoint_auth_method=client.auth_method,
     )
+    if client.auth_method in ASSERTION_METHODS:
+        session.register_client_auth_method(_AssertionAuth(client))
+        session.revocation_endpoint_auth_method = client.auth_method  # a revocation signs its own assertion
     _bounded(mount_guard(session, policy))
-    session.register_compliance_hook("access_token_response", normalize_token_response)
-    session.register_compliance_hook("refresh_token_response", normalize_token_response)
+
+    def normalize(resp: Any) -> Any:
+        return normalize_token_response(resp, client.quirks)
+
+    session.register_compliance_hook("access_token_response", normalize)
+    session.register_compliance_hook("refresh_token_response", normalize)
     return session
+
+
+def _post_token_request(
+    client: ClientSettings, session: Any, url: str, params: dict[str, str], timeout: float
+) -> dict[str, Any]:
+    """One token request: authlib builds the standard form body; a JSON-only endpoint gets the same
+    parameters (and, for client_secret_post, the client's credentials) as a JSON object."""
+    if client.quirks.token_request_format == "form":  # noqa: S105 - a format, no secret
+        if params["grant_type"] == "refresh_token":
+            rest = {k: v for k, v in params.items() if k not in ("grant_type", "refresh_token")}
+            return dict(
+                session.refresh_token(
+                    url, refresh_token=params["refresh_token"], timeout=timeout, allow_redirects=False, **rest
+                )
+            )
+        return dict(session.fetch_token(url, timeout=timeout, allow_redirects=False, **params))
+    body = dict(params)
+    auth = None
+    if client.auth_method == "client_secret_basic":
+        auth = session.client_auth("client_secret_basic")
+    else:
+        body["client_id"] = client.client_id
+        if client.auth_method == "client_secret_post" and client.client_secret is not None:
+            body["client_secret"] = client.client_secret
+        if client.auth_method in ASSERTION_METHODS:
+            body["client_assertion_type"] = ASSERTION_TYPE
+            body["client_assertion"] = client_assertion(client, url)
+    resp = session.post(
+        url,
+        json=body,
+        auth=auth,
+        withhold_token=True,
+        headers={"Accept": "application/json"},
+        timeout=timeout,
+        allow_redirects=False,
+    )
+    return dict(json.loads(normalize_token_response(resp, client.quirks).content))
 
 
 def _call_token_endpoint(call: Any, timeout: float) -> dict[str, Any]:
@@ -266,41 +545,35 @@ def exchange_code(
     code_verifier: str | None,
     policy: UrlPolicy,
     timeout: float,
+    callback_metadata: Mapping[str, str] | None = None,
 ) -> TokenSet:
+    """Redeem a code. `callback_metadata` are the callback's kept values (keep_callback_metadata checked
+    them); a `token_origin` among them moves the request to that host."""
+    kept = dict(callback_metadata or {})
+    url = _token_origin_url(client.token_url, client.quirks, kept, policy)
     session = _session(client, policy)
-    extra: dict[str, Any] = {"code_verifier": code_verifier} if code_verifier else {}
+    params = _extra_params(client.quirks.token_params)
+    params.update({"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri})
+    if code_verifier:
+        params["code_verifier"] = code_verifier
     now = time.time()
-    token = _call_token_endpoint(
-        lambda: session.fetch_token(
-            client.token_url,
-            grant_type="authorization_code",
-            code=code,
-            redirect_uri=redirect_uri,
-            timeout=timeout,
-            allow_redirects=False,
-            **extra,
-        ),
-        timeout,
-    )
-    return _token_set(token, fallback_scopes=client.scopes, now=now)
-
-
-# ------------------------------------------------------------------ discovery
+    token = _call_token_endpoint(lambda: _post_token_request(client, session, url, params, timeout), timeout)
+    kept.update(_kept_response_metadata(token, client.quirks, policy, strict=True))
+    return _token_set(token, fallback_scopes=client.scopes, now=now, metadata=kept)
 
 
 def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, timeout: float) -> TokenSet:
     """Use the refresh token once. A provider that sends no new refresh token keeps the old one valid."""
     if not current.refresh_token:
         raise ProviderRejectedError("invalid_grant", "no refresh token is stored")
+    url = _token_origin_url(client.quirks.refresh_url or client.token_url, client.quirks, current.metadata, policy)
     session = _session(client, policy)
+    params = _extra_params(client.quirks.refresh_params)
+    params.update({"grant_type": "refresh_token", "refresh_token": current.refresh_token})
     now = time.time()
-    token = _call_token_endpoint(
-        lambda: session.refresh_token(
-            client.token_url, refresh_token=current.refresh_token, timeout=timeout, allow_redirects=False
-        ),
-        timeout,
-    )
-    fresh = _token_set(token, fallback_scopes=current.scopes, now=now)
+    token = _call_token_endpoint(lambda: _post_token_request(client, session, url, params, timeout), timeout)
+    metadata = {**current.metadata, **_kept_response_metadata(token, client.quirks, policy, strict=False)}
+    fresh = _token_set(token, fallback_scopes=current.scopes, now=now, metadata=metadata)
     if not fresh.refresh_token:
         fresh = TokenSet(
             access_token=fresh.access_token,
@@ -309,6 +582,7 @@ def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, tim
             expires_at=fresh.expires_at,
             scopes=fresh.scopes,
             id_token=fresh.id_token or current.id_token,
+            metadata=fresh.metadata,
         )
     return fresh
 
@@ -316,12 +590,13 @@ def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, tim
 def client_credentials(client: ClientSettings, *, policy: UrlPolicy, timeout: float) -> TokenSet:
     """The client-credentials grant (RFC 6749 §4.4): a token for the app itself, no browser involved."""
     session = _session(client, policy)
-    extra: dict[str, Any] = {"scope": client.scope_delimiter.join(client.scopes)} if client.scopes else {}
+    params = _extra_params(client.quirks.token_params)
+    params["grant_type"] = "client_credentials"
+    if client.scopes:
+        params["scope"] = client.scope_delimiter.join(client.scopes)
     now = time.time()
     token = _call_token_endpoint(
-        lambda: session.fetch_token(
-            client.token_url, grant_type="client_credentials", timeout=timeout, allow_redirects=False, **extra
-        ),
-        timeout,
+        lambda: _post_token_request(client, session, client.token_url, params, timeout), timeout
     )
-    return _token_set(token, fallback_scopes=client.scopes, now=now)
+    metadata = _kept_response_metadata(token, client.quirks, policy, strict=True)
+    return _token_set(token, fallback_scopes=client.scopes, now=now, metadata=metadata)

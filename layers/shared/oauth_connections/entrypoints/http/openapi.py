@@ -30,6 +30,7 @@ from oauth_connections.entrypoints.http.feeds import (
     run_feed_router,
     update_feed_router,
 )
+from oauth_connections.entrypoints.http.providers import list_providers_router
 from oauth_connections.entrypoints.http.resolver import documented, json_response
 
 openapi_router = Router()
@@ -65,5 +66,6 @@ API_ROUTERS = (
     delete_feed_router,
     run_feed_router,
     list_feed_runs_router,
+    list_providers_router,
     openapi_router,
 )
