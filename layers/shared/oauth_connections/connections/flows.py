@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from oauth_connections.connections import grants, tokens
+from oauth_connections.connections import activity, grants, tokens
 from oauth_connections.core.caller import Caller
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
@@ -191,6 +191,9 @@ def start_authorization(
     )
     base = caller.callback_url.rsplit("/oauth2/", 1)[0]
     logger.info("authorization started", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
+    activity.record_activity(
+        settings, caller.tenant_id, connection_id, "authorization.started", actor=caller.user_id, trigger="api"
+    )
     return AuthorizationStart(
         redirect_url=f"{base}{AUTHORIZE_PATH}?{urlencode({'flow': handle})}", expires_at=expires_at
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from oauth_connections.connections import grants
+from oauth_connections.connections import activity, grants
 from oauth_connections.connections.models import (
     ConnectionCreate,
     ConnectionOut,
@@ -130,7 +130,18 @@ def create_connection(settings: Settings, caller: Caller, request: ConnectionCre
     )
     insert_connection(record)
     logger.info("connection created", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
+    _announce(settings, caller, connection_id, "connection.created", name=record.name, grant_type=record.grant_type)
     return to_view(record, caller)
+
+
+def _announce(settings: Settings, caller: Caller, connection_id: str, kind: str, **details: Any) -> None:
+    """A user's change: one activity entry naming the user, and the event of the same name."""
+    from oauth_connections.core import events
+
+    activity.record_activity(
+        settings, caller.tenant_id, connection_id, kind, actor=caller.user_id, trigger="api", **details
+    )
+    events.publish(settings.event_bus_name, kind, tenant_id=caller.tenant_id, connection_id=connection_id, **details)
 
 
 def get_connection(settings: Settings, caller: Caller, connection_id: str) -> ConnectionOut:
@@ -168,6 +179,8 @@ def update_connection(
     secret_changed = "client_secret" in request.model_fields_set
     secret = request.client_secret
     ciphertext = _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
+    edited = set(changes)
+    old_values = {field: getattr(record, field) for field in edited}
     for attempt in range(UPDATE_ATTEMPTS):
         if if_match is not None and if_match != int(record.settings_version or 1):
             raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
@@ -208,6 +221,12 @@ def update_connection(
             "fields": sorted(request.model_fields_set),
         },
     )
+    new_values = {field: getattr(record, field) for field in edited} | (
+        {"client_secret": None} if secret_changed else {}
+    )
+    _announce(
+        settings, caller, connection_id, "connection.updated", changes=activity.field_changes(old_values, new_values)
+    )
     if before is not None:
         _announce_grant_ended(settings, before, ended)
     elif secret is not None and record.status == "reauthorization_required":
@@ -247,6 +266,16 @@ def _announce_grant_ended(settings: Settings, before: ConnectionRecord, fields: 
     from oauth_connections.core import events
 
     revoked = revoke_tokens(settings, before)
+    activity.record_activity(
+        settings,
+        before.tenant_id,
+        before.connection_id,
+        "connection.grant_ended",
+        actor=None,
+        trigger="edit",
+        changed_fields=fields,
+        revoked=revoked,
+    )
     logger.info(
         "grant ended by an edit",
         extra={"tenant_id": before.tenant_id, "connection_id": before.connection_id, "fields": fields},
@@ -300,9 +329,10 @@ def delete_connection(settings: Settings, caller: Caller, connection_id: str) ->
     """
     record = _load(settings, caller, connection_id)
     revoked_version: int | None = None
+    revoked = False
     for attempt in range(DELETE_ATTEMPTS):
         if int(record.token_version or 0) != revoked_version:
-            revoke_tokens(settings, record)
+            revoked = revoke_tokens(settings, record)
             revoked_version = int(record.token_version or 0)
         try:
             remove_connection(record, guarded=attempt < DELETE_ATTEMPTS - 1)
@@ -310,6 +340,7 @@ def delete_connection(settings: Settings, caller: Caller, connection_id: str) ->
         except ConflictError:
             record = CONNECTIONS.load(caller.tenant_id, connection_id, consistent=True)
     logger.info("connection deleted", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
+    _announce(settings, caller, connection_id, "connection.deleted", name=record.name, revoked=revoked)
 
 
 def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> ConnectionOut:
@@ -319,7 +350,22 @@ def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> Conne
     record = _load(settings, caller, connection_id)
     if not record.tokens_ciphertext:  # checked without decrypting: the refresh decrypts them anyway
         raise refresh.TokenError("not_connected", "the connection has not been authorized yet")
-    refreshed = refresh.refresh_connection(settings, record, reason="requested")
+    try:
+        refreshed = refresh.refresh_connection(settings, record, reason="requested")
+    except refresh.TokenError as error:
+        activity.record_activity(
+            settings,
+            caller.tenant_id,
+            connection_id,
+            "connection.refresh_failed",
+            actor=caller.user_id,
+            trigger="on_demand",
+            reason=error.code,
+        )
+        raise
+    activity.record_activity(
+        settings, caller.tenant_id, connection_id, "connection.refreshed", actor=caller.user_id, trigger="on_demand"
+    )
     return to_view(refreshed.record, caller)
 
 

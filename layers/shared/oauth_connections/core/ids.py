@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from datetime import datetime
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 CONNECTION_ID_PREFIX = "con"
 FEED_ID_PREFIX = "feed"
+ACTIVITY_ID_PREFIX = "act"
 # What a tenant id may look like (it comes from the authorizer's claims or a trusted caller).
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
 
@@ -29,3 +31,9 @@ def new_id(prefix: str) -> str:
 def is_id(value: str, prefix: str) -> bool:
     body = value.removeprefix(f"{prefix}_")
     return body != value and len(body) == 26 and all(c in _ALPHABET for c in body)
+
+
+def id_bound(prefix: str, moment: datetime, *, upper: bool) -> str:
+    """The lowest (or highest) id of the given kind made at that millisecond: a time range as an id range."""
+    stamp = _base32(int(moment.timestamp() * 1000), 10)
+    return f"{prefix}_{stamp}{(_ALPHABET[-1] if upper else _ALPHABET[0]) * 16}"
