@@ -10,12 +10,22 @@ from tests.unit.test_connections_api import connection_body, create
 SECRET = "activity-client-secret-value"
 
 
-def entries(subject_id: str | None = None, tenant: str = "acme", **filters: Any) -> list[dict[str, Any]]:
-    from oauth_connections.connections.activity import list_activity
-    from oauth_connections.core.config import get_settings
-
-    page = list_activity(get_settings(), tenant, subject_id, 100, None, **filters)
-    return [item.model_dump(mode="json") for item in page.items]
+def entries(subject_id: str | None = None, tenant: str = "acme", **query: str) -> list[dict[str, Any]]:
+    """Every entry of a log through the API, following the cursor."""
+    api = InProcessApi(tenant)
+    found: list[dict[str, Any]] = []
+    params = dict(query)
+    while True:
+        if subject_id:
+            response = api.call("list_connection_activity", connection_id=subject_id, query=params)
+        else:
+            response = api.call("list_activity", query=params)
+        assert response.status == 200, response.text
+        page = response.json()
+        found += page["items"]
+        if not page.get("next_cursor"):
+            return found
+        params["cursor"] = page["next_cursor"]
 
 
 def test_create_update_delete_each_leave_one_entry_by_their_user(api: InProcessApi) -> None:
@@ -84,6 +94,46 @@ def test_filters_by_type_and_user(api: InProcessApi) -> None:
         body={"description": "x"},
         claims={"sub": "erin", "tenant_id": "acme"},
     )
-    by_erin = entries(None, actor="erin")
+    by_erin = entries(None, user="erin")
     assert [(e["type"], e["subject_id"]) for e in by_erin] == [("connection.updated", first["id"])]
-    assert all(e["type"] == "connection.created" for e in entries(None, kind="connection.created"))
+    assert all(e["type"] == "connection.created" for e in entries(None, type="connection.created"))
+
+
+def test_pages_follow_each_other_newest_first_without_gaps(api: InProcessApi) -> None:
+    created = create(api, name="Paged activity")
+    for text in ("one", "two", "three", "four"):
+        assert api.call("update_connection", connection_id=created["id"], body={"description": text}).status == 200
+    first = api.call("list_connection_activity", connection_id=created["id"], query={"limit": "2"}).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    everything = entries(created["id"], limit="2")
+    assert [e["details"].get("changes", {}).get("description", {}).get("new") for e in everything] == [
+        "four",
+        "three",
+        "two",
+        "one",
+        None,
+    ]
+    assert everything[:2] == first["items"]
+
+
+def test_time_range_selects_entries(api: InProcessApi) -> None:
+    created = create(api, name="Timed activity")
+    moment = entries(created["id"])[0]["occurred_at"]
+    assert api.call("update_connection", connection_id=created["id"], body={"description": "later"}).status == 200
+    later = entries(created["id"])[0]["occurred_at"]
+    in_range = [e["type"] for e in entries(None, since=later) if e["subject_id"] == created["id"]]
+    assert in_range == ["connection.updated"]
+    until = [e["type"] for e in entries(None, until=moment, since=moment) if e["subject_id"] == created["id"]]
+    assert until == ["connection.created"]
+
+
+def test_a_forged_cursor_is_refused(api: InProcessApi) -> None:
+    response = api.call("list_activity", query={"cursor": "bm90LWFuLWlk"})
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_an_unknown_filter_value_is_refused(api: InProcessApi) -> None:
+    response = api.call("list_activity", query={"type": "DROP TABLE"})
+    assert response.status == 422
+    assert response.json()["error"]["code"] == "validation_error"

@@ -14,6 +14,8 @@ from tests.unit.test_template import resources, template
 EXPECTED: dict[str, dict[str, Any]] = {
     "ListConnectionsFunction": {"actions": {"dynamodb:Query"}},
     "GetConnectionFunction": {"actions": {"dynamodb:GetItem"}},
+    "ListConnectionActivityFunction": {"actions": {"dynamodb:Query"}},
+    "ListActivityFunction": {"actions": {"dynamodb:Query"}},
     "CreateConnectionFunction": {
         "actions": {"dynamodb:PutItem", "kms:GenerateDataKey", "events:PutEvents"},
         "encrypt": {"client_secret"},
@@ -305,6 +307,7 @@ ACTIVITY_WRITERS = {
     "RefreshConnectionFunction",
     "StartAuthorizationFunction",
 }
+ACTIVITY_READERS = {"ListConnectionActivityFunction", "ListActivityFunction"}
 ACTIVITY_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}
 
 
@@ -313,6 +316,19 @@ def activity_statements(function: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("function", sorted(EXPECTED))
-def test_only_activity_writers_may_put_activity_and_only_put_it(function: str) -> None:
+def test_only_activity_writers_may_put_activity_and_only_readers_query_it(function: str) -> None:
     granted = [action for statement in activity_statements(function) for action in listed_actions(statement)]
-    assert granted == (["dynamodb:PutItem"] if function in ACTIVITY_WRITERS else [])
+    expected = ["dynamodb:PutItem"] if function in ACTIVITY_WRITERS else []
+    assert granted == (["dynamodb:Query"] if function in ACTIVITY_READERS else expected)
+
+
+@pytest.mark.parametrize("function", sorted(ACTIVITY_READERS))
+def test_activity_readers_read_only_the_activity_log(function: str) -> None:
+    assert statements(function) == [
+        {
+            "Effect": "Allow",
+            "Action": "dynamodb:Query",
+            "Resource": {"Fn::GetAtt": ["ConnectionsTable", "Arn"]},
+            "Condition": ACTIVITY_KEYS,
+        }
+    ]

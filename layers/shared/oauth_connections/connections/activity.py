@@ -49,7 +49,7 @@ def record_activity(
     """Append one entry to the subject's and the tenant's log; a failure is logged and counted, never raised."""
     bind_table(settings.connections_table_name)
     now = utcnow()
-    activity_id = new_id(ACTIVITY_ID_PREFIX)
+    activity_id = new_id(ACTIVITY_ID_PREFIX, now)
     record = ActivityRecord(
         tenant_log_key(tenant_id),
         activity_id,

@@ -23,8 +23,10 @@ def _base32(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
-def new_id(prefix: str) -> str:
-    stamp = _base32(time.time_ns() // 1_000_000, 10)
+def new_id(prefix: str, at: datetime | None = None) -> str:
+    """A new id; `at` makes it at that moment (an entry whose time is a key range must carry its own time)."""
+    millis = int(at.timestamp() * 1000) if at else time.time_ns() // 1_000_000
+    stamp = _base32(millis, 10)
     return f"{prefix}_{stamp}{_base32(secrets.randbits(80), 16)}"
 
 
