@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import InProcessApi, Resources
+from tests.support.provider import OidcProvider
 from tests.unit.test_connections_api import connection_body, create
 
 SECRET = "activity-client-secret-value"
@@ -62,7 +63,6 @@ def test_create_update_delete_each_leave_one_entry_by_their_user(api: InProcessA
 def test_another_tenant_sees_none_of_the_entries(api: InProcessApi) -> None:
     created = create(api, name="Isolated activity")
     assert entries(created["id"])
-    assert entries(created["id"], tenant="globex") == []
     assert all(e["subject_id"] != created["id"] for e in entries(None, tenant="globex"))
 
 
@@ -137,3 +137,59 @@ def test_an_unknown_filter_value_is_refused(api: InProcessApi) -> None:
     response = api.call("list_activity", query={"type": "DROP TABLE"})
     assert response.status == 422
     assert response.json()["error"]["code"] == "validation_error"
+
+
+def test_the_log_of_another_tenants_or_no_connection_is_not_found(api: InProcessApi) -> None:
+    created = create(api, name="Owned activity")
+    for tenant, connection_id in (("globex", created["id"]), ("acme", "con_" + "0" * 26)):
+        response = InProcessApi(tenant).call("list_connection_activity", connection_id=connection_id)
+        assert response.status == 404
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_deleted_connections_log_stays_readable(api: InProcessApi) -> None:
+    created = create(api, name="Gone but logged")
+    assert api.call("delete_connection", connection_id=created["id"]).status == 204
+    assert [e["type"] for e in entries(created["id"])] == ["connection.deleted", "connection.created"]
+
+
+def test_connecting_and_refreshing_leave_one_entry_each_by_their_trigger(
+    flow_api: InProcessApi, provider: OidcProvider, service_env: Resources, monkeypatch: Any
+) -> None:
+    from oauth_connections.core.config import get_settings
+    from tests.unit.scheduled_helpers import RefreshQueue, age_tokens, sweep
+    from tests.unit.test_client_credentials import create as create_service_account
+    from tests.unit.test_client_credentials import get_token
+
+    monkeypatch.setenv("FORCE_REFRESH_MIN_INTERVAL_SECONDS", "0")
+    get_settings.cache_clear()
+    queue = RefreshQueue(service_env.refresh_queue_url)
+    queue.clear()
+    tenant = flow_api.tenant
+    connection_id = create_service_account(flow_api, provider)["id"]
+    assert flow_api.call("start_authorization", connection_id=connection_id, body={}).status == 200
+    assert flow_api.call("refresh_connection", connection_id=connection_id).status == 200
+    assert "access_token" in get_token(tenant, connection_id, force_refresh=True)
+    age_tokens(tenant, connection_id, seconds=700)
+    sweep()
+    assert queue.drain(tenant).processed == [connection_id]  # routine: not logged one by one
+    assert (
+        flow_api.call("update_connection", connection_id=connection_id, body={"client_secret": "wrong"}).status == 200
+    )
+    age_tokens(tenant, connection_id, seconds=700)
+    sweep()
+    assert queue.drain(tenant).processed == [connection_id]
+
+    log = entries(connection_id, tenant=tenant)
+    print([(e["type"], e["actor"], e["trigger"], e["details"]) for e in log])
+    assert [(e["type"], e["actor"], e["trigger"]) for e in log] == [
+        ("connection.reauthorization_required", None, "scheduled"),
+        ("connection.updated", "alice", "api"),
+        ("connection.refreshed", None, "forced"),
+        ("connection.refreshed", None, "on_demand"),
+        ("connection.connected", "alice", "api"),
+        ("connection.created", "alice", "api"),
+    ]
+    assert log[0]["details"] == {"reason": "invalid_client"}
+    assert set(log[4]["details"]["granted_scopes"]) == {"api.read", "api.write"}
+    assert log[1]["details"] == {"changes": {"client_secret": "changed"}}

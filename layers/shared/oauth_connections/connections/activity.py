@@ -27,6 +27,7 @@ from oauth_connections.storage.activity import (
     tenant_log_key,
 )
 from oauth_connections.storage.binding import bind_table
+from oauth_connections.storage.connections import CONNECTIONS
 
 NOT_RECORDED_METRIC = "ActivityNotRecorded"
 SECRET_FIELDS = frozenset({"client_secret"})
@@ -41,6 +42,7 @@ def record_activity(
     tenant_id: str,
     subject_id: str,
     kind: str,
+    /,
     *,
     actor: str | None,
     trigger: Trigger,
@@ -70,6 +72,25 @@ def record_activity(
         )
         with single_metric(name=NOT_RECORDED_METRIC, unit=MetricUnit.Count, value=1) as metric:
             metric.add_metadata(key="activity_type", value=kind)
+
+
+# What asked for a refresh (refresh.py's reasons), as the activity log names it.
+REFRESH_TRIGGERS: dict[str, Trigger] = {
+    "scheduled": "scheduled",
+    "requested": "on_demand",
+    "expiring": "on_demand",
+    "forced": "forced",
+    "client_secret_changed": "edit",
+}
+
+
+def record_refresh(
+    settings: Settings, tenant_id: str, connection_id: str, kind: str, asked_by: str, /, **details: Any
+) -> None:
+    """An outcome of a refresh, by what asked for it (refresh.py's reason); no user is at hand inside the
+    single flight."""
+    trigger = REFRESH_TRIGGERS.get(asked_by, "on_demand")
+    record_activity(settings, tenant_id, connection_id, kind, actor=None, trigger=trigger, **details)
 
 
 def field_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -122,10 +143,14 @@ def list_activity(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> ActivityPage:
-    """A page of the tenant's log (or one subject's), newest first; the key holds the tenant, so a tenant only
-    ever reads its own entries."""
+    """A page of the tenant's log (or one connection's), newest first; the key holds the tenant, so a tenant
+    only ever reads its own entries. A deleted connection's log stays readable until the retention ends."""
     bind_table(settings.connections_table_name)
     pk = subject_log_key(tenant_id, subject_id) if subject_id else tenant_log_key(tenant_id)
     filters = {name: value for name, value in (("type", kind), ("actor", actor)) if value is not None}
     records, next_cursor = page_activity(pk, limit, cursor, since=since, until=until, filters=filters)
+    if subject_id and not records and cursor is None:
+        # An empty log is another tenant's connection, or none at all, unless the connection is this
+        # tenant's and quiet for longer than the retention: answer as its other routes do.
+        CONNECTIONS.load_requested(tenant_id, subject_id)
     return ActivityPage(items=[_view(r) for r in records], next_cursor=next_cursor)

@@ -92,6 +92,7 @@ class DirectConnection:
 
     status: str
     token_expires_at: datetime | None
+    granted_scopes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,17 @@ def start_authorization(
     bind_table(settings.connections_table_name)
     connection = CONNECTIONS.load(caller.tenant_id, connection_id)
     if connection.grant_type == "client_credentials":
-        return connect_with_client_credentials(settings, connection)
+        direct = connect_with_client_credentials(settings, connection)
+        activity.record_activity(
+            settings,
+            caller.tenant_id,
+            connection_id,
+            "connection.connected",
+            actor=caller.user_id,
+            trigger="api",
+            granted_scopes=direct.granted_scopes,
+        )
+        return direct
     if not return_url:
         raise InvalidRequestError(
             "return_url is required: where the browser goes back to after the provider", code="return_url_required"
@@ -379,4 +390,4 @@ def connect_with_client_credentials(settings: Settings, connection: ConnectionRe
         "connection connected", extra={"tenant_id": connection.tenant_id, "connection_id": connection.connection_id}
     )
     expires = datetime.fromtimestamp(token_set.expires_at, UTC) if token_set.expires_at else None
-    return DirectConnection(status="connected", token_expires_at=expires)
+    return DirectConnection(status="connected", token_expires_at=expires, granted_scopes=token_set.scopes)

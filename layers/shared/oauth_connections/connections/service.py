@@ -350,22 +350,7 @@ def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> Conne
     record = _load(settings, caller, connection_id)
     if not record.tokens_ciphertext:  # checked without decrypting: the refresh decrypts them anyway
         raise refresh.TokenError("not_connected", "the connection has not been authorized yet")
-    try:
-        refreshed = refresh.refresh_connection(settings, record, reason="requested")
-    except refresh.TokenError as error:
-        activity.record_activity(
-            settings,
-            caller.tenant_id,
-            connection_id,
-            "connection.refresh_failed",
-            actor=caller.user_id,
-            trigger="on_demand",
-            reason=error.code,
-        )
-        raise
-    activity.record_activity(
-        settings, caller.tenant_id, connection_id, "connection.refreshed", actor=caller.user_id, trigger="on_demand"
-    )
+    refreshed = refresh.refresh_connection(settings, record, reason="requested")
     return to_view(refreshed.record, caller)
 
 
