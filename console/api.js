@@ -69,6 +69,9 @@ export class Api {
   refresh(id) {
     return this.request("POST", `/connections/${id}/refresh`);
   }
+  listConnectionActivity(id) {
+    return this.request("GET", `/connections/${id}/activity?limit=20`);
+  }
   listFeeds() {
     return this.request("GET", "/feeds?limit=100");
   }
