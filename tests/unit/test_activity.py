@@ -193,3 +193,19 @@ def test_connecting_and_refreshing_leave_one_entry_each_by_their_trigger(
     assert log[0]["details"] == {"reason": "invalid_client"}
     assert set(log[4]["details"]["granted_scopes"]) == {"api.read", "api.write"}
     assert log[1]["details"] == {"changes": {"client_secret": "changed"}}
+
+
+def test_the_browser_flow_records_who_started_it_as_who_connected(
+    flow_api: InProcessApi, provider: OidcProvider
+) -> None:
+    from tests.unit.flow_helpers import connect, create_connection
+
+    connection = create_connection(flow_api, provider)
+    connect(flow_api, provider, connection)
+    log = entries(connection["id"], tenant=flow_api.tenant)
+    assert [(e["type"], e["actor"], e["trigger"]) for e in log] == [
+        ("connection.connected", "alice", "api"),
+        ("authorization.started", "alice", "api"),
+        ("connection.created", "alice", "api"),
+    ]
+    assert set(log[0]["details"]["granted_scopes"]) >= {"api.read"}

@@ -310,6 +310,7 @@ ACTIVITY_WRITERS = {
     "StartAuthorizationFunction",
     "GetTokenFunction",
     "RefreshWorkerFunction",
+    "OAuthCallbackFunction",
 }
 ACTIVITY_READERS = {"ListConnectionActivityFunction", "ListActivityFunction"}
 ACTIVITY_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}

@@ -196,6 +196,7 @@ def start_authorization(
             status="created",
             display=display,
             grant_fingerprint=grants.fingerprint(connection),
+            user_id=caller.user_id,
             expires_at=expires_at,
             expires_at_epoch=expires_at,
         )
@@ -265,6 +266,7 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
         display=started.display,
         cookie_hash=_digest(cookie),
         grant_fingerprint=started.grant_fingerprint,
+        user_id=started.user_id,
         expires_at=state_expires_at,
         expires_at_epoch=state_expires_at,
     )
@@ -368,6 +370,15 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         code = "connection_changed" if error.code == "connection_changed" else "connection_not_found"
         raise fail(code, "The connection changed or no longer exists.") from error
     logger.info("connection connected", extra=context)
+    activity.record_activity(
+        settings,
+        flow.tenant_id,
+        flow.connection_id,
+        "connection.connected",
+        actor=flow.user_id,
+        trigger="api",
+        granted_scopes=token_set.scopes,
+    )
     return FlowCompleted(
         with_query(back, status="connected", connection_id=flow.connection_id), display, flow.connection_id
     )
