@@ -7,6 +7,7 @@ from typing import Any
 from tests.conftest import InProcessApi, Resources
 from tests.support.provider import OidcProvider
 from tests.unit.test_connections_api import connection_body, create
+from tests.unit.test_feeds import feed_server, fetcher_env  # noqa: F401 (fixtures)
 
 SECRET = "activity-client-secret-value"
 
@@ -209,3 +210,33 @@ def test_the_browser_flow_records_who_started_it_as_who_connected(
         ("connection.created", "alice", "api"),
     ]
     assert set(log[0]["details"]["granted_scopes"]) >= {"api.read"}
+
+
+def test_feed_changes_and_runs_leave_one_entry_each(
+    fetcher_env: InProcessApi,  # noqa: F811 (the imported fixture)
+    feed_server: str,  # noqa: F811
+) -> None:
+    from oauth_connections.core.config import get_settings
+    from oauth_connections.feeds.fetch import record_feed_run
+    from tests.unit.test_feeds import feed_body
+
+    api = fetcher_env
+    feed = api.call("create_feed", body=feed_body(url=feed_server + "/catalog.xml")).json()
+    assert api.call("update_feed", feed_id=feed["id"], body={"schedule": 15}).status == 200
+    assert record_feed_run(get_settings(), api.tenant, feed["id"], "manual") == "succeeded"
+    assert record_feed_run(get_settings(), api.tenant, feed["id"], "schedule") == "not_modified"  # routine: no entry
+    assert api.call("update_feed", feed_id=feed["id"], body={"url": feed_server + "/broken.xml"}).status == 200
+    assert record_feed_run(get_settings(), api.tenant, feed["id"], "schedule") == "failed"
+    assert api.call("delete_feed", feed_id=feed["id"]).status == 204
+
+    log = [e for e in entries(None, tenant=api.tenant) if e["subject_id"] == feed["id"]]
+    assert [(e["type"], e["actor"], e["trigger"], e["details"].get("status")) for e in log] == [
+        ("feed.deleted", "alice", "api", None),
+        ("feed.run", None, "scheduled", "failed"),
+        ("feed.updated", "alice", "api", None),
+        ("feed.run", None, "on_demand", "succeeded"),
+        ("feed.updated", "alice", "api", None),
+        ("feed.created", "alice", "api", None),
+    ]
+    assert log[4]["details"]["changes"] == {"schedule": {"old": "rate:60", "new": "rate:15"}}
+    assert log[1]["details"]["reason"]

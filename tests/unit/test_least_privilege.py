@@ -98,7 +98,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "GetFeedFunction": {"actions": {"dynamodb:GetItem"}},
     "CreateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
     "UpdateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
-    "DeleteFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:DeleteItem"}},
+    "DeleteFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:PutItem"}},
     "RunFeedFunction": {"actions": {"dynamodb:GetItem", "sqs:SendMessage"}},
     "ListFeedRunsFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
     "FeedDispatcherFunction": {
@@ -311,6 +311,10 @@ ACTIVITY_WRITERS = {
     "GetTokenFunction",
     "RefreshWorkerFunction",
     "OAuthCallbackFunction",
+    "CreateFeedFunction",
+    "UpdateFeedFunction",
+    "DeleteFeedFunction",
+    "FeedFetchFunction",
 }
 ACTIVITY_READERS = {"ListConnectionActivityFunction", "ListActivityFunction"}
 ACTIVITY_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}
