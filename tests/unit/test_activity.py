@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import InProcessApi, Resources
+from tests.conftest import EventCapture, InProcessApi, Resources
 from tests.support.provider import OidcProvider
 from tests.unit.test_connections_api import connection_body, create
 from tests.unit.test_feeds import feed_server, fetcher_env  # noqa: F401 (fixtures)
@@ -30,7 +30,9 @@ def entries(subject_id: str | None = None, tenant: str = "acme", **query: str) -
         params["cursor"] = page["next_cursor"]
 
 
-def test_create_update_delete_each_leave_one_entry_by_their_user(api: InProcessApi) -> None:
+def test_create_update_delete_each_leave_one_entry_by_their_user(
+    api: InProcessApi, published_events: EventCapture
+) -> None:
     created = create(api, name="Activity CRM", client_secret=SECRET)
     claims = {"sub": "bob", "tenant_id": "acme"}
     updated = api.call(
@@ -56,6 +58,12 @@ def test_create_update_delete_each_leave_one_entry_by_their_user(api: InProcessA
         "description": {"old": created["description"], "new": "new text"},
     }
     assert log[0]["details"] == {"name": "Activity CRM", "revoked": False}
+    (updated_event,) = published_events.of("connection.updated", created["id"])
+    assert updated_event["detail"]["changes"] == log[1]["details"]["changes"]
+    assert len(published_events.of("connection.created", created["id"])) == 1
+    (deleted_event,) = published_events.of("connection.deleted", created["id"])
+    assert deleted_event["detail"]["revoked"] is False
+    assert SECRET not in repr(published_events.seen)
     tenant_log = entries(None)
     assert [e["id"] for e in tenant_log if e["subject_id"] == created["id"]] == [e["id"] for e in log]
     assert SECRET not in repr(tenant_log)
@@ -187,7 +195,7 @@ def test_connecting_and_refreshing_leave_one_entry_each_by_their_trigger(
         ("connection.reauthorization_required", None, "scheduled"),
         ("connection.updated", "alice", "api"),
         ("connection.refreshed", None, "forced"),
-        ("connection.refreshed", None, "on_demand"),
+        ("connection.refreshed", "alice", "on_demand"),
         ("connection.connected", "alice", "api"),
         ("connection.created", "alice", "api"),
     ]

@@ -85,12 +85,18 @@ REFRESH_TRIGGERS: dict[str, Trigger] = {
 
 
 def record_refresh(
-    settings: Settings, tenant_id: str, connection_id: str, kind: str, asked_by: str, /, **details: Any
+    settings: Settings,
+    tenant_id: str,
+    connection_id: str,
+    kind: str,
+    asked_by: str,
+    actor: str | None,
+    /,
+    **details: Any,
 ) -> None:
-    """An outcome of a refresh, by what asked for it (refresh.py's reason); no user is at hand inside the
-    single flight."""
+    """An outcome of a refresh, by what asked for it (refresh.py's reason) and the user, if a user asked."""
     trigger = REFRESH_TRIGGERS.get(asked_by, "on_demand")
-    record_activity(settings, tenant_id, connection_id, kind, actor=None, trigger=trigger, **details)
+    record_activity(settings, tenant_id, connection_id, kind, actor=actor, trigger=trigger, **details)
 
 
 def field_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -350,7 +350,7 @@ def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> Conne
     record = _load(settings, caller, connection_id)
     if not record.tokens_ciphertext:  # checked without decrypting: the refresh decrypts them anyway
         raise refresh.TokenError("not_connected", "the connection has not been authorized yet")
-    refreshed = refresh.refresh_connection(settings, record, reason="requested")
+    refreshed = refresh.refresh_connection(settings, record, reason="requested", actor=caller.user_id)
     return to_view(refreshed.record, caller)
 
 
