@@ -248,3 +248,14 @@ def test_feed_changes_and_runs_leave_one_entry_each(
     ]
     assert log[4]["details"]["changes"] == {"schedule": {"old": "rate:60", "new": "rate:15"}}
     assert log[1]["details"]["reason"]
+
+
+def test_a_reversed_or_far_time_range_is_empty_not_an_error(api: InProcessApi) -> None:
+    create(api, name="Ranged activity")
+    reversed_range = api.call("list_activity", query={"since": "2030-01-01T00:00:00Z", "until": "2020-01-01T00:00:00Z"})
+    assert reversed_range.status == 200, reversed_range.text
+    assert reversed_range.json() == {"items": [], "next_cursor": None}
+    ancient = api.call("list_activity", query={"until": "0001-01-01T00:00:00"})
+    assert ancient.status == 200 and ancient.json()["items"] == []
+    everything = api.call("list_activity", query={"since": "0001-01-01T00:00:00", "until": "9999-12-31T23:59:59Z"})
+    assert everything.status == 200 and everything.json()["items"]

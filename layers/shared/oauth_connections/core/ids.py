@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 CONNECTION_ID_PREFIX = "con"
@@ -37,5 +37,6 @@ def is_id(value: str, prefix: str) -> bool:
 
 def id_bound(prefix: str, moment: datetime, *, upper: bool) -> str:
     """The lowest (or highest) id of the given kind made at that millisecond: a time range as an id range."""
-    stamp = _base32(int(moment.timestamp() * 1000), 10)
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # a time without a zone is UTC
+    stamp = _base32(min(max(int(aware.timestamp() * 1000), 0), 32**10 - 1), 10)
     return f"{prefix}_{stamp}{(_ALPHABET[-1] if upper else _ALPHABET[0]) * 16}"

@@ -78,6 +78,8 @@ def page_activity(
     low = id_bound(ACTIVITY_ID_PREFIX, since, upper=False) if since else None
     high = id_bound(ACTIVITY_ID_PREFIX, until, upper=True) if until else None
     start = {"pk": {"S": pk}, "sk": {"S": decode_cursor_of(cursor, ACTIVITY_ID_PREFIX)}} if cursor else None
+    if low and high and low > high:
+        return [], None  # an empty range: DynamoDB refuses a BETWEEN whose bounds are reversed
     condition: Any = None
     if low and high:
         condition = ActivityRecord.sk.between(low, high)
