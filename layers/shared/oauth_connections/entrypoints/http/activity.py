@@ -30,7 +30,7 @@ list_connection_activity_router = Router()
     "/connections/<connection_id>/activity",
     summary="What happened to a connection, newest first",
     description="Entries stay after the connection is deleted, until the retention ends.",
-    **documented(access.READ, 200, "A page of the connection's activity", ActivityPage, 400, 401, 422),
+    **documented(access.READ, 200, "A page of the connection's activity", ActivityPage, 400, 401, 404, 422),
 )
 def list_connection_activity(
     connection_id: ConnectionId, limit: PageLimit = 20, cursor: PageCursor = None
