@@ -75,6 +75,9 @@ export class Api {
   testConnection(id) {
     return this.request("POST", `/connections/${id}/test`);
   }
+  listConnectionActivity(id) {
+    return this.request("GET", `/connections/${id}/activity?limit=20`);
+  }
   listFeeds() {
     return this.request("GET", "/feeds?limit=100");
   }

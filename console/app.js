@@ -628,6 +628,7 @@ async function showDetails(id) {
     return;
   }
   const feeds = state.feeds.filter((feed) => feed.connection_id === id);
+  const timeline = await activityTimeline(id);
   const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
   const content = h(
     "div",
@@ -653,8 +654,44 @@ async function showDetails(id) {
       row(t("feedsUsing"), feeds.length ? h("ul", {}, feeds.map((feed) => h("li", {}, feed.name))) : t("none")),
     ),
     copyBox(connection.redirect_uri),
+    h("h3", {}, t("activity")),
+    timeline,
   );
   openDialog(t("detailsTitle", { name: connection.name }), content);
+}
+
+// The newest entries of the connection's activity log: when, what, by whom (or by which trigger), and
+// the names of the fields an edit changed or the reason of a failure.
+async function activityTimeline(id) {
+  let entries;
+  try {
+    entries = (await state.api.listConnectionActivity(id)).data.items;
+  } catch {
+    return h("p", { class: "activity-empty" }, t("activityUnavailable"));
+  }
+  if (!entries.length) return h("p", { class: "activity-empty" }, t("noActivity"));
+  return h(
+    "ol",
+    { class: "activity", "aria-label": t("activity") },
+    entries.map((entry) => {
+      const label = t(`activity.${entry.type}`);
+      const who = entry.actor ? t("activityBy", { actor: entry.actor }) : t("activityTrigger", { trigger: entry.trigger });
+      const fields = entry.details.changes ? Object.keys(entry.details.changes) : entry.details.changed_fields;
+      const note = fields?.length
+        ? t("activityFields", { fields: fields.join(", ") })
+        : entry.details.reason
+          ? t("activityReason", { reason: entry.details.reason })
+          : "";
+      return h(
+        "li",
+        {},
+        h("time", { datetime: entry.occurred_at }, formatTime(entry.occurred_at)),
+        " ",
+        h("strong", {}, label === `activity.${entry.type}` ? entry.type : label),
+        ` ${who}${note ? ` — ${note}` : ""}`,
+      );
+    }),
+  );
 }
 
 // ------------------------------------------------------------------ feeds

@@ -218,6 +218,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             (response.json()["ok"], response.json()["error"]), (False, "provider_unavailable")
         ),
     ),
+    ("GET", "/connections/{connection_id}/activity"): Operation(
+        lambda client, tenant: client.get(f"/connections/{tenant.pending_connection()}/activity"),
+        lambda response, tenant: _equal(response.json()["items"][-1]["type"], "connection.created"),
+    ),
+    ("GET", "/activity"): Operation(
+        lambda client, tenant: client.get("/activity", params={"type": "connection.created", "limit": 100}),
+        lambda response, tenant: _has(
+            [item["subject_id"] for item in response.json()["items"]], tenant.pending_connection()
+        ),
+    ),
     ("GET", "/feeds"): Operation(
         lambda client, tenant: client.get("/feeds", params={"limit": 100}),
         lambda response, tenant: _has(_ids(response), tenant.feed()),

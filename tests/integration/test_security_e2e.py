@@ -154,6 +154,12 @@ def test_no_secret_leaks_anywhere(
     assert run["items"] == 1000
 
     assert api.delete(f"/connections/{connection_id}").status_code == 204
+    # The activity log is read back through the API, so every entry joins the responses checked below.
+    activity = api.get(f"/connections/{connection_id}/activity", params={"limit": 100})
+    assert activity.status_code == 200, activity.text
+    kinds = [entry["type"] for entry in activity.json()["items"]]
+    assert kinds[0] == "connection.deleted" and kinds[-1] == "connection.created" and "connection.refreshed" in kinds
+    assert api.get("/activity", params={"limit": 100}).status_code == 200
     assert not debug_provider.introspect(second.refresh_token or "", BASIC_CLIENT_ID, BASIC_CLIENT_SECRET)["active"]
 
     secrets = {
@@ -169,9 +175,9 @@ def test_no_secret_leaks_anywhere(
     events = json.dumps(debug_stack.published_events())
     assert re.search(r'"level":\s*"(INFO|DEBUG)"', logs)
     assert "connection.connected" in events and "feed.fetched" in events
-    # Every step answered and was recorded: 9 API responses at least (one poll of the runs if the
+    # Every step answered and was recorded: 11 API responses at least (one poll of the runs if the
     # fetch is done by then), two entries each.
-    assert len(record.seen) >= 18
+    assert len(record.seen) >= 22
     for name, value in secrets.items():
         assert value, name
         assert value not in logs, f"{name} in a log line"

@@ -236,6 +236,8 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
         "/connections/{connection_id}/authorize",
         "/connections/{connection_id}/refresh",
         "/connections/{connection_id}/test",
+        "/connections/{connection_id}/activity",
+        "/activity",
         "/feeds",
         "/feeds/{feed_id}",
         "/feeds/{feed_id}/run",
@@ -287,7 +289,7 @@ def test_openapi_document_without_scopes_asks_only_for_the_token(
 ) -> None:
     document = _served_document(api, monkeypatch, REQUIRE_SCOPES="false")
     operations = [operation for methods in document["paths"].values() for operation in methods.values()]
-    assert len(operations) == 17
+    assert len(operations) == 19
     for operation in operations:
         assert operation["security"] == [{"platformJwt": []}]
         assert "403" not in operation["responses"]

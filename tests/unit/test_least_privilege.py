@@ -14,7 +14,12 @@ from tests.unit.test_template import resources, template
 EXPECTED: dict[str, dict[str, Any]] = {
     "ListConnectionsFunction": {"actions": {"dynamodb:Query"}},
     "GetConnectionFunction": {"actions": {"dynamodb:GetItem"}},
-    "CreateConnectionFunction": {"actions": {"dynamodb:PutItem", "kms:GenerateDataKey"}, "encrypt": {"client_secret"}},
+    "ListConnectionActivityFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
+    "ListActivityFunction": {"actions": {"dynamodb:Query"}},
+    "CreateConnectionFunction": {
+        "actions": {"dynamodb:PutItem", "kms:GenerateDataKey", "events:PutEvents"},
+        "encrypt": {"client_secret"},
+    },
     "UpdateConnectionFunction": {
         "actions": {
             "dynamodb:GetItem",
@@ -22,11 +27,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "dynamodb:PutItem",
             "dynamodb:DeleteItem",
             "kms:GenerateDataKey",
+            "events:PutEvents",
         },
         "encrypt": {"client_secret"},
     },
     "DeleteConnectionFunction": {
-        "actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "kms:Decrypt"},
+        "actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "kms:Decrypt", "events:PutEvents"},
         "decrypt": {"tokens", "client_secret"},
     },
     "OpenApiFunction": {"actions": set()},
@@ -63,6 +69,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "actions": {
             "dynamodb:GetItem",
             "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
             "kms:Decrypt",
             "kms:GenerateDataKey",
             "events:PutEvents",
@@ -85,6 +92,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "actions": {
             "dynamodb:GetItem",
             "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
             "kms:Decrypt",
             "kms:GenerateDataKey",
             "events:PutEvents",
@@ -108,6 +116,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "actions": {
             "dynamodb:GetItem",
             "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
             "kms:Decrypt",
             "kms:GenerateDataKey",
             "events:PutEvents",
@@ -119,7 +128,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "GetFeedFunction": {"actions": {"dynamodb:GetItem"}},
     "CreateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
     "UpdateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
-    "DeleteFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:DeleteItem"}},
+    "DeleteFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:PutItem"}},
     "RunFeedFunction": {"actions": {"dynamodb:GetItem", "sqs:SendMessage"}},
     "ListFeedRunsFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
     "FeedDispatcherFunction": {
@@ -326,3 +335,47 @@ def test_the_feeds_bucket_has_a_writer_and_a_bucket_key_under_the_service_key() 
         "KMSMasterKeyID": {"Fn::GetAtt": ["EncryptionKey", "Arn"]},
     }
     assert rule["BucketKeyEnabled"] is True  # what makes the bucket's ARN the encryption context
+
+
+# The functions that append to the activity log; each may put items under ACTIVITY# keys (and only there,
+# unless it writes other items too). No function may update or delete under those keys but through TTL.
+ACTIVITY_WRITERS = {
+    "CreateConnectionFunction",
+    "UpdateConnectionFunction",
+    "DeleteConnectionFunction",
+    "RefreshConnectionFunction",
+    "StartAuthorizationFunction",
+    "GetTokenFunction",
+    "RefreshWorkerFunction",
+    "OAuthCallbackFunction",
+    "CreateFeedFunction",
+    "UpdateFeedFunction",
+    "DeleteFeedFunction",
+    "FeedFetchFunction",
+}
+ACTIVITY_READERS = {"ListConnectionActivityFunction", "ListActivityFunction"}
+ACTIVITY_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}
+
+
+def activity_statements(function: str) -> list[dict[str, Any]]:
+    return [s for s in statements(function) if s.get("Condition") == ACTIVITY_KEYS]
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_only_activity_writers_may_put_activity_and_only_readers_query_it(function: str) -> None:
+    granted = [action for statement in activity_statements(function) for action in listed_actions(statement)]
+    expected = ["dynamodb:PutItem"] if function in ACTIVITY_WRITERS else []
+    assert granted == (["dynamodb:Query"] if function in ACTIVITY_READERS else expected)
+
+
+@pytest.mark.parametrize("function", sorted(ACTIVITY_READERS))
+def test_activity_readers_query_only_the_activity_log(function: str) -> None:
+    queries = [s for s in statements(function) if "dynamodb:Query" in listed_actions(s)]
+    assert queries == [
+        {
+            "Effect": "Allow",
+            "Action": "dynamodb:Query",
+            "Resource": {"Fn::GetAtt": ["ConnectionsTable", "Arn"]},
+            "Condition": ACTIVITY_KEYS,
+        }
+    ]

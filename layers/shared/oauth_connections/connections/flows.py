@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from oauth_connections.connections import grants, tokens
+from oauth_connections.connections import activity, grants, tokens
 from oauth_connections.core.caller import Caller
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
@@ -92,6 +92,7 @@ class DirectConnection:
 
     status: str
     token_expires_at: datetime | None
+    granted_scopes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,17 @@ def start_authorization(
     bind_table(settings.connections_table_name)
     connection = CONNECTIONS.load(caller.tenant_id, connection_id)
     if connection.grant_type == "client_credentials":
-        return connect_with_client_credentials(settings, connection)
+        direct = connect_with_client_credentials(settings, connection)
+        activity.record_activity(
+            settings,
+            caller.tenant_id,
+            connection_id,
+            "connection.connected",
+            actor=caller.user_id,
+            trigger="api",
+            granted_scopes=direct.granted_scopes,
+        )
+        return direct
     if not return_url:
         raise InvalidRequestError(
             "return_url is required: where the browser goes back to after the provider", code="return_url_required"
@@ -185,12 +196,16 @@ def start_authorization(
             status="created",
             display=display,
             grant_fingerprint=grants.fingerprint(connection),
+            user_id=caller.user_id,
             expires_at=expires_at,
             expires_at_epoch=expires_at,
         )
     )
     base = caller.callback_url.rsplit("/oauth2/", 1)[0]
     logger.info("authorization started", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
+    activity.record_activity(
+        settings, caller.tenant_id, connection_id, "authorization.started", actor=caller.user_id, trigger="api"
+    )
     return AuthorizationStart(
         redirect_url=f"{base}{AUTHORIZE_PATH}?{urlencode({'flow': handle})}", expires_at=expires_at
     )
@@ -251,6 +266,7 @@ def begin_redirect(settings: Settings, handle: str | None) -> ProviderRedirect:
         display=started.display,
         cookie_hash=_digest(cookie),
         grant_fingerprint=started.grant_fingerprint,
+        user_id=started.user_id,
         expires_at=state_expires_at,
         expires_at_epoch=state_expires_at,
     )
@@ -357,6 +373,15 @@ def complete_callback(settings: Settings, params: dict[str, str], cookies: dict[
         code = "connection_changed" if error.code == "connection_changed" else "connection_not_found"
         raise fail(code, "The connection changed or no longer exists.") from error
     logger.info("connection connected", extra=context)
+    activity.record_activity(
+        settings,
+        flow.tenant_id,
+        flow.connection_id,
+        "connection.connected",
+        actor=flow.user_id,
+        trigger="api",
+        granted_scopes=token_set.scopes,
+    )
     _test_after_connect(settings, connection, token_set)
     return FlowCompleted(
         with_query(back, status="connected", connection_id=flow.connection_id), display, flow.connection_id
@@ -381,7 +406,7 @@ def connect_with_client_credentials(settings: Settings, connection: ConnectionRe
     )
     _test_after_connect(settings, connection, token_set)
     expires = datetime.fromtimestamp(token_set.expires_at, UTC) if token_set.expires_at else None
-    return DirectConnection(status="connected", token_expires_at=expires)
+    return DirectConnection(status="connected", token_expires_at=expires, granted_scopes=token_set.scopes)
 
 
 def _test_after_connect(settings: Settings, connection: ConnectionRecord, token_set: token_endpoint.TokenSet) -> None:

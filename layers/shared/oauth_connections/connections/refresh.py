@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from oauth_connections.connections import refresh_schedule, tokens
+from oauth_connections.connections import activity, refresh_schedule, tokens
 from oauth_connections.core import aws, budget, events
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
@@ -109,11 +109,18 @@ def holder_seconds_needed(settings: Settings) -> float:
 
 
 def refresh_connection(
-    settings: Settings, record: ConnectionRecord, *, reason: str, wait: bool = True, retry_refused: bool = False
+    settings: Settings,
+    record: ConnectionRecord,
+    *,
+    reason: str,
+    wait: bool = True,
+    retry_refused: bool = False,
+    actor: str | None = None,
 ) -> Refreshed:
     """Refresh the connection's tokens, or wait for whoever is already doing it (unless `wait` is off).
 
     `retry_refused` tries once more a connection the provider refused (a new client secret may fix it).
+    `actor` is the user who asked, for the activity log.
     """
     deadline = time.monotonic() + budget.bounded(settings.refresh_wait_seconds, reserve=1.0)
     seen = int(record.token_version or 0)
@@ -137,7 +144,7 @@ def refresh_connection(
         owner = uuid.uuid4().hex
         until = utcnow() + timedelta(seconds=lease_seconds)
         if acquire_lease(record, owner, until):
-            return _refresh_as_holder(settings, record, _Lease(owner, until), seen, reason)
+            return _refresh_as_holder(settings, record, _Lease(owner, until), seen, reason, actor)
         if not wait or time.monotonic() >= deadline:
             raise TokenError("provider_unavailable", "another refresh is still in progress", retry_after=1)
         time.sleep(pause)
@@ -156,10 +163,11 @@ class _Lease:
 
 
 def _refresh_as_holder(
-    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, reason: str
+    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, reason: str, actor: str | None
 ) -> Refreshed:
     context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id, "reason": reason}
     started = time.monotonic()
+    was_failing = record.status == "error" or int(record.consecutive_failures or 0) > 0
     try:
         recovered = _recovered_tokens(settings, record, seen)
         if recovered is not None and _still_valid(recovered):
@@ -167,7 +175,8 @@ def _refresh_as_holder(
             fresh = recovered
         else:
             fresh = _ask_provider(settings, record, lease, seen, recovered)
-    except TokenError:
+    except TokenError as error:
+        _record_failure_activity(settings, record, reason, actor, error)
         raise
     except Exception as error:
         # Before the provider answered nothing is lost: release the lease, back off, and let the boundary report.
@@ -177,6 +186,7 @@ def _refresh_as_holder(
     if stored is not None:
         return stored
     logger.info("tokens refreshed", extra=context | {"duration_ms": int((time.monotonic() - started) * 1000)})
+    _record_success_activity(settings, record, reason, actor, was_failing=was_failing)
     if settings.publish_refreshed_events:
         events.publish(
             settings.event_bus_name,
@@ -187,6 +197,47 @@ def _refresh_as_holder(
             reason=reason,
         )
     return Refreshed(record, fresh)
+
+
+def _record_success_activity(
+    settings: Settings, record: ConnectionRecord, reason: str, actor: str | None, *, was_failing: bool
+) -> None:
+    """A successful scheduled refresh is routine and not logged one by one (the connection's refreshed_at
+    tells the last); every other refresh is. A connection that was failing and works again recovered."""
+    if reason != "scheduled":
+        activity.record_refresh(
+            settings,
+            record.tenant_id,
+            record.connection_id,
+            "connection.refreshed",
+            reason,
+            actor,
+            expires_at=record.expires_at,
+        )
+    if was_failing:
+        activity.record_refresh(settings, record.tenant_id, record.connection_id, "connection.recovered", reason, actor)
+        events.publish(
+            settings.event_bus_name,
+            "connection.recovered",
+            tenant_id=record.tenant_id,
+            connection_id=record.connection_id,
+            status="connected",
+            reason=reason,
+        )
+
+
+def _record_failure_activity(
+    settings: Settings, record: ConnectionRecord, reason: str, actor: str | None, error: TokenError
+) -> None:
+    """The failure the provider's answer left on the connection: why, and when it is tried again."""
+    cause = error.__cause__
+    why = str(getattr(cause, "error", None) or getattr(cause, "message", None) or error.code)[:200]
+    details: dict[str, Any] = {"reason": why}
+    if record.status == "reauthorization_required":
+        kind = "connection.reauthorization_required"
+    else:
+        kind, details["next_attempt_at"] = "connection.refresh_failed", record.next_attempt_at
+    activity.record_refresh(settings, record.tenant_id, record.connection_id, kind, reason, actor, **details)
 
 
 def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -> token_endpoint.TokenSet | None:

@@ -6,7 +6,7 @@ import copy
 from datetime import datetime
 from typing import Any
 
-from oauth_connections.connections import grants
+from oauth_connections.connections import activity, grants
 from oauth_connections.connections.models import (
     ConnectionCreate,
     ConnectionOut,
@@ -141,7 +141,18 @@ def create_connection(settings: Settings, caller: Caller, request: ConnectionCre
     )
     insert_connection(record)
     logger.info("connection created", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
+    _announce(settings, caller, connection_id, "connection.created", name=record.name, grant_type=record.grant_type)
     return to_view(record, caller)
+
+
+def _announce(settings: Settings, caller: Caller, connection_id: str, kind: str, **details: Any) -> None:
+    """A user's change: one activity entry naming the user, and the event of the same name."""
+    from oauth_connections.core import events
+
+    activity.record_activity(
+        settings, caller.tenant_id, connection_id, kind, actor=caller.user_id, trigger="api", **details
+    )
+    events.publish(settings.event_bus_name, kind, tenant_id=caller.tenant_id, connection_id=connection_id, **details)
 
 
 def get_connection(settings: Settings, caller: Caller, connection_id: str) -> ConnectionOut:
@@ -187,6 +198,8 @@ def update_connection(
     secret_changed = "client_secret" in request.model_fields_set
     secret = request.client_secret
     ciphertext = _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
+    edited = set(changes)
+    old_values = {field: getattr(record, field) for field in edited}
     for attempt in range(UPDATE_ATTEMPTS):
         if if_match is not None and if_match != int(record.settings_version or 1):
             raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
@@ -226,6 +239,12 @@ def update_connection(
             "connection_id": connection_id,
             "fields": sorted(request.model_fields_set),
         },
+    )
+    new_values = {field: getattr(record, field) for field in edited} | (
+        {"client_secret": None} if secret_changed else {}
+    )
+    _announce(
+        settings, caller, connection_id, "connection.updated", changes=activity.field_changes(old_values, new_values)
     )
     if before is not None:
         _announce_grant_ended(settings, before, ended)
@@ -267,6 +286,16 @@ def _announce_grant_ended(settings: Settings, before: ConnectionRecord, fields: 
     from oauth_connections.core import events
 
     revoked = revoke_tokens(settings, before)
+    activity.record_activity(
+        settings,
+        before.tenant_id,
+        before.connection_id,
+        "connection.grant_ended",
+        actor=None,
+        trigger="edit",
+        changed_fields=fields,
+        revoked=revoked,
+    )
     logger.info(
         "grant ended by an edit",
         extra={"tenant_id": before.tenant_id, "connection_id": before.connection_id, "fields": fields},
@@ -320,9 +349,10 @@ def delete_connection(settings: Settings, caller: Caller, connection_id: str) ->
     """
     record = _load(settings, caller, connection_id)
     revoked_version: int | None = None
+    revoked = False
     for attempt in range(DELETE_ATTEMPTS):
         if int(record.token_version or 0) != revoked_version:
-            revoke_tokens(settings, record)
+            revoked = revoke_tokens(settings, record)
             revoked_version = int(record.token_version or 0)
         try:
             remove_connection(record, guarded=attempt < DELETE_ATTEMPTS - 1)
@@ -330,6 +360,7 @@ def delete_connection(settings: Settings, caller: Caller, connection_id: str) ->
         except ConflictError:
             record = CONNECTIONS.load(caller.tenant_id, connection_id, consistent=True)
     logger.info("connection deleted", extra={"tenant_id": caller.tenant_id, "connection_id": connection_id})
+    _announce(settings, caller, connection_id, "connection.deleted", name=record.name, revoked=revoked)
 
 
 def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> ConnectionOut:
@@ -339,7 +370,7 @@ def refresh_now(settings: Settings, caller: Caller, connection_id: str) -> Conne
     record = _load(settings, caller, connection_id)
     if not record.tokens_ciphertext:  # checked without decrypting: the refresh decrypts them anyway
         raise refresh.TokenError("not_connected", "the connection has not been authorized yet")
-    refreshed = refresh.refresh_connection(settings, record, reason="requested")
+    refreshed = refresh.refresh_connection(settings, record, reason="requested", actor=caller.user_id)
     return to_view(refreshed.record, caller)
 
 

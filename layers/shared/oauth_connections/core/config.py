@@ -17,6 +17,8 @@ class Settings(BaseModel):
     connections_table_name: str = Field(min_length=1)
     encryption_key_arn: str | None = None
     tenant_claim: str = "tenant_id"
+    # The JWT claim that names the user acting, for the activity log.
+    user_claim: str = Field(default="sub", min_length=1)
     public_base_url: str | None = None
     # Local stack only: plain http to loopback for provider URLs. Never set in the template.
     allow_insecure_loopback_urls: bool = False
@@ -58,6 +60,8 @@ class Settings(BaseModel):
     feed_read_timeout_seconds: float = Field(default=30.0, gt=0)
     feed_max_seconds: float = Field(default=240.0, gt=0)
     feed_runs_kept_days: int = Field(default=90, ge=1)
+    # Activity log: days an entry is kept before the table's TTL removes it.
+    activity_retention_days: int = Field(default=180, ge=1, le=3650)
 
     @field_validator("allowed_return_origins", mode="before")
     @classmethod
@@ -94,6 +98,7 @@ _ENV_NAMES = {
     "connections_table_name": "CONNECTIONS_TABLE_NAME",
     "encryption_key_arn": "ENCRYPTION_KEY_ARN",
     "tenant_claim": "TENANT_CLAIM",
+    "user_claim": "USER_CLAIM",
     "public_base_url": "PUBLIC_BASE_URL",
     "allow_insecure_loopback_urls": "ALLOW_INSECURE_LOOPBACK_URLS",
     "aws_region": "AWS_REGION",
@@ -124,6 +129,7 @@ _ENV_NAMES = {
     "feed_read_timeout_seconds": "FEED_READ_TIMEOUT_SECONDS",
     "feed_max_seconds": "FEED_MAX_SECONDS",
     "feed_runs_kept_days": "FEED_RUNS_KEPT_DAYS",
+    "activity_retention_days": "ACTIVITY_RETENTION_DAYS",
 }
 
 

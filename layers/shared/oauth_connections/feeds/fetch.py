@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
+from oauth_connections.connections import activity
 from oauth_connections.core import aws, budget, events
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
@@ -362,6 +363,20 @@ def record_feed_run(settings: Settings, tenant_id: str, feed_id: str, trigger: s
     run.finished_at = utcnow()
     run.duration_ms = int((time.monotonic() - clock) * 1000)
     save_run(run)
+    if trigger != "schedule" or run.status == "failed":
+        # A routine scheduled fetch is in the feed's runs; the log keeps the ones a user asked for and failures.
+        activity.record_activity(
+            settings,
+            tenant_id,
+            feed_id,
+            "feed.run",
+            actor=None,
+            trigger="scheduled" if trigger == "schedule" else "on_demand",
+            run_id=run_id,
+            status=run.status,
+            reason=run.error_code,
+            items=run.items,
+        )
     actions.append(FeedRecord.last_status.set(run.status))
     if run.error_code == "connection_not_found" and record.enabled:
         # The connection will not come back (ids are never reused): stop the schedule instead of failing forever.

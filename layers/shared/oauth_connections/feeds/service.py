@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from datetime import datetime
 
+from oauth_connections.connections import activity
 from oauth_connections.core.caller import Caller
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
@@ -108,7 +109,12 @@ def create_feed(settings: Settings, caller: Caller, request: FeedCreate) -> Feed
     schedule_next(settings, record, now)
     FEEDS.insert(record)
     logger.info("feed created", extra={"tenant_id": caller.tenant_id, "feed_id": feed_id})
+    _record(settings, caller, feed_id, "feed.created", name=record.name, connection_id=record.connection_id)
     return to_view(record)
+
+
+def _record(settings: Settings, caller: Caller, feed_id: str, kind: str, **details: object) -> None:
+    activity.record_activity(settings, caller.tenant_id, feed_id, kind, actor=caller.user_id, trigger="api", **details)
 
 
 def get_feed(settings: Settings, caller: Caller, feed_id: str) -> FeedOut:
@@ -128,6 +134,7 @@ def update_feed(settings: Settings, caller: Caller, feed_id: str, request: FeedU
     changes = request.model_dump(include=request.model_fields_set)
     if "schedule" in changes:
         changes["schedule"] = stored_schedule(changes["schedule"])
+    old_values = {field: getattr(record, field) for field in changes}
     for field, value in changes.items():
         setattr(record, field, value)
     if {"connection_id", "url"} & request.model_fields_set:
@@ -137,12 +144,15 @@ def update_feed(settings: Settings, caller: Caller, feed_id: str, request: FeedU
     if {"url", "connection_id", "format"} & request.model_fields_set:
         record.etag = record.last_modified = None  # the next fetch is a full one
     FEEDS.save(record)
+    _record(settings, caller, feed_id, "feed.updated", changes=activity.field_changes(old_values, changes))
     return to_view(record)
 
 
 def delete_feed(settings: Settings, caller: Caller, feed_id: str) -> None:
-    FEEDS.delete(load_for_caller(settings, caller, feed_id))
+    record = load_for_caller(settings, caller, feed_id)
+    FEEDS.delete(record)
     logger.info("feed deleted", extra={"tenant_id": caller.tenant_id, "feed_id": feed_id})
+    _record(settings, caller, feed_id, "feed.deleted", name=record.name)
 
 
 def list_runs(settings: Settings, caller: Caller, feed_id: str, limit: int) -> FeedRunList:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from oauth_connections.core import aws
+from oauth_connections.storage.activity import ActivityRecord
 from oauth_connections.storage.connections import ConnectionNameRecord, ConnectionRecord
 from oauth_connections.storage.feeds import FeedRecord, FeedRunRecord
 from oauth_connections.storage.flows import FlowRecord
@@ -16,6 +17,7 @@ MODELS: tuple[type[TableModel], ...] = (
     FlowRecord,
     FeedRecord,
     FeedRunRecord,
+    ActivityRecord,
 )
 
 

@@ -40,6 +40,8 @@ class FlowRecord(TableModel):
     code_verifier_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
     # The connection's grant settings when the flow started (grants.fingerprint): an edit since refuses it.
     grant_fingerprint = UnicodeAttribute(null=True)
+    # The user who started the flow, for the activity log's "connected" entry (the callback has no bearer token).
+    user_id = UnicodeAttribute(null=True)
     expires_at = UTCDateTimeAttribute()
     expires_at_epoch = TTLAttribute()
 

@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from oauth_connections.core.config import get_settings
 from oauth_connections.entrypoints.http import access
+from oauth_connections.entrypoints.http.activity import list_activity_router, list_connection_activity_router
 from oauth_connections.entrypoints.http.browser import authorize_redirect_router, oauth_callback_router
 from oauth_connections.entrypoints.http.connections import (
     create_connection_router,
@@ -57,6 +58,8 @@ API_ROUTERS = (
     refresh_connection_router,
     test_connection_router,
     start_authorization_router,
+    list_connection_activity_router,
+    list_activity_router,
     authorize_redirect_router,
     oauth_callback_router,
     list_feeds_router,

@@ -149,7 +149,7 @@ def _aws_unavailable_as_error(app: APIGatewayHttpResolver, next_middleware: Next
 
 
 def current_caller(app: BaseRouter) -> Caller:
-    """The tenant comes from the authorizer's verified claims only, never from the request."""
+    """The tenant and the user come from the authorizer's verified claims only, never from the request."""
     settings = get_settings()
     event = cast(APIGatewayProxyEventV2, app.current_event)
     authorizer = event.request_context.authorizer
@@ -158,7 +158,20 @@ def current_caller(app: BaseRouter) -> Caller:
     if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
         raise UnauthorizedError("the bearer token names no valid tenant", code="invalid_tenant_claim")
     base = settings.public_base_url or f"https://{event.request_context.domain_name}"
-    return Caller(tenant_id=tenant, callback_url=base + CALLBACK_PATH)
+    return Caller(
+        tenant_id=tenant, callback_url=base + CALLBACK_PATH, user_id=_user_of(claims or {}, settings.user_claim)
+    )
+
+
+USER_ID_MAX_LENGTH = 256
+
+
+def _user_of(claims: dict[str, Any], claim: str) -> str | None:
+    """The user the verified claims name; a missing, non-text or oversized value names no one."""
+    user = claims.get(claim)
+    if isinstance(user, str) and 0 < len(user) <= USER_ID_MAX_LENGTH and user.isprintable():
+        return user
+    return None
 
 
 def http_handler(*routers: Router) -> Handler:

@@ -1,0 +1,71 @@
+"""Routes of the activity log: read only. No route changes or deletes an entry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from oauth_connections.connections import activity
+from oauth_connections.connections.activity import ActivityPage
+from oauth_connections.core.config import get_settings
+from oauth_connections.entrypoints.http import access
+from oauth_connections.entrypoints.http.connections import ConnectionId
+from oauth_connections.entrypoints.http.resolver import PageCursor, PageLimit, current_caller, documented, json_response
+
+ActivityType = Annotated[
+    str | None, Query(alias="type", pattern=r"^[a-z_]{1,32}\.[a-z_]{1,32}$", description="connection.updated, ...")
+]
+ActivityUser = Annotated[str | None, Query(max_length=256, description="Only entries by this user")]
+Since = Annotated[datetime | None, Query(description="Only entries at or after this time (ISO 8601)")]
+Until = Annotated[datetime | None, Query(description="Only entries at or before this time (ISO 8601)")]
+
+list_connection_activity_router = Router()
+
+
+@list_connection_activity_router.get(
+    "/connections/<connection_id>/activity",
+    summary="What happened to a connection, newest first",
+    description="Entries stay after the connection is deleted, until the retention ends.",
+    **documented(access.READ, 200, "A page of the connection's activity", ActivityPage, 400, 401, 404, 422),
+)
+def list_connection_activity(
+    connection_id: ConnectionId, limit: PageLimit = 20, cursor: PageCursor = None
+) -> Response[ActivityPage]:
+    caller = current_caller(list_connection_activity_router)
+    page = activity.list_activity(get_settings(), caller.tenant_id, connection_id, limit, cursor)
+    return json_response(200, page)
+
+
+list_activity_router = Router()
+
+
+@list_activity_router.get(
+    "/activity",
+    summary="What happened to the tenant's connections and feeds, newest first",
+    **documented(access.READ, 200, "A page of the tenant's activity", ActivityPage, 400, 401, 422),
+)
+def list_activity(
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
+    activity_type: ActivityType = None,
+    user: ActivityUser = None,
+    since: Since = None,
+    until: Until = None,
+) -> Response[ActivityPage]:
+    caller = current_caller(list_activity_router)
+    page = activity.list_activity(
+        get_settings(),
+        caller.tenant_id,
+        None,
+        limit,
+        cursor,
+        kind=activity_type,
+        actor=user,
+        since=since,
+        until=until,
+    )
+    return json_response(200, page)
