@@ -12,7 +12,8 @@ export SAM_CLI_TELEMETRY := 0
 NODE_VERSION := 22.23.3
 NODE_DIR    := .tools/node
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(NODE_DIR)/node_modules/.bin:$(PATH)
-PYTEST_ARGS ?=
+# Two workers: the suite is built for it (each worker starts its own local stacks on free ports).
+PYTEST_ARGS ?= -n 2
 
 # The dev-token user defaults to a fixed name unless USER is given on the command line.
 ifneq ($(origin USER),command line)
