@@ -170,7 +170,8 @@ def test_the_whole_journey_in_the_console(
     # The timeline, newest first: the edit made elsewhere (with the field it changed), the connect, the create.
     timeline = details.get_by_role("list", name="Activity").get_by_role("listitem")
     expect(timeline.nth(0)).to_contain_text("Settings changed by dev-user — changed: description")
-    expect(timeline.nth(1)).to_contain_text("Authorization started")
+    expect(timeline.nth(1)).to_contain_text("Connected by alice")
+    expect(timeline.nth(2)).to_contain_text("Authorization started by alice")
     expect(timeline.last).to_contain_text("Created")
     screenshot(page, "05-details")
     details.get_by_role("button", name="Close").click()
