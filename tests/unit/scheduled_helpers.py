@@ -252,14 +252,17 @@ def make_due(tenant_id: str, connection_id: str, seconds_ago: int = 60) -> None:
     ]
     if record.next_attempt_at is not None:
         actions.append(R.next_attempt_at.set(past))
-    record.update(actions=actions)
+    record.update(actions=actions, add_version_condition=False)
 
 
 def age_tokens(tenant_id: str, connection_id: str, seconds: int = 3600) -> None:
-    """Time travel: the stored tokens were obtained `seconds` ago, and are due as they would then be."""
+    """Time travel: the stored tokens were obtained `seconds` ago, and are due as they would then be.
+
+    Test set-up writes carry no version condition: the SDK may retry a write whose answer it lost, and
+    a retried versioned write would be refused by its own first attempt."""
     past = utcnow() - timedelta(seconds=seconds)
     record = load(tenant_id, connection_id)
     record.connected_at = past
     record.refreshed_at = past
     due = refresh_schedule.apply_due(get_settings(), record)
-    record.update(actions=[R.connected_at.set(past), R.refreshed_at.set(past), *due])
+    record.update(actions=[R.connected_at.set(past), R.refreshed_at.set(past), *due], add_version_condition=False)

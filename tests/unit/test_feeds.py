@@ -352,7 +352,9 @@ def test_failed_runs_keep_the_last_good_object(
     feed, good = fetch(fetcher_env, feed_server + "/catalog.xml")
     before = object_of(service_env, good["s3_key"])
     record = FEEDS.load(fetcher_env.tenant, feed["id"])
-    record.update(actions=[FeedRecord.url.set(feed_server + path), FeedRecord.etag.remove()])
+    record.update(
+        actions=[FeedRecord.url.set(feed_server + path), FeedRecord.etag.remove()], add_version_condition=False
+    )
     assert record_feed_run(get_settings(), fetcher_env.tenant, feed["id"], "manual") == "failed"
     failed = fetcher_env.call("list_feed_runs", feed_id=feed["id"]).json()["items"][0]
     assert failed["error_code"] == code, failed
@@ -475,7 +477,7 @@ def unfinished_uploads(resources: Resources, key: str) -> list[str]:
 
 def switch_url(api: InProcessApi, feed_id: str, url: str) -> None:
     record = FEEDS.load(api.tenant, feed_id)
-    record.update(actions=[FeedRecord.url.set(url), FeedRecord.etag.remove()])
+    record.update(actions=[FeedRecord.url.set(url), FeedRecord.etag.remove()], add_version_condition=False)
 
 
 def latest_run(api: InProcessApi, feed_id: str) -> dict[str, Any]:

@@ -33,7 +33,10 @@ def age_tokens(tenant: str, connection_id: str, seconds: int = 3600) -> None:
     """Make the stored tokens look older than the force-refresh debounce."""
     record = CONNECTIONS.load(tenant, connection_id, consistent=True)
     past = datetime.now(UTC) - timedelta(seconds=seconds)
-    record.update(actions=[ConnectionRecord.connected_at.set(past), ConnectionRecord.refreshed_at.set(past)])
+    record.update(
+        actions=[ConnectionRecord.connected_at.set(past), ConnectionRecord.refreshed_at.set(past)],
+        add_version_condition=False,
+    )
 
 
 def stored_tokens(tenant: str, connection_id: str) -> token_endpoint.TokenSet:

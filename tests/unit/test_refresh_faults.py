@@ -125,7 +125,7 @@ def test_the_store_needs_the_lease_still_held(
     assert acquire_lease(record, "holder-a", utcnow() + timedelta(seconds=30))
     assert not store_refreshed(load(flow_api.tenant, connection_id), "holder-b", seen, [R.status.set("error")])
     record = load(flow_api.tenant, connection_id)
-    record.update(actions=[R.lease_expires_at.set(utcnow() - timedelta(seconds=1))])
+    record.update(actions=[R.lease_expires_at.set(utcnow() - timedelta(seconds=1))], add_version_condition=False)
     assert not store_refreshed(load(flow_api.tenant, connection_id), "holder-a", seen, [R.status.set("error")])
     assert load(flow_api.tenant, connection_id).status == "connected"
     record = load(flow_api.tenant, connection_id)
