@@ -46,8 +46,8 @@ def _fetch_record(record: SQSRecord) -> str:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handle_fetch_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    budget.start_invocation(context)
-    processor = BatchProcessor(event_type=EventType.SQS)
-    return dict(
-        process_partial_response(event=event, record_handler=_fetch_record, processor=processor, context=context)
-    )
+    with budget.invocation(context):  # the deadline ends with the invocation, never leaks into the next
+        processor = BatchProcessor(event_type=EventType.SQS)
+        return dict(
+            process_partial_response(event=event, record_handler=_fetch_record, processor=processor, context=context)
+        )
