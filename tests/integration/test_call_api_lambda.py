@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -288,8 +289,14 @@ def test_each_call_logs_what_it_did_and_nothing_it_carried(
     )
     assert answer["status"] == 201
     token = api_server.seen[0].headers["authorization"].removeprefix("Bearer ")
-    lines = [line for line in connected.stack.function_logs(CALL_API) if connected.connection_id in line]
-    records = [json.loads(line) for line in lines if line.startswith("{")]
+    # The function's output comes through a pipe, so its line may land a moment after the answer.
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [line for line in connected.stack.function_logs(CALL_API) if connected.connection_id in line]
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        if any(r.get("message") == "api call" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     [logged] = [r for r in records if r.get("message") == "api call"]
     assert (logged["method"], logged["api_host"], logged["status"], logged["attempts"]) == ("POST", "127.0.0.1", 201, 1)
     assert logged["duration_ms"] >= 0
