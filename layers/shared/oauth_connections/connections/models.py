@@ -50,6 +50,30 @@ def _safe_url(value: str) -> str:
         raise PydanticCustomError(error.code, error.message) from error
 
 
+def _allowed_url(value: str) -> str:
+    """A URL, or a template `{name}/path` whose host a kept URL (a metadata rule's value) supplies."""
+    if not value.startswith("{"):
+        return _safe_url(value)
+    if token_endpoint.url_template_parts(value) is None:
+        raise PydanticCustomError(
+            "invalid_url_template",
+            "a template must be {name} of a kept URL, optionally followed by a plain /path without dot segments",
+        )
+    return value
+
+
+def check_url_templates(allowed_urls: list[str], quirks: ProviderQuirks) -> None:
+    """A template may name only a kept value that is checked as a URL (use api_base or token_origin)."""
+    urls = {rule.name for rule in quirks.response_metadata + quirks.callback_metadata if rule.use != "value"}
+    for entry in allowed_urls:
+        parts = token_endpoint.url_template_parts(entry)
+        if parts is not None and parts[0] not in urls:
+            raise ValueError(
+                f"allowed_urls entry {entry!r} names no kept URL: {parts[0]} must be a response or callback "
+                "metadata rule with use api_base or token_origin"
+            )
+
+
 def _params_allowed(value: dict[str, str]) -> dict[str, str]:
     clash = RESERVED_AUTHORIZE_PARAMS.intersection(k.lower() for k in value)
     if clash:
@@ -83,6 +107,12 @@ Description = Annotated[str, StringConstraints(max_length=1000)]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
 ClientSecret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 SafeUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_safe_url)]
+AllowedUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(_allowed_url),
+    Field(description="A URL the token may be sent under, or `{name}/path` under a kept URL (e.g. {instance_url})"),
+]
 Scope = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
 ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 ParamValue = Annotated[str, StringConstraints(max_length=1024)]
@@ -171,7 +201,7 @@ class ConnectionSettings(StrictModel):
     )
     use_pkce: bool = True
     extra_authorize_params: ExtraParams = {}
-    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] = []
+    allowed_urls: Annotated[list[AllowedUrl], Field(max_length=20)] = []
     test_url: SafeUrl | None = Field(
         default=None,
         description="A URL under allowed_urls that answers 2xx to a GET with a valid token (a userinfo or "
@@ -208,6 +238,7 @@ class ConnectionCreate(ConnectionSettings):
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
         check_signing_key(self.token_auth_method, self.client_secret)
         check_grant(self.grant_type, self.token_auth_method)
+        check_url_templates(self.allowed_urls, self.quirks)
         if self.token_url is None and self.issuer is None:
             raise ValueError("token_url is required unless an issuer is given")
         return self
@@ -231,7 +262,7 @@ class ConnectionUpdate(StrictModel):
     grant_type: GrantType | SkipJsonSchema[None] = None
     use_pkce: bool | SkipJsonSchema[None] = None
     extra_authorize_params: ExtraParams | SkipJsonSchema[None] = None
-    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
+    allowed_urls: Annotated[list[AllowedUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
     test_url: SafeUrl | None = Field(default=None, description="null removes it")
     quirks: ProviderQuirks | SkipJsonSchema[None] = None
 

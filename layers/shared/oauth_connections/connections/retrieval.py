@@ -21,6 +21,7 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import NotFoundError
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
+from oauth_connections.oauth import token_endpoint
 from oauth_connections.oauth.token_endpoint import TokenSet
 from oauth_connections.storage.binding import bind_table
 from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
@@ -62,7 +63,7 @@ def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
         "token_type": current.token_type,
         "expires_at": datetime.fromtimestamp(current.expires_at, UTC).isoformat() if current.expires_at else None,
         "scopes": list(current.scopes) if current.scopes is not None else list(record.scopes or []),
-        "allowed_urls": list(record.allowed_urls or []),
+        "allowed_urls": list(allowed_urls_of(record, current)),
         "metadata": dict(current.metadata),
         "api_base": api_base(record, current),
     }
@@ -92,6 +93,13 @@ def current_tokens(
     if _needs_refresh(settings, record, current, min_valid_seconds, force_refresh=force_refresh):
         return refresh_connection(settings, record, reason="forced" if force_refresh else "expiring").tokens
     return current
+
+
+def allowed_urls_of(record: ConnectionRecord, current: TokenSet | None = None) -> tuple[str, ...]:
+    """Where the token may be sent: the connection's allowed_urls, `{name}` templates filled in from
+    the kept metadata (the tokens' own when at hand, else the copy on the record)."""
+    metadata = current.metadata if current is not None else (record.metadata or {})
+    return token_endpoint.resolved_allowed_urls(record.allowed_urls or [], tokens.quirks_of(record), metadata)
 
 
 def api_base(record: ConnectionRecord, current: TokenSet) -> str | None:

@@ -19,7 +19,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -57,6 +57,13 @@ ASSERTION_METHODS = frozenset({"client_secret_jwt", "private_key_jwt"})
 ASSERTION_LIFETIME_SECONDS = 60
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+# An allowed_urls entry under a kept URL: `{instance_url}/services/data/`. The path is plain: no query,
+# no fragment, no placeholder and no dot segment, so it cannot leave the host the kept value names.
+_URL_TEMPLATE = re.compile(
+    r"^\{(?P<name>[A-Za-z][A-Za-z0-9_-]{0,63}(?:\.[A-Za-z][A-Za-z0-9_-]{0,63}){0,3})\}"
+    r"(?P<path>/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+)
+_DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 
 
 class ProviderRejectedError(ServiceError):
@@ -337,6 +344,51 @@ def checked_metadata(rule: MetadataRule, value: object, policy: UrlPolicy) -> st
         if parts.username or parts.password or parts.query or parts.fragment:
             raise MetadataRefusedError(f"{rule.name} must be a plain URL")
     return text
+
+
+def url_template_parts(entry: str) -> tuple[str, str] | None:
+    """The kept value's name and the path of an allowed_urls template, or None when `entry` is not one."""
+    match = _URL_TEMPLATE.fullmatch(entry)
+    if match is None or _DOT_SEGMENT.search(match["path"] or ""):
+        return None
+    return match["name"], match["path"] or ""
+
+
+def resolved_allowed_urls(entries: Sequence[str], quirks: Quirks, metadata: Mapping[str, str]) -> tuple[str, ...]:
+    """allowed_urls with each template filled in from the kept metadata.
+
+    A template is filled only from a value its rule marks as a URL, that matches the rule's pattern now
+    (rules can change after a value was kept) and that is a plain URL; the result must keep the value's
+    host. Anything else leaves the entry out, so a value can never widen where the token is sent. The
+    value passed the SSRF guard when it was kept, and every call passes it again.
+    """
+    rules = {rule.name: rule for rule in quirks.response_metadata + quirks.callback_metadata if rule.use != "value"}
+    resolved: list[str] = []
+    for entry in entries:
+        parts = url_template_parts(entry) if entry.startswith("{") else None
+        if parts is None:
+            if not entry.startswith("{"):
+                resolved.append(entry)
+            continue
+        rule, value = rules.get(parts[0]), metadata.get(parts[0])
+        if rule is None or not isinstance(value, str) or not re.fullmatch(rule.pattern, value):
+            continue
+        base = urlsplit(value)
+        url = value.rstrip("/") + parts[1]
+        if (
+            base.scheme not in ("https", "http")
+            or not base.hostname
+            or base.username is not None
+            or base.password is not None
+            or base.query
+            or base.fragment
+            or "?" in value
+            or "#" in value
+            or urlsplit(url).netloc != base.netloc
+        ):
+            continue
+        resolved.append(url)
+    return tuple(resolved)
 
 
 def keep_callback_metadata(quirks: Quirks, params: Mapping[str, str], policy: UrlPolicy) -> dict[str, str]:
