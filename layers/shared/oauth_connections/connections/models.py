@@ -129,6 +129,9 @@ TokenPath = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,4}$")
 ]
 ProviderId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+# RFC 7515 x5t#S256: the base64url SHA-256 of a DER certificate, 32 bytes in 43 characters (the last one
+# carries two bits of padding, so only these 16 letters can end it).
+Thumbprint = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
 ConfigName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 ConfigValue = Annotated[str, StringConstraints(max_length=200)]
 
@@ -186,6 +189,11 @@ class ConnectionSettings(StrictModel):
         description="Write-only; never returned. For private_key_jwt the private key (PEM or JWK, RSA or EC; a JWK's "
         "kid and x5t#S256 go into the assertion's header)",
     )
+    certificate_thumbprint: Thumbprint | None = Field(
+        default=None,
+        description="Write-only, private_key_jwt only: the SHA-256 thumbprint of the key's certificate (base64url, "
+        "43 characters), sent as the assertion's x5t#S256 header for providers that match the key by it",
+    )
     issuer: SafeUrl | None = Field(
         default=None, description="Issuer to discover the endpoints from (RFC 8414 / OpenID discovery)"
     )
@@ -237,6 +245,7 @@ class ConnectionCreate(ConnectionSettings):
     def _secret_matches_auth_method(self) -> ConnectionCreate:
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
         check_signing_key(self.token_auth_method, self.client_secret)
+        check_thumbprint(self.token_auth_method, self.certificate_thumbprint)
         check_grant(self.grant_type, self.token_auth_method)
         check_url_templates(self.allowed_urls, self.quirks)
         if self.token_url is None and self.issuer is None:
@@ -251,6 +260,7 @@ class ConnectionUpdate(StrictModel):
     description: Description | SkipJsonSchema[None] = None
     client_id: ClientId | SkipJsonSchema[None] = None
     client_secret: ClientSecret | None = Field(default=None, description="Write-only; null removes it")
+    certificate_thumbprint: Thumbprint | None = Field(default=None, description="Write-only; null removes it")
     issuer: SafeUrl | None = None
     authorization_url: SafeUrl | None = None
     token_url: SafeUrl | SkipJsonSchema[None] = None
@@ -268,7 +278,15 @@ class ConnectionUpdate(StrictModel):
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> ConnectionUpdate:
-        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url", "refresh_url", "test_url"}
+        nullable = {
+            "client_secret",
+            "certificate_thumbprint",
+            "issuer",
+            "authorization_url",
+            "revocation_url",
+            "refresh_url",
+            "test_url",
+        }
         nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
         if nulled:
             raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
@@ -283,6 +301,11 @@ def check_signing_key(method: str, secret: str | None) -> None:
     """A private_key_jwt key is parsed when it is set, so a bad one is a 422, not a failed sign-in."""
     if method == "private_key_jwt" and secret is not None:
         token_endpoint.signing_key(secret)
+
+
+def check_thumbprint(method: str, thumbprint: str | None) -> None:
+    if thumbprint is not None and method != "private_key_jwt":
+        raise ValueError("certificate_thumbprint goes with token_auth_method 'private_key_jwt' only")
 
 
 def check_grant(grant_type: str, method: str) -> None:
@@ -322,6 +345,9 @@ class ConnectionOut(BaseModel):
     description: str
     client_id: str
     has_client_secret: bool
+    has_certificate_thumbprint: bool = Field(
+        default=False, description="private_key_jwt: a certificate thumbprint is set (it is never returned)"
+    )
     issuer: str | None
     authorization_url: str | None
     token_url: str

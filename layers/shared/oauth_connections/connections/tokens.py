@@ -34,6 +34,7 @@ def client_settings(settings: Settings, record: ConnectionRecord) -> token_endpo
         scopes=tuple(record.scopes or ()),
         scope_delimiter=record.scope_delimiter,
         quirks=quirks_of(record),
+        certificate_thumbprint=record.certificate_thumbprint,
     )
 
 

@@ -141,6 +141,7 @@ class ClientSettings:
     scopes: tuple[str, ...] = ()
     scope_delimiter: str = " "
     quirks: Quirks = field(default_factory=Quirks)
+    certificate_thumbprint: str | None = None  # private_key_jwt: the assertion's x5t#S256 header
 
 
 @dataclass(frozen=True)
@@ -489,6 +490,8 @@ def client_assertion(client: ClientSettings, audience: str) -> str:
     try:
         if client.auth_method == "private_key_jwt":
             key, alg, header = signing_key(secret)
+            if client.certificate_thumbprint:
+                header["x5t#S256"] = client.certificate_thumbprint
             sign = private_key_jwt_sign
         else:
             key, alg, header, sign = OctKey.import_key(secret), "HS256", {"alg": "HS256"}, client_secret_jwt_sign
