@@ -82,9 +82,31 @@ def _params_allowed(value: dict[str, str]) -> dict[str, str]:
 
 
 def _token_params_allowed(value: dict[str, str]) -> dict[str, str]:
-    clash = token_endpoint.PROTOCOL_TOKEN_PARAMS.intersection(k.lower() for k in value)
+    """Extra body parameters; only redirect_uri may be repeated, and only as the `{redirect_uri}` placeholder."""
+    clash = token_endpoint.PROTOCOL_TOKEN_PARAMS.intersection(
+        k.lower()
+        for k, v in value.items()
+        if not (k == "redirect_uri" and v == token_endpoint.REDIRECT_URI_PLACEHOLDER)
+    )
     if clash:
         raise ValueError(f"parameters set by the protocol cannot be overridden: {', '.join(sorted(clash))}")
+    odd = sorted(
+        k
+        for k, v in value.items()
+        if v.startswith("{")
+        and v != token_endpoint.REDIRECT_URI_PLACEHOLDER
+        and not token_endpoint.CALLBACK_PLACEHOLDER.fullmatch(v)
+    )
+    if odd:
+        raise ValueError(f"a value in braces must be {{redirect_uri}} or {{callback.<name>}}: {', '.join(odd)}")
+    return value
+
+
+def _token_headers_allowed(value: dict[str, str]) -> dict[str, str]:
+    clash = token_endpoint.PROTOCOL_TOKEN_HEADERS.intersection(k.lower() for k in value)
+    if clash or any(k.lower().startswith(("proxy-", "sec-")) for k in value):
+        named = clash or {k.lower() for k in value if k.lower().startswith(("proxy-", "sec-"))}
+        raise ValueError(f"headers of the protocol or its security cannot be set: {', '.join(sorted(named))}")
     return value
 
 
@@ -118,6 +140,9 @@ ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 ParamValue = Annotated[str, StringConstraints(max_length=1024)]
 ExtraParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_params_allowed)]
 TokenParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_token_params_allowed)]
+HeaderName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")]
+HeaderValue = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[\x20-\x7e]+$")]
+TokenHeaders = Annotated[dict[HeaderName, HeaderValue], Field(max_length=10), AfterValidator(_token_headers_allowed)]
 FieldPath = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}(\.[A-Za-z][A-Za-z0-9_-]{0,63}){0,3}$")
 ]
@@ -156,8 +181,22 @@ class ProviderQuirks(StrictModel):
     """How the provider departs from the standard token endpoint; every default is the standard."""
 
     token_request_format: Literal["form", "json"] = "form"
-    token_params: TokenParams = Field(default={}, description="Extra body parameters of the code exchange")
-    refresh_params: TokenParams = Field(default={}, description="Extra body parameters of a refresh")
+    token_params: TokenParams = Field(
+        default={},
+        description="Extra body parameters of the code exchange. A value `{redirect_uri}` is the redirect URI; "
+        "`{callback.<name>}` is a value the callback carried (a callback_metadata name); a parameter whose "
+        "placeholder has no value is left out",
+    )
+    refresh_params: TokenParams = Field(
+        default={},
+        description="Extra body parameters of a refresh, with the same placeholders (`redirect_uri: "
+        "{redirect_uri}` repeats the exchange's redirect URI)",
+    )
+    token_headers: TokenHeaders = Field(
+        default={},
+        description="Extra headers of every token request (e.g. Notion-Version); never Authorization, Host, "
+        "Content-Type, Content-Length, Cookie, Accept or another header of the protocol or its security",
+    )
     access_token_path: TokenPath | None = Field(
         default=None, description="Dotted path of the access token; its siblings are the token's other fields"
     )
@@ -175,6 +214,14 @@ class ProviderQuirks(StrictModel):
             raise ValueError(f"callback parameters of the protocol are not kept: {', '.join(sorted(clash))}")
         if sum(f.use == "token_origin" for f in self.callback_metadata + self.response_metadata) > 1:
             raise ValueError("at most one value can name the token origin")
+        kept = {f.name for f in self.callback_metadata}
+        for kind in ("token_params", "refresh_params"):
+            for name, value in getattr(self, kind).items():
+                placeholder = token_endpoint.CALLBACK_PLACEHOLDER.fullmatch(value)
+                if placeholder is not None and placeholder[1] not in kept:
+                    raise ValueError(
+                        f"{kind}.{name} names {placeholder[1]}, which is no callback_metadata of the connection"
+                    )
         return self
 
 

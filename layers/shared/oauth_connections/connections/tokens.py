@@ -52,6 +52,7 @@ def quirks_of(record: ConnectionRecord) -> token_endpoint.Quirks:
         token_request_format=raw.get("token_request_format", "form"),
         token_params=dict(raw.get("token_params") or {}),
         refresh_params=dict(raw.get("refresh_params") or {}),
+        token_headers=dict(raw.get("token_headers") or {}),
         refresh_url=record.refresh_url,
         access_token_path=raw.get("access_token_path"),
         expires_in_unit=raw.get("expires_in_unit", "seconds"),
