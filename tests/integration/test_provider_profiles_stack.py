@@ -52,8 +52,8 @@ def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
 
 
 def from_catalog(api: ApiClient, provider: str, config: dict[str, str] | None = None) -> dict[str, Any]:
-    """What the Done-when asks of a tenant: the provider, its config, the client id and secret; nothing else."""
-    body = {"name": f"{provider} {time.time_ns()}", "provider": provider, "client_id": "app-id"}
+    """All a tenant gives: the provider, its config, the client id and secret; nothing else."""
+    body: dict[str, Any] = {"name": f"{provider} {time.time_ns()}", "provider": provider, "client_id": "app-id"}
     body |= {"client_secret": "app-secret"} | ({"config": config} if config else {})
     created = api.post("/connections", json=body)
     assert created.status_code == 201, created.text
@@ -94,7 +94,7 @@ def ends_with_a_permanent_error(
     assert (shown["status"], shown["status_reason"]) == ("reauthorization_required", "invalid_grant")
 
 
-# ------------------------------------------------------------------ the three styles of the Done-when
+# ------------------------------------------------------------------ a token and the API base from the catalog alone
 
 
 def test_a_zendesk_style_connection_from_the_catalog(stack: Stack, endpoint: ScriptedTokenEndpoint) -> None:
