@@ -172,7 +172,8 @@ class MetadataField(StrictModel):
     use: Literal["api_base", "token_origin", "value"] = Field(
         default="value",
         description="api_base: the API base URL (GetTokenFunction returns it as `api_base`); token_origin: "
-        "token requests go to this scheme and host instead of token_url's; value: kept as it is",
+        "token requests go to this scheme and host instead of token_url's; value: kept as it is. An api_base or "
+        "token_origin value is checked as a URL, so allowed_urls may name it (`{instance_url}/services/`)",
     )
     pattern: AnchoredPattern = Field(description="Anchored regular expression the whole value must match")
 
