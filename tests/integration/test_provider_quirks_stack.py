@@ -193,16 +193,21 @@ def test_a_forged_regional_host_receives_nothing(stack: Stack, endpoint: Scripte
 
 
 def test_private_key_jwt_through_the_stack(stack: Stack, endpoint: ScriptedTokenEndpoint) -> None:
-    """A client-credentials connection authenticated by a private key: the provider verifies each assertion
-    with the registered public key and sees a new jti on every request."""
+    """A client-credentials connection authenticated by a private key and its certificate's thumbprint: the
+    provider verifies each assertion with the registered public key, matches the key by its x5t#S256 header
+    and sees a new jti on every request."""
     from joserfc import jwt
     from joserfc.jwk import RSAKey
 
     key = RSAKey.generate_key(2048)
+    thumbprint = "NDVmNzQ1MmI3ZjE3ZTNiNzA4YjUwNzU5ZTY1MDg2MDQ"
     seen: list[str] = []
 
     def verify(request: Any) -> Scripted | None:
-        claims = jwt.decode(request.form["client_assertion"], key, algorithms=["RS256"]).claims
+        decoded = jwt.decode(request.form["client_assertion"], key, algorithms=["RS256"])
+        claims = decoded.claims
+        if decoded.header.get("x5t#S256") != thumbprint:
+            return Scripted(401, {"error": "invalid_client", "error_description": "unknown certificate"})
         if claims["aud"] != endpoint.url or claims["jti"] in seen or claims["exp"] - claims["iat"] > 60:
             return Scripted(401, {"error": "invalid_client"})
         seen.append(claims["jti"])
@@ -219,12 +224,14 @@ def test_private_key_jwt_through_the_stack(stack: Stack, endpoint: ScriptedToken
                 "grant_type": "client_credentials",
                 "client_id": "cid",
                 "client_secret": key.as_pem(private=True).decode(),
+                "certificate_thumbprint": thumbprint,
                 "token_auth_method": "private_key_jwt",
                 "token_url": endpoint.url,
             },
         )
         assert created.status_code == 201, created.text
-        assert "PRIVATE KEY" not in created.text
+        assert "PRIVATE KEY" not in created.text and thumbprint not in created.text
+        assert created.json()["has_certificate_thumbprint"] is True
         connection_id = created.json()["id"]
         endpoint.queue(Scripted(body={"access_token": "s1", "expires_in": 3600}))
         connected = api.post(f"/connections/{connection_id}/authorize", json={})

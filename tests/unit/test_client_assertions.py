@@ -179,3 +179,93 @@ def test_revocation_authenticates_with_an_assertion_too(endpoint: ScriptedTokenE
     (revoked,) = endpoint.requests
     assert revoked.path == "/revoke" and revoked.form["token"] == "r"
     assert len(checker.seen) == 1
+
+
+def thumbprint_of(der: bytes) -> str:
+    import base64
+    import hashlib
+
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+THUMBPRINT = thumbprint_of(b"a DER certificate")
+
+
+def pem_connection(**fields: Any) -> dict[str, Any]:
+    return {
+        "name": f"jwt {time.time_ns()}",
+        "client_id": "cid",
+        "client_secret": RSA.as_pem(private=True).decode(),
+        "token_auth_method": "private_key_jwt",
+        "token_url": "https://login.example.com/token",
+        "authorization_url": "https://login.example.com/authorize",
+        **fields,
+    }
+
+
+def test_a_certificate_thumbprint_is_the_assertions_x5t_header(endpoint: ScriptedTokenEndpoint) -> None:
+    checker = AssertionChecker(endpoint, RSA, ["RS256"])
+    endpoint.verify = checker
+    client = token_endpoint.ClientSettings(
+        client_id="cid",
+        client_secret=RSA.as_pem(private=True).decode(),
+        token_url=endpoint.url,
+        auth_method="private_key_jwt",
+        certificate_thumbprint=THUMBPRINT,
+    )
+    endpoint.queue(Scripted(body=TOKENS), Scripted(body=TOKENS))
+    first = token_endpoint.exchange_code(
+        client, code="c", redirect_uri="https://api.example.com/cb", code_verifier=None, policy=LOOPBACK, timeout=5
+    )
+    token_endpoint.refresh(client, first, policy=LOOPBACK, timeout=5)
+    assert [header["x5t#S256"] for header in checker.headers] == [THUMBPRINT, THUMBPRINT]
+    assert len(checker.seen) == 2
+
+
+def test_a_certificate_thumbprint_is_write_only(api: InProcessApi) -> None:
+    created = api.call("create_connection", body=pem_connection(certificate_thumbprint=THUMBPRINT))
+    assert created.status == 201, created.text
+    assert created.json()["has_certificate_thumbprint"] is True and THUMBPRINT not in created.text
+    connection_id = created.json()["id"]
+    assert THUMBPRINT not in api.call("get_connection", connection_id=connection_id).text
+    removed = api.call("update_connection", connection_id=connection_id, body={"certificate_thumbprint": None})
+    assert removed.status == 200, removed.text
+    assert removed.json()["has_certificate_thumbprint"] is False
+    again = api.call("update_connection", connection_id=connection_id, body={"certificate_thumbprint": THUMBPRINT})
+    assert again.status == 200 and again.json()["has_certificate_thumbprint"] is True
+    assert THUMBPRINT not in api.call("list_connection_activity", connection_id=connection_id).text
+
+
+@pytest.mark.parametrize(
+    "thumbprint",
+    [
+        THUMBPRINT[:-1],  # 42 characters
+        THUMBPRINT + "A",  # 44
+        THUMBPRINT[:-1] + "=",  # padding
+        THUMBPRINT[:-1] + "+",  # base64, not base64url
+        THUMBPRINT[:-1] + "B",  # a last letter whose padding bits are not zero
+        "a" * 40 + "==",
+        "ab:cd:ef",  # a hex SHA-1 thumbprint as some portals show it
+    ],
+)
+def test_a_malformed_thumbprint_is_a_422(api: InProcessApi, thumbprint: str) -> None:
+    response = api.call("create_connection", body=pem_connection(certificate_thumbprint=thumbprint))
+    assert response.status == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "certificate_thumbprint" in response.text
+
+
+def test_a_thumbprint_goes_with_private_key_jwt_only(api: InProcessApi) -> None:
+    body = pem_connection(certificate_thumbprint=THUMBPRINT, token_auth_method="client_secret_post")
+    body["client_secret"] = "s"
+    response = api.call("create_connection", body=body)
+    assert response.status == 422, response.text
+    assert "private_key_jwt' only" in response.text
+    created = api.call("create_connection", body=pem_connection(certificate_thumbprint=THUMBPRINT))
+    switched = api.call(
+        "update_connection",
+        connection_id=created.json()["id"],
+        body={"token_auth_method": "client_secret_post", "client_secret": "s"},
+    )
+    assert switched.status == 422, switched.text
+    assert "private_key_jwt' only" in switched.json()["error"]["message"]

@@ -244,6 +244,27 @@ def mutated(provider_id: str, change: Any) -> dict[str, Any]:
             id="protocol-body-param-overridden",
         ),
         pytest.param(
+            "amocrm",
+            lambda p: p["quirks"].update(refresh_params={"redirect_uri": "https://evil.example/cb"}),
+            ("providers", "amocrm", "quirks", "refresh_params", "redirect_uri"),
+            "const",
+            id="redirect-uri-not-the-placeholder",
+        ),
+        pytest.param(
+            "notion",
+            lambda p: p["quirks"].update(token_headers={"Authorization": "Bearer x"}),
+            ("providers", "notion", "quirks", "token_headers"),
+            "not",
+            id="protocol-header-set",
+        ),
+        pytest.param(
+            "notion",
+            lambda p: p["quirks"].update(token_headers={"proxy-authorization": "x"}),
+            ("providers", "notion", "quirks", "token_headers"),
+            "not",
+            id="proxy-header-set",
+        ),
+        pytest.param(
             "salesforce",
             lambda p: p["response_metadata"][0].update(pattern="^[a-z.]+$"),
             ("providers", "salesforce", "response_metadata", 0, "pattern"),

@@ -314,3 +314,11 @@ def test_the_session_refuses_a_redirect_to_another_host(api: ScriptedApi, other:
     with pytest.raises(client.UrlNotAllowedError), session(api, tokens) as authorized:
         authorized.post(url, json={"a": 1}, timeout=5)
     assert other.seen == []
+
+
+def test_an_entry_not_filled_in_allows_nothing(api: ScriptedApi) -> None:
+    """GetTokenFunction fills `{instance_url}/...` in from the connection's kept URL; one that reaches the
+    engine unfilled (no value kept yet) is no URL, so nothing is under it."""
+    with pytest.raises(client.UrlNotAllowedError):
+        run(Tokens(("{instance_url}/services/",)), f"{api.base}/services/data")
+    assert api.seen == []

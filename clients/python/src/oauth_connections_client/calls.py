@@ -5,6 +5,8 @@ service's CallApiFunction (the token read in-process) through `call`, which adds
 the bounded read, the `expect` check and the JSON answer. The rules live here once:
 
 - the URL and every redirect hop must be under the connection's allowed_urls and pass the SSRF guard.
+  The service fills an entry such as `{instance_url}/services/` in from the connection's kept URL before
+  it hands the token out; an entry that is not a URL allows nothing.
   Redirects are followed here, one hop at a time, so the token is never sent anywhere else; a hop off
   the allowed URLs is not followed (UrlNotAllowedError).
 - the caller cannot set Authorization, Host, Cookie, message framing or hop-by-hop headers, and no

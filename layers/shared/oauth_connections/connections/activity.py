@@ -30,7 +30,7 @@ from oauth_connections.storage.binding import bind_table
 from oauth_connections.storage.connections import CONNECTIONS
 
 NOT_RECORDED_METRIC = "ActivityNotRecorded"
-SECRET_FIELDS = frozenset({"client_secret"})
+SECRET_FIELDS = frozenset({"client_secret", "certificate_thumbprint"})  # write-only: only "changed" is shown
 CHANGED = "changed"
 
 # Who or what acted: a user through the API, or one of the service's own triggers.

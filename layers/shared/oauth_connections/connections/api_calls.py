@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 import oauth_connections_client as client
 from oauth_connections.connections.models import ConnectionTestResult
 from oauth_connections.connections.refresh import TokenError
-from oauth_connections.connections.retrieval import TenantId, current_tokens, load_for_token
+from oauth_connections.connections.retrieval import TenantId, allowed_urls_of, current_tokens, load_for_token
 from oauth_connections.connections.usage import mark_used
 from oauth_connections.core import aws, budget
 from oauth_connections.core.caller import Caller
@@ -116,9 +116,10 @@ def target_url(record: ConnectionRecord, request: CallApiRequest) -> str:
     """The absolute URL: `url` as given, or `path` below the connection's API base (its first allowed URL)."""
     if request.url is not None:
         return request.url
-    if not record.allowed_urls:
+    allowed = allowed_urls_of(record)
+    if not allowed:
         raise TokenError("url_not_allowed", "the connection has no allowed_urls, so a path has no API base")
-    return record.allowed_urls[0].rstrip("/") + "/" + (request.path or "").lstrip("/")
+    return allowed[0].rstrip("/") + "/" + (request.path or "").lstrip("/")
 
 
 @cache
@@ -143,7 +144,7 @@ class _ConnectionTokens:
             token_type=current.token_type,
             expires_at=None,
             scopes=(),
-            allowed_urls=tuple(self.record.allowed_urls or ()),
+            allowed_urls=allowed_urls_of(self.record, current),
         )
 
 
@@ -254,7 +255,7 @@ class _JustObtained:
 
     def __init__(self, record: ConnectionRecord, token_set: TokenSet) -> None:
         self.token = client.AccessToken(
-            token_set.access_token, token_set.token_type, None, (), tuple(record.allowed_urls or ())
+            token_set.access_token, token_set.token_type, None, (), allowed_urls_of(record, token_set)
         )
 
     def __call__(self, *, force_refresh: bool) -> client.AccessToken:

@@ -50,6 +50,30 @@ def _safe_url(value: str) -> str:
         raise PydanticCustomError(error.code, error.message) from error
 
 
+def _allowed_url(value: str) -> str:
+    """A URL, or a template `{name}/path` whose host a kept URL (a metadata rule's value) supplies."""
+    if not value.startswith("{"):
+        return _safe_url(value)
+    if token_endpoint.url_template_parts(value) is None:
+        raise PydanticCustomError(
+            "invalid_url_template",
+            "a template must be {name} of a kept URL, optionally followed by a plain /path without dot segments",
+        )
+    return value
+
+
+def check_url_templates(allowed_urls: list[str], quirks: ProviderQuirks) -> None:
+    """A template may name only a kept value that is checked as a URL (use api_base or token_origin)."""
+    urls = {rule.name for rule in quirks.response_metadata + quirks.callback_metadata if rule.use != "value"}
+    for entry in allowed_urls:
+        parts = token_endpoint.url_template_parts(entry)
+        if parts is not None and parts[0] not in urls:
+            raise ValueError(
+                f"allowed_urls entry {entry!r} names no kept URL: {parts[0]} must be a response or callback "
+                "metadata rule with use api_base or token_origin"
+            )
+
+
 def _params_allowed(value: dict[str, str]) -> dict[str, str]:
     clash = RESERVED_AUTHORIZE_PARAMS.intersection(k.lower() for k in value)
     if clash:
@@ -58,9 +82,31 @@ def _params_allowed(value: dict[str, str]) -> dict[str, str]:
 
 
 def _token_params_allowed(value: dict[str, str]) -> dict[str, str]:
-    clash = token_endpoint.PROTOCOL_TOKEN_PARAMS.intersection(k.lower() for k in value)
+    """Extra body parameters; only redirect_uri may be repeated, and only as the `{redirect_uri}` placeholder."""
+    clash = token_endpoint.PROTOCOL_TOKEN_PARAMS.intersection(
+        k.lower()
+        for k, v in value.items()
+        if not (k == "redirect_uri" and v == token_endpoint.REDIRECT_URI_PLACEHOLDER)
+    )
     if clash:
         raise ValueError(f"parameters set by the protocol cannot be overridden: {', '.join(sorted(clash))}")
+    odd = sorted(
+        k
+        for k, v in value.items()
+        if v.startswith("{")
+        and v != token_endpoint.REDIRECT_URI_PLACEHOLDER
+        and not token_endpoint.CALLBACK_PLACEHOLDER.fullmatch(v)
+    )
+    if odd:
+        raise ValueError(f"a value in braces must be {{redirect_uri}} or {{callback.<name>}}: {', '.join(odd)}")
+    return value
+
+
+def _token_headers_allowed(value: dict[str, str]) -> dict[str, str]:
+    clash = token_endpoint.PROTOCOL_TOKEN_HEADERS.intersection(k.lower() for k in value)
+    if clash or any(k.lower().startswith(("proxy-", "sec-")) for k in value):
+        named = clash or {k.lower() for k in value if k.lower().startswith(("proxy-", "sec-"))}
+        raise ValueError(f"headers of the protocol or its security cannot be set: {', '.join(sorted(named))}")
     return value
 
 
@@ -83,11 +129,20 @@ Description = Annotated[str, StringConstraints(max_length=1000)]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
 ClientSecret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 SafeUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_safe_url)]
+AllowedUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(_allowed_url),
+    Field(description="A URL the token may be sent under, or `{name}/path` under a kept URL (e.g. {instance_url})"),
+]
 Scope = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
 ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 ParamValue = Annotated[str, StringConstraints(max_length=1024)]
 ExtraParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_params_allowed)]
 TokenParams = Annotated[dict[ParamName, ParamValue], Field(max_length=20), AfterValidator(_token_params_allowed)]
+HeaderName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")]
+HeaderValue = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[\x20-\x7e]+$")]
+TokenHeaders = Annotated[dict[HeaderName, HeaderValue], Field(max_length=10), AfterValidator(_token_headers_allowed)]
 FieldPath = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}(\.[A-Za-z][A-Za-z0-9_-]{0,63}){0,3}$")
 ]
@@ -99,6 +154,9 @@ TokenPath = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,4}$")
 ]
 ProviderId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+# RFC 7515 x5t#S256: the base64url SHA-256 of a DER certificate, 32 bytes in 43 characters (the last one
+# carries two bits of padding, so only these 16 letters can end it).
+Thumbprint = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
 ConfigName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 ConfigValue = Annotated[str, StringConstraints(max_length=200)]
 
@@ -114,7 +172,8 @@ class MetadataField(StrictModel):
     use: Literal["api_base", "token_origin", "value"] = Field(
         default="value",
         description="api_base: the API base URL (GetTokenFunction returns it as `api_base`); token_origin: "
-        "token requests go to this scheme and host instead of token_url's; value: kept as it is",
+        "token requests go to this scheme and host instead of token_url's; value: kept as it is. An api_base or "
+        "token_origin value is checked as a URL, so allowed_urls may name it (`{instance_url}/services/`)",
     )
     pattern: AnchoredPattern = Field(description="Anchored regular expression the whole value must match")
 
@@ -123,8 +182,22 @@ class ProviderQuirks(StrictModel):
     """How the provider departs from the standard token endpoint; every default is the standard."""
 
     token_request_format: Literal["form", "json"] = "form"
-    token_params: TokenParams = Field(default={}, description="Extra body parameters of the code exchange")
-    refresh_params: TokenParams = Field(default={}, description="Extra body parameters of a refresh")
+    token_params: TokenParams = Field(
+        default={},
+        description="Extra body parameters of the code exchange. A value `{redirect_uri}` is the redirect URI; "
+        "`{callback.<name>}` is a value the callback carried (a callback_metadata name); a parameter whose "
+        "placeholder has no value is left out",
+    )
+    refresh_params: TokenParams = Field(
+        default={},
+        description="Extra body parameters of a refresh, with the same placeholders (`redirect_uri: "
+        "{redirect_uri}` repeats the exchange's redirect URI)",
+    )
+    token_headers: TokenHeaders = Field(
+        default={},
+        description="Extra headers of every token request (e.g. Notion-Version); never Authorization, Host, "
+        "Content-Type, Content-Length, Cookie, Accept or another header of the protocol or its security",
+    )
     access_token_path: TokenPath | None = Field(
         default=None, description="Dotted path of the access token; its siblings are the token's other fields"
     )
@@ -142,6 +215,14 @@ class ProviderQuirks(StrictModel):
             raise ValueError(f"callback parameters of the protocol are not kept: {', '.join(sorted(clash))}")
         if sum(f.use == "token_origin" for f in self.callback_metadata + self.response_metadata) > 1:
             raise ValueError("at most one value can name the token origin")
+        kept = {f.name for f in self.callback_metadata}
+        for kind in ("token_params", "refresh_params"):
+            for name, value in getattr(self, kind).items():
+                placeholder = token_endpoint.CALLBACK_PLACEHOLDER.fullmatch(value)
+                if placeholder is not None and placeholder[1] not in kept:
+                    raise ValueError(
+                        f"{kind}.{name} names {placeholder[1]}, which is no callback_metadata of the connection"
+                    )
         return self
 
 
@@ -155,6 +236,11 @@ class ConnectionSettings(StrictModel):
         default=None,
         description="Write-only; never returned. For private_key_jwt the private key (PEM or JWK, RSA or EC; a JWK's "
         "kid and x5t#S256 go into the assertion's header)",
+    )
+    certificate_thumbprint: Thumbprint | None = Field(
+        default=None,
+        description="Write-only, private_key_jwt only: the SHA-256 thumbprint of the key's certificate (base64url, "
+        "43 characters), sent as the assertion's x5t#S256 header for providers that match the key by it",
     )
     issuer: SafeUrl | None = Field(
         default=None, description="Issuer to discover the endpoints from (RFC 8414 / OpenID discovery)"
@@ -171,7 +257,7 @@ class ConnectionSettings(StrictModel):
     )
     use_pkce: bool = True
     extra_authorize_params: ExtraParams = {}
-    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] = []
+    allowed_urls: Annotated[list[AllowedUrl], Field(max_length=20)] = []
     test_url: SafeUrl | None = Field(
         default=None,
         description="A URL under allowed_urls that answers 2xx to a GET with a valid token (a userinfo or "
@@ -207,7 +293,9 @@ class ConnectionCreate(ConnectionSettings):
     def _secret_matches_auth_method(self) -> ConnectionCreate:
         check_secret_for_method(self.token_auth_method, has_secret=self.client_secret is not None)
         check_signing_key(self.token_auth_method, self.client_secret)
+        check_thumbprint(self.token_auth_method, self.certificate_thumbprint)
         check_grant(self.grant_type, self.token_auth_method)
+        check_url_templates(self.allowed_urls, self.quirks)
         if self.token_url is None and self.issuer is None:
             raise ValueError("token_url is required unless an issuer is given")
         return self
@@ -220,6 +308,7 @@ class ConnectionUpdate(StrictModel):
     description: Description | SkipJsonSchema[None] = None
     client_id: ClientId | SkipJsonSchema[None] = None
     client_secret: ClientSecret | None = Field(default=None, description="Write-only; null removes it")
+    certificate_thumbprint: Thumbprint | None = Field(default=None, description="Write-only; null removes it")
     issuer: SafeUrl | None = None
     authorization_url: SafeUrl | None = None
     token_url: SafeUrl | SkipJsonSchema[None] = None
@@ -231,13 +320,21 @@ class ConnectionUpdate(StrictModel):
     grant_type: GrantType | SkipJsonSchema[None] = None
     use_pkce: bool | SkipJsonSchema[None] = None
     extra_authorize_params: ExtraParams | SkipJsonSchema[None] = None
-    allowed_urls: Annotated[list[SafeUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
+    allowed_urls: Annotated[list[AllowedUrl], Field(max_length=20)] | SkipJsonSchema[None] = None
     test_url: SafeUrl | None = Field(default=None, description="null removes it")
     quirks: ProviderQuirks | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> ConnectionUpdate:
-        nullable = {"client_secret", "issuer", "authorization_url", "revocation_url", "refresh_url", "test_url"}
+        nullable = {
+            "client_secret",
+            "certificate_thumbprint",
+            "issuer",
+            "authorization_url",
+            "revocation_url",
+            "refresh_url",
+            "test_url",
+        }
         nulled = sorted(f for f in self.model_fields_set - nullable if getattr(self, f) is None)
         if nulled:
             raise ValueError(f"fields cannot be null: {', '.join(nulled)}")
@@ -252,6 +349,11 @@ def check_signing_key(method: str, secret: str | None) -> None:
     """A private_key_jwt key is parsed when it is set, so a bad one is a 422, not a failed sign-in."""
     if method == "private_key_jwt" and secret is not None:
         token_endpoint.signing_key(secret)
+
+
+def check_thumbprint(method: str, thumbprint: str | None) -> None:
+    if thumbprint is not None and method != "private_key_jwt":
+        raise ValueError("certificate_thumbprint goes with token_auth_method 'private_key_jwt' only")
 
 
 def check_grant(grant_type: str, method: str) -> None:
@@ -291,6 +393,9 @@ class ConnectionOut(BaseModel):
     description: str
     client_id: str
     has_client_secret: bool
+    has_certificate_thumbprint: bool = Field(
+        default=False, description="private_key_jwt: a certificate thumbprint is set (it is never returned)"
+    )
     issuer: str | None
     authorization_url: str | None
     token_url: str

@@ -21,6 +21,7 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import NotFoundError
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX, TENANT_PATTERN, is_id
+from oauth_connections.oauth import token_endpoint
 from oauth_connections.oauth.token_endpoint import TokenSet
 from oauth_connections.storage.binding import bind_table
 from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
@@ -57,14 +58,15 @@ def get_token(settings: Settings, request: GetTokenRequest) -> dict[str, Any]:
     record = load_for_token(settings, request.tenant_id, request.connection_id)
     current = current_tokens(settings, record, request.min_valid_seconds, force_refresh=request.force_refresh)
     mark_used(record)
+    allowed = allowed_urls_of(record, current)
     return {
         "access_token": current.access_token,
         "token_type": current.token_type,
         "expires_at": datetime.fromtimestamp(current.expires_at, UTC).isoformat() if current.expires_at else None,
         "scopes": list(current.scopes) if current.scopes is not None else list(record.scopes or []),
-        "allowed_urls": list(record.allowed_urls or []),
+        "allowed_urls": list(allowed),
         "metadata": dict(current.metadata),
-        "api_base": api_base(record, current),
+        "api_base": api_base(record, current, allowed),
     }
 
 
@@ -94,13 +96,21 @@ def current_tokens(
     return current
 
 
-def api_base(record: ConnectionRecord, current: TokenSet) -> str | None:
-    """The kept value a rule marks `use: api_base` (Salesforce's instance_url, Zoho's api_domain), if any."""
+def allowed_urls_of(record: ConnectionRecord, current: TokenSet | None = None) -> tuple[str, ...]:
+    """Where the token may be sent: the connection's allowed_urls, `{name}` templates filled in from
+    the kept metadata (the tokens' own when at hand, else the copy on the record)."""
+    metadata = current.metadata if current is not None else (record.metadata or {})
+    return token_endpoint.resolved_allowed_urls(record.allowed_urls or [], tokens.quirks_of(record), metadata)
+
+
+def api_base(record: ConnectionRecord, current: TokenSet, allowed: tuple[str, ...]) -> str | None:
+    """The kept value a rule marks `use: api_base` (Salesforce's instance_url, Zoho's api_domain), else the
+    first allowed URL (what CallApiFunction puts a relative `path` under), else None."""
     quirks = tokens.quirks_of(record)
     for rule in quirks.response_metadata + quirks.callback_metadata:
         if rule.use == "api_base" and rule.name in current.metadata:
             return str(current.metadata[rule.name])
-    return None
+    return allowed[0] if allowed else None
 
 
 def _needs_refresh(

@@ -17,6 +17,8 @@ from oauth_connections.connections.models import (
     check_grant,
     check_public_client_pkce,
     check_secret_for_method,
+    check_thumbprint,
+    check_url_templates,
 )
 from oauth_connections.core.caller import Caller
 from oauth_connections.core.config import Settings
@@ -59,6 +61,7 @@ def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
         description=record.description,
         client_id=record.client_id,
         has_client_secret=record.client_secret_ciphertext is not None,
+        has_certificate_thumbprint=record.certificate_thumbprint is not None,
         issuer=record.issuer,
         authorization_url=record.authorization_url,
         token_url=record.token_url,
@@ -214,6 +217,8 @@ def update_connection(
         try:
             check_secret_for_method(record.token_auth_method, has_secret=record.client_secret_ciphertext is not None)
             check_grant(record.grant_type, record.token_auth_method)
+            check_thumbprint(record.token_auth_method, record.certificate_thumbprint)
+            check_url_templates(list(record.allowed_urls or []), ProviderQuirks.model_validate(record.quirks or {}))
         except ValueError as error:
             raise ValidationFailedError(str(error)) from error
         check_public_client_pkce(record.token_auth_method, use_pkce=record.use_pkce)

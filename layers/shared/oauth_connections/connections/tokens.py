@@ -34,6 +34,7 @@ def client_settings(settings: Settings, record: ConnectionRecord) -> token_endpo
         scopes=tuple(record.scopes or ()),
         scope_delimiter=record.scope_delimiter,
         quirks=quirks_of(record),
+        certificate_thumbprint=record.certificate_thumbprint,
     )
 
 
@@ -51,6 +52,7 @@ def quirks_of(record: ConnectionRecord) -> token_endpoint.Quirks:
         token_request_format=raw.get("token_request_format", "form"),
         token_params=dict(raw.get("token_params") or {}),
         refresh_params=dict(raw.get("refresh_params") or {}),
+        token_headers=dict(raw.get("token_headers") or {}),
         refresh_url=record.refresh_url,
         access_token_path=raw.get("access_token_path"),
         expires_in_unit=raw.get("expires_in_unit", "seconds"),

@@ -19,7 +19,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -51,12 +51,50 @@ PROTOCOL_TOKEN_PARAMS = frozenset(
         "client_assertion_type",
     }
 )
+# Headers of the request itself (credentials, target, body framing, the answer's format): no quirk sets them.
+PROTOCOL_TOKEN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "authorization",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "cookie",
+        "cookie2",
+        "dpop",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# A token_params or refresh_params value that is one of these is filled in per request: the redirect URI the
+# code was issued for (some providers want it on the refresh too), or a value the callback carried and the
+# connection keeps (callback_metadata). Only redirect_uri may carry the protocol's own redirect URI.
+REDIRECT_URI_PLACEHOLDER = "{redirect_uri}"
+CALLBACK_PLACEHOLDER = re.compile(
+    r"^\{callback\.([A-Za-z][A-Za-z0-9_-]{0,63}(?:\.[A-Za-z][A-Za-z0-9_-]{0,63}){0,3})\}$"
+)
 MAX_METADATA_VALUE_CHARS = 2048
 # RFC 7523 client authentication: a signed assertion per request, valid this long, with a fresh jti.
 ASSERTION_METHODS = frozenset({"client_secret_jwt", "private_key_jwt"})
 ASSERTION_LIFETIME_SECONDS = 60
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+# An allowed_urls entry under a kept URL: `{instance_url}/services/data/`. The path is plain: no query,
+# no fragment, no placeholder and no dot segment, so it cannot leave the host the kept value names.
+_URL_TEMPLATE = re.compile(
+    r"^\{(?P<name>[A-Za-z][A-Za-z0-9_-]{0,63}(?:\.[A-Za-z][A-Za-z0-9_-]{0,63}){0,3})\}"
+    r"(?P<path>/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+)
+_DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 
 
 class ProviderRejectedError(ServiceError):
@@ -104,6 +142,7 @@ class Quirks:
     token_request_format: Literal["form", "json"] = "form"  # noqa: S105 - a format, no secret
     token_params: Mapping[str, str] = field(default_factory=dict)
     refresh_params: Mapping[str, str] = field(default_factory=dict)
+    token_headers: Mapping[str, str] = field(default_factory=dict)  # on every token request (Notion-Version)
     refresh_url: str | None = None
     access_token_path: str | None = None
     expires_in_unit: Literal["seconds", "milliseconds"] = "seconds"
@@ -134,6 +173,7 @@ class ClientSettings:
     scopes: tuple[str, ...] = ()
     scope_delimiter: str = " "
     quirks: Quirks = field(default_factory=Quirks)
+    certificate_thumbprint: str | None = None  # private_key_jwt: the assertion's x5t#S256 header
 
 
 @dataclass(frozen=True)
@@ -145,6 +185,7 @@ class TokenSet:
     scopes: tuple[str, ...] | None = None  # None when the provider did not say
     id_token: str | None = field(default=None, repr=False)
     metadata: Mapping[str, str] = field(default_factory=dict)  # kept values, never a secret
+    redirect_uri: str | None = None  # the one the code was redeemed with, for a refresh that repeats it
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -156,6 +197,7 @@ class TokenSet:
                 "scopes": list(self.scopes) if self.scopes is not None else None,
                 "id_token": self.id_token,
                 "metadata": dict(self.metadata),
+                "redirect_uri": self.redirect_uri,
             }
         ).encode()
 
@@ -171,6 +213,7 @@ class TokenSet:
             scopes=tuple(scopes) if scopes is not None else None,
             id_token=raw.get("id_token"),
             metadata=dict(raw.get("metadata") or {}),
+            redirect_uri=raw.get("redirect_uri"),
         )
 
 
@@ -339,6 +382,51 @@ def checked_metadata(rule: MetadataRule, value: object, policy: UrlPolicy) -> st
     return text
 
 
+def url_template_parts(entry: str) -> tuple[str, str] | None:
+    """The kept value's name and the path of an allowed_urls template, or None when `entry` is not one."""
+    match = _URL_TEMPLATE.fullmatch(entry)
+    if match is None or _DOT_SEGMENT.search(match["path"] or ""):
+        return None
+    return match["name"], match["path"] or ""
+
+
+def resolved_allowed_urls(entries: Sequence[str], quirks: Quirks, metadata: Mapping[str, str]) -> tuple[str, ...]:
+    """allowed_urls with each template filled in from the kept metadata.
+
+    A template is filled only from a value its rule marks as a URL, that matches the rule's pattern now
+    (rules can change after a value was kept) and that is a plain URL; the result must keep the value's
+    host. Anything else leaves the entry out, so a value can never widen where the token is sent. The
+    value passed the SSRF guard when it was kept, and every call passes it again.
+    """
+    rules = {rule.name: rule for rule in quirks.response_metadata + quirks.callback_metadata if rule.use != "value"}
+    resolved: list[str] = []
+    for entry in entries:
+        parts = url_template_parts(entry) if entry.startswith("{") else None
+        if parts is None:
+            if not entry.startswith("{"):
+                resolved.append(entry)
+            continue
+        rule, value = rules.get(parts[0]), metadata.get(parts[0])
+        if rule is None or not isinstance(value, str) or not re.fullmatch(rule.pattern, value):
+            continue
+        base = urlsplit(value)
+        url = value.rstrip("/") + parts[1]
+        if (
+            base.scheme not in ("https", "http")
+            or not base.hostname
+            or base.username is not None
+            or base.password is not None
+            or base.query
+            or base.fragment
+            or "?" in value
+            or "#" in value
+            or urlsplit(url).netloc != base.netloc
+        ):
+            continue
+        resolved.append(url)
+    return tuple(resolved)
+
+
 def keep_callback_metadata(quirks: Quirks, params: Mapping[str, str], policy: UrlPolicy) -> dict[str, str]:
     """The callback's query parameters the connection keeps, each checked before anything is sent."""
     return {
@@ -376,12 +464,37 @@ def _kept_response_metadata(
     return kept
 
 
-def _extra_params(params: Mapping[str, str]) -> dict[str, str]:
-    return {name: value for name, value in params.items() if name.lower() not in PROTOCOL_TOKEN_PARAMS}
+def _extra_params(
+    params: Mapping[str, str], *, redirect_uri: str | None = None, metadata: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A quirk's body parameters with their placeholders filled in; one without a value to fill is left out."""
+    extra: dict[str, str] = {}
+    for name, value in params.items():
+        if value == REDIRECT_URI_PLACEHOLDER:
+            if redirect_uri is not None and name.lower() not in PROTOCOL_TOKEN_PARAMS - {"redirect_uri"}:
+                extra[name] = redirect_uri
+        elif name.lower() in PROTOCOL_TOKEN_PARAMS:
+            continue
+        elif (placeholder := CALLBACK_PLACEHOLDER.fullmatch(value)) is not None:
+            kept = (metadata or {}).get(placeholder[1])
+            if kept is not None:
+                extra[name] = str(kept)
+        else:
+            extra[name] = value
+    return extra
+
+
+def _extra_headers(quirks: Quirks) -> dict[str, str]:
+    return {name: value for name, value in quirks.token_headers.items() if name.lower() not in PROTOCOL_TOKEN_HEADERS}
 
 
 def _token_set(
-    token: dict[str, Any], *, fallback_scopes: tuple[str, ...] | None, now: float, metadata: Mapping[str, str]
+    token: dict[str, Any],
+    *,
+    fallback_scopes: tuple[str, ...] | None,
+    now: float,
+    metadata: Mapping[str, str],
+    redirect_uri: str | None = None,
 ) -> TokenSet:
     token_type = str(token.get("token_type") or "Bearer")
     expires_in = token.get("expires_in")
@@ -394,6 +507,7 @@ def _token_set(
         scopes=split_scopes(scope) if isinstance(scope, str) else fallback_scopes,
         id_token=token.get("id_token"),
         metadata=dict(metadata),
+        redirect_uri=redirect_uri,
     )
 
 
@@ -437,6 +551,8 @@ def client_assertion(client: ClientSettings, audience: str) -> str:
     try:
         if client.auth_method == "private_key_jwt":
             key, alg, header = signing_key(secret)
+            if client.certificate_thumbprint:
+                header["x5t#S256"] = client.certificate_thumbprint
             sign = private_key_jwt_sign
         else:
             key, alg, header, sign = OctKey.import_key(secret), "HS256", {"alg": "HS256"}, client_secret_jwt_sign
@@ -486,15 +602,24 @@ def _post_token_request(
 ) -> dict[str, Any]:
     """One token request: authlib builds the standard form body; a JSON-only endpoint gets the same
     parameters (and, for client_secret_post, the client's credentials) as a JSON object."""
+    from authlib.oauth2.client import DEFAULT_HEADERS
+
+    extra_headers = _extra_headers(client.quirks)
     if client.quirks.token_request_format == "form":  # noqa: S105 - a format, no secret
+        headers = {**DEFAULT_HEADERS, **extra_headers}
         if params["grant_type"] == "refresh_token":
             rest = {k: v for k, v in params.items() if k not in ("grant_type", "refresh_token")}
             return dict(
                 session.refresh_token(
-                    url, refresh_token=params["refresh_token"], timeout=timeout, allow_redirects=False, **rest
+                    url,
+                    refresh_token=params["refresh_token"],
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    **rest,
                 )
             )
-        return dict(session.fetch_token(url, timeout=timeout, allow_redirects=False, **params))
+        return dict(session.fetch_token(url, headers=headers, timeout=timeout, allow_redirects=False, **params))
     body = dict(params)
     auth = None
     if client.auth_method == "client_secret_basic":
@@ -511,7 +636,7 @@ def _post_token_request(
         json=body,
         auth=auth,
         withhold_token=True,
-        headers={"Accept": "application/json"},
+        headers={**extra_headers, "Accept": "application/json"},
         timeout=timeout,
         allow_redirects=False,
     )
@@ -552,14 +677,14 @@ def exchange_code(
     kept = dict(callback_metadata or {})
     url = _token_origin_url(client.token_url, client.quirks, kept, policy)
     session = _session(client, policy)
-    params = _extra_params(client.quirks.token_params)
+    params = _extra_params(client.quirks.token_params, redirect_uri=redirect_uri, metadata=kept)
     params.update({"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri})
     if code_verifier:
         params["code_verifier"] = code_verifier
     now = time.time()
     token = _call_token_endpoint(lambda: _post_token_request(client, session, url, params, timeout), timeout)
     kept.update(_kept_response_metadata(token, client.quirks, policy, strict=True))
-    return _token_set(token, fallback_scopes=client.scopes, now=now, metadata=kept)
+    return _token_set(token, fallback_scopes=client.scopes, now=now, metadata=kept, redirect_uri=redirect_uri)
 
 
 def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, timeout: float) -> TokenSet:
@@ -568,12 +693,14 @@ def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, tim
         raise ProviderRejectedError("invalid_grant", "no refresh token is stored")
     url = _token_origin_url(client.quirks.refresh_url or client.token_url, client.quirks, current.metadata, policy)
     session = _session(client, policy)
-    params = _extra_params(client.quirks.refresh_params)
+    params = _extra_params(client.quirks.refresh_params, redirect_uri=current.redirect_uri, metadata=current.metadata)
     params.update({"grant_type": "refresh_token", "refresh_token": current.refresh_token})
     now = time.time()
     token = _call_token_endpoint(lambda: _post_token_request(client, session, url, params, timeout), timeout)
     metadata = {**current.metadata, **_kept_response_metadata(token, client.quirks, policy, strict=False)}
-    fresh = _token_set(token, fallback_scopes=current.scopes, now=now, metadata=metadata)
+    fresh = _token_set(
+        token, fallback_scopes=current.scopes, now=now, metadata=metadata, redirect_uri=current.redirect_uri
+    )
     if not fresh.refresh_token:
         fresh = TokenSet(
             access_token=fresh.access_token,
@@ -583,6 +710,7 @@ def refresh(client: ClientSettings, current: TokenSet, *, policy: UrlPolicy, tim
             scopes=fresh.scopes,
             id_token=fresh.id_token or current.id_token,
             metadata=fresh.metadata,
+            redirect_uri=fresh.redirect_uri,
         )
     return fresh
 

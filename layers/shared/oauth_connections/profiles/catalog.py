@@ -87,6 +87,9 @@ def connection_fields(provider_id: str, config: dict[str, str], policy: UrlPolic
             raise ProfileError(f"{name} is refused: {error.message}", code="invalid_config") from error
     if "api_base_url" in profile:
         fields["allowed_urls"] = [check_url(_render(profile["api_base_url"], config), policy)]
+    else:  # the API base is a kept URL (Salesforce's instance_url): the token may go under it once known
+        kept = profile.get("response_metadata", []) + profile.get("callback_metadata", [])
+        fields["allowed_urls"] = [f"{{{rule['name']}}}/" for rule in kept if rule["use"] == "api_base"]
     if "token_auth_method" in profile:
         fields["token_auth_method"] = profile["token_auth_method"]
     fields["use_pkce"] = profile.get("pkce") in ("required", "supported")

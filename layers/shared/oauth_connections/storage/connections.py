@@ -39,6 +39,7 @@ class ConnectionRecord(DueItem):
     description = UnicodeAttribute(default="")
     client_id = UnicodeAttribute()
     client_secret_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    certificate_thumbprint = UnicodeAttribute(null=True)  # private_key_jwt's x5t#S256; write-only
     issuer = UnicodeAttribute(null=True)
     iss_parameter_supported = BooleanAttribute(default=False)
     authorization_url = UnicodeAttribute(null=True)
