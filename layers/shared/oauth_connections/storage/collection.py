@@ -4,6 +4,8 @@ continue after, loaded for a tenant, inserted once, saved and deleted under the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
@@ -92,17 +94,19 @@ class Collection[T: TenantItem]:
     def save(self, record: T) -> None:
         """Write back a changed item, refused if another writer changed it first (version check)."""
         record.updated_at = utcnow()
-        try:
+        with self._refused_as_stale():
             record.save()
-        except PutError as error:
-            if condition_failed(error):
-                raise self.stale() from error
-            raise
 
     def delete(self, record: T) -> None:
-        try:
+        with self._refused_as_stale():
             record.delete()
-        except DeleteError as error:
+
+    @contextmanager
+    def _refused_as_stale(self) -> Iterator[None]:
+        """A write its version check refused is a concurrent change: ConflictError stale_update."""
+        try:
+            yield
+        except (PutError, DeleteError) as error:
             if condition_failed(error):
                 raise self.stale() from error
             raise
