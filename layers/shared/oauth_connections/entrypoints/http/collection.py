@@ -23,7 +23,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from oauth_connections.core.caller import Caller
 from oauth_connections.core.config import get_settings
-from oauth_connections.entrypoints.http import access
+from oauth_connections.entrypoints.http.access import MANAGE, READ
 from oauth_connections.entrypoints.http.resolver import (
     IfMatch,
     PageCursor,
@@ -49,18 +49,18 @@ class _Route(NamedTuple):
     summary: str | None  # None: the collection gives it
 
 
+_UPDATE_ERRORS = (400, 401, 404, 409, 412, 413, 415, 422)
 _ROUTES = {
-    "list": _Route("GET", False, access.READ, 200, "A page of {plural}", (400, 401, 422), "List the tenant's {title}"),
-    "get": _Route("GET", True, access.READ, 200, "The {noun}", (401, 404, 422), "Get one {noun}"),
-    "create": _Route("POST", False, access.MANAGE, 201, "Created", (400, 401, 413, 415, 422), None),
-    "update": _Route("PATCH", True, access.MANAGE, 200, "Updated", (400, 401, 404, 409, 412, 413, 415, 422), None),
-    "delete": _Route("DELETE", True, access.MANAGE, 204, "Deleted", (401, 404, 409, 422), None),
+    "list": _Route("GET", False, READ, 200, "A page of {plural}", (400, 401, 422), "List the tenant's {title}"),
+    "get": _Route("GET", True, READ, 200, "The {noun}", (401, 404, 422), "Get one {noun}"),
+    "create": _Route("POST", False, MANAGE, 201, "Created", (400, 401, 413, 415, 422), None),
+    "update": _Route("PATCH", True, MANAGE, 200, "Updated", _UPDATE_ERRORS, "Change some settings of a {noun}"),
+    "delete": _Route("DELETE", True, MANAGE, 204, "Deleted", (401, 404, 409, 422), None),
 }
-_UPDATE_SUMMARY = "Change some settings of a {noun}"
 
 
 @dataclass(frozen=True)
-class Collection:
+class ApiCollection:
     """A collection as its routes name it: `noun` and `plural` name the paths (/feeds, /feeds/<feed_id>)
     and the service functions (list_feeds, get_feed, ...); `item_id` is the id parameter's annotated
     type; `title` is what the list lists."""
@@ -81,7 +81,7 @@ class CollectionRouters(NamedTuple):
 
 
 def collection_routers(
-    collection: Collection,
+    collection: ApiCollection,
     *,
     create: str,
     delete: str,
@@ -121,7 +121,7 @@ def collection_routers(
         return versioned_response(200, call(settings, caller, given[item_name]))
 
     words = {"noun": noun, "plural": plural, "title": collection.title}
-    summaries = {"create": create, "update": _UPDATE_SUMMARY.format(**words), "delete": delete}
+    summaries = {"create": create, "delete": delete}
     routers = {}
     for verb, route in _ROUTES.items():
         returns = hints[verb]["return"]

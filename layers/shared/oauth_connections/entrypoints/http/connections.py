@@ -20,7 +20,7 @@ from oauth_connections.connections.models import (
 from oauth_connections.core.config import get_settings
 from oauth_connections.entrypoints.http import access
 from oauth_connections.entrypoints.http.access import FORBIDDEN
-from oauth_connections.entrypoints.http.collection import Collection, collection_routers
+from oauth_connections.entrypoints.http.collection import ApiCollection, collection_routers
 from oauth_connections.entrypoints.http.resolver import (
     current_caller,
     documented,
@@ -37,7 +37,7 @@ ConnectionId = Annotated[str, Path(pattern=r"^con_[0-9a-hjkmnp-tv-z]{26}$", desc
 
 
 CONNECTION_ROUTERS = collection_routers(
-    Collection("connection", "connections", ConnectionId, service, "connections"),
+    ApiCollection("connection", "connections", ConnectionId, service, "connections"),
     create="Register a provider's OAuth2 app as a connection",
     delete="Delete a connection with its secret and tokens",
     update_description="Send `If-Match` with the ETag you read to have a stale update refused with 412. Changing "

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from oauth_connections.core.config import get_settings
 from oauth_connections.entrypoints.http import access
-from oauth_connections.entrypoints.http.collection import Collection, collection_routers
+from oauth_connections.entrypoints.http.collection import ApiCollection, collection_routers
 from oauth_connections.entrypoints.http.resolver import (
     current_caller,
     documented,
@@ -23,7 +23,7 @@ FeedId = Annotated[str, Path(pattern=r"^feed_[0-9a-hjkmnp-tv-z]{26}$", descripti
 
 
 FEED_ROUTERS = collection_routers(
-    Collection("feed", "feeds", FeedId, service, "product feeds"),
+    ApiCollection("feed", "feeds", FeedId, service, "product feeds"),
     create="Register a product feed, public or protected by one of the tenant's connections",
     delete="Delete a feed (its stored objects expire by the bucket's lifecycle)",
 )
