@@ -174,10 +174,10 @@ class Environment:
 
     def raw_get_item(self, connection_id: str) -> Callable[[], Any]:
         """One consistent GetItem of the connection's item with a plain boto3 client: the floor of a retrieval."""
-        from oauth_connections.storage.connections import ConnectionRecord
+        from oauth_connections.storage.connections import CONNECTIONS
 
         table = os.environ["CONNECTIONS_TABLE_NAME"]
-        pk, sk = ConnectionRecord.key_for(self.tenant, connection_id)
+        pk, sk = CONNECTIONS.key(self.tenant, connection_id)
         client = boto3.client("dynamodb")
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
 

@@ -28,7 +28,6 @@ from oauth_connections.storage.connections import (
     CONNECTIONS,
     ConnectionRecord,
     insert_connection,
-    new_connection_record,
 )
 from tests.conftest import LambdaContext, load_handler, sample_event
 
@@ -171,7 +170,7 @@ def connected_record(
     """A connected connection as tokens.store_connected leaves it (the tokens applied, status, connected_at,
     and the due attributes from refresh_schedule.apply_due), not yet written."""
     settings = get_settings()
-    record = new_connection_record(
+    record = CONNECTIONS.new(
         tenant_id,
         new_id("con"),
         name=name,
@@ -208,7 +207,7 @@ def insert_connected(
     """A pending connection inserted by insert_connection, then connected by tokens.store_connected."""
     settings = get_settings()
     bind_table(settings.connections_table_name)
-    record = new_connection_record(
+    record = CONNECTIONS.new(
         tenant_id,
         new_id("con"),
         name=name,

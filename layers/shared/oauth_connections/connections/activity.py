@@ -19,6 +19,7 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.ids import ACTIVITY_ID_PREFIX, new_id
 from oauth_connections.core.observability import logger
+from oauth_connections.core.views import view_of
 from oauth_connections.storage.activity import (
     ActivityRecord,
     page_activity,
@@ -126,15 +127,7 @@ class ActivityPage(BaseModel):
 
 
 def _view(record: ActivityRecord) -> ActivityOut:
-    return ActivityOut(
-        id=record.activity_id,
-        type=record.type,
-        subject_id=record.subject_id,
-        actor=record.actor,
-        trigger=record.trigger,
-        details=record.detail_fields,
-        occurred_at=record.occurred_at,
-    )
+    return view_of(ActivityOut, record, id=record.activity_id, details=record.detail_fields)
 
 
 def list_activity(

@@ -465,6 +465,3 @@ class AuthorizeResponse(BaseModel):
         default=None, description="client_credentials connections: the status after fetching the token"
     )
     token_expires_at: datetime | None = Field(default=None, description="client_credentials: token expiry")
-
-
-# ------------------------------------------------------------------ feeds

@@ -31,6 +31,7 @@ from oauth_connections.core.errors import (
 )
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX, new_id
 from oauth_connections.core.observability import logger
+from oauth_connections.core.views import view_of
 from oauth_connections.security.crypto import EncryptionContext, KeyUnavailableError, envelope_for
 from oauth_connections.security.policy import url_policy
 from oauth_connections.storage.binding import bind_table
@@ -38,7 +39,6 @@ from oauth_connections.storage.connections import (
     CONNECTIONS,
     ConnectionRecord,
     insert_connection,
-    new_connection_record,
     remove_connection,
     save_connection,
 )
@@ -55,41 +55,21 @@ def _encrypt_secret(settings: Settings, tenant_id: str, connection_id: str, secr
 
 def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:
     browser_flow = record.grant_type == "authorization_code"
-    return ConnectionOut(
+    return view_of(
+        ConnectionOut,
+        record,
         id=record.connection_id,
-        name=record.name,
-        description=record.description,
-        client_id=record.client_id,
         has_client_secret=record.client_secret_ciphertext is not None,
         has_certificate_thumbprint=record.certificate_thumbprint is not None,
-        issuer=record.issuer,
-        authorization_url=record.authorization_url,
-        token_url=record.token_url,
-        revocation_url=record.revocation_url,
-        refresh_url=record.refresh_url,
         scopes=list(record.scopes or []),
-        scope_delimiter=record.scope_delimiter,
-        token_auth_method=record.token_auth_method,
-        grant_type=record.grant_type,
         use_pkce=record.use_pkce if browser_flow else None,
         extra_authorize_params=dict(record.extra_authorize_params or {}),
         allowed_urls=list(record.allowed_urls or []),
-        test_url=record.test_url,
         last_test=ConnectionTestResult.model_validate(record.last_test) if record.last_test else None,
-        provider=record.provider,
         config=dict(record.config or {}),
         quirks=ProviderQuirks.model_validate(record.quirks or {}),
         metadata=dict(record.metadata or {}),
-        status=record.status,
-        status_reason=record.status_reason,
         redirect_uri=caller.callback_url if browser_flow else None,
-        granted_scopes=list(record.granted_scopes) if record.granted_scopes is not None else None,
-        expires_at=record.expires_at,
-        connected_at=record.connected_at,
-        refreshed_at=record.refreshed_at,
-        last_used_at=record.last_used_at,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
         version=int(record.settings_version or 1),
     )
 
@@ -134,7 +114,7 @@ def create_connection(settings: Settings, caller: Caller, request: ConnectionCre
     if request.issuer:
         _discover_into(settings, fields, {f for f in request.model_fields_set if fields.get(f) is not None})
     secret = request.client_secret
-    record = new_connection_record(
+    record = CONNECTIONS.new(
         caller.tenant_id,
         connection_id,
         client_secret_ciphertext=(
@@ -258,31 +238,38 @@ def update_connection(
     return to_view(record, caller)
 
 
+# What a connection holds once its grant is dropped: no tokens, no lease, nothing failing, pending again.
+WITHOUT_GRANT: dict[str, Any] = {
+    "tokens_ciphertext": None,
+    "recovered_tokens_ciphertext": None,
+    "recovered_after_version": None,
+    "has_refresh_token": False,
+    "expires_at": None,
+    "granted_scopes": None,
+    "metadata": None,
+    "connected_at": None,
+    "refreshed_at": None,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "next_attempt_at": None,
+    "consecutive_failures": 0,
+    "failing_since": None,
+    "status": "pending",
+    "status_reason": GRANT_ENDED_REASON,
+}
+
+
 def _drop_grant(settings: Settings, record: ConnectionRecord) -> None:
-    """End the grant in the same write as the edit: no tokens, no lease, nothing due, pending again.
+    """End the grant in the same write as the edit: the fields of WITHOUT_GRANT, and nothing due.
 
     The token version moves on, so a refresh that read the old settings cannot store its answer, and
     the lease is cleared, so such a refresh cannot record its outcome on the edited connection either.
     """
     from oauth_connections.connections import refresh_schedule
 
-    record.tokens_ciphertext = None
-    record.recovered_tokens_ciphertext = None
-    record.recovered_after_version = None
+    for field, value in WITHOUT_GRANT.items():
+        setattr(record, field, value)
     record.token_version = int(record.token_version or 0) + 1
-    record.has_refresh_token = False
-    record.expires_at = None
-    record.granted_scopes = None
-    record.metadata = None
-    record.connected_at = None
-    record.refreshed_at = None
-    record.lease_owner = None
-    record.lease_expires_at = None
-    record.next_attempt_at = None
-    record.consecutive_failures = 0
-    record.failing_since = None
-    record.status = "pending"
-    record.status_reason = GRANT_ENDED_REASON
     refresh_schedule.apply_due(settings, record)
 
 

@@ -16,6 +16,7 @@ from oauth_connections.core.errors import (
 )
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX, FEED_ID_PREFIX, is_id, new_id
 from oauth_connections.core.observability import logger
+from oauth_connections.core.views import view_of
 from oauth_connections.feeds.cron import next_run
 from oauth_connections.feeds.models import FeedCreate, FeedOut, FeedPage, FeedRunList, FeedRunOut, FeedUpdate
 from oauth_connections.security.netguard import is_under
@@ -50,23 +51,8 @@ def schedule_next(settings: Settings, record: FeedRecord, after: datetime) -> No
 
 
 def to_view(record: FeedRecord) -> FeedOut:
-    return FeedOut(
-        id=record.feed_id,
-        name=record.name,
-        url=record.url,
-        connection_id=record.connection_id,
-        schedule=public_schedule(record.schedule),
-        format=record.format,
-        enabled=record.enabled,
-        next_run_at=record.next_run_at,
-        last_status=record.last_status,
-        last_run_at=record.last_run_at,
-        last_good_at=record.last_good_at,
-        last_items=int(record.last_items) if record.last_items is not None else None,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        version=int(record.version or 0),
-    )
+    schedule = public_schedule(record.schedule)
+    return view_of(FeedOut, record, id=record.feed_id, schedule=schedule, version=int(record.version or 0))
 
 
 def _check_connection(caller: Caller, connection_id: str | None, url: str) -> None:
@@ -92,21 +78,17 @@ def create_feed(settings: Settings, caller: Caller, request: FeedCreate) -> Feed
     bind_table(settings.connections_table_name)
     _check_connection(caller, request.connection_id, request.url)
     feed_id = new_id(FEED_ID_PREFIX)
-    now = utcnow()
-    record = FeedRecord(
-        *FEEDS.key(caller.tenant_id, feed_id),
-        tenant_id=caller.tenant_id,
-        feed_id=feed_id,
+    record = FEEDS.new(
+        caller.tenant_id,
+        feed_id,
         name=request.name,
         url=request.url,
         connection_id=request.connection_id,
         schedule=stored_schedule(request.schedule),
         format=request.format,
         enabled=request.enabled,
-        created_at=now,
-        updated_at=now,
     )
-    schedule_next(settings, record, now)
+    schedule_next(settings, record, record.created_at)
     FEEDS.insert(record)
     logger.info("feed created", extra={"tenant_id": caller.tenant_id, "feed_id": feed_id})
     _record(settings, caller, feed_id, "feed.created", name=record.name, connection_id=record.connection_id)
@@ -158,26 +140,4 @@ def delete_feed(settings: Settings, caller: Caller, feed_id: str) -> None:
 def list_runs(settings: Settings, caller: Caller, feed_id: str, limit: int) -> FeedRunList:
     record = load_for_caller(settings, caller, feed_id)
     runs = latest_runs(record.tenant_id, record.feed_id, limit)
-    return FeedRunList(
-        items=[
-            FeedRunOut(
-                id=run.run_id,
-                trigger=run.trigger,
-                status=run.status,
-                http_status=int(run.http_status) if run.http_status is not None else None,
-                bytes=int(run.bytes or 0),
-                items=int(run.items) if run.items is not None else None,
-                duration_ms=int(run.duration_ms) if run.duration_ms is not None else None,
-                s3_key=run.s3_key,
-                s3_version=run.s3_version,
-                error_code=run.error_code,
-                error_message=run.error_message,
-                started_at=run.started_at,
-                finished_at=run.finished_at,
-            )
-            for run in runs
-        ]
-    )
-
-
-# ------------------------------------------------------------------ dispatch
+    return FeedRunList(items=[view_of(FeedRunOut, run, id=run.run_id) for run in runs])

@@ -1,8 +1,12 @@
 """The shape every tenant-owned collection shares (connections, feeds): items at pk=TENANT#<tenant>,
-sk=<kind prefix><id>, paged in creation order with the id to continue after, loaded for a tenant, inserted
-once, saved and deleted under the version read."""
+sk=<kind prefix><id>, made with their tenant, id and creation time, paged in creation order with the id to
+continue after, loaded for a tenant, inserted once, saved and deleted under the version read."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
 from pynamodb.exceptions import DeleteError, PutError
@@ -11,12 +15,14 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.errors import ConflictError, NotFoundError
 from oauth_connections.core.ids import is_id
 from oauth_connections.core.pagination import decode_cursor_of, encode_cursor
-from oauth_connections.storage.table import TableModel, tenant_key
+from oauth_connections.storage.table import TableModel, condition_failed, tenant_key
 
 
 class TenantItem(TableModel):
-    """Base of a collection's items: when created and last changed, and the version every save checks."""
+    """Base of a collection's items: their tenant (also in the key), when created and last changed, and the
+    version every save checks."""
 
+    tenant_id = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
@@ -31,13 +37,21 @@ class DueItem(TenantItem):
 
 
 class Collection[T: TenantItem]:
-    """A tenant's items of one kind. `noun` names the kind in errors ("connection not found")."""
+    """A tenant's items of one kind. `noun` names the kind in errors ("connection not found") and the
+    attribute that holds an item's id (`connection_id`)."""
 
     def __init__(self, model: type[T], sort_prefix: str, id_prefix: str, noun: str) -> None:
         self.model, self.sort_prefix, self.id_prefix, self.noun = model, sort_prefix, id_prefix, noun
 
     def key(self, tenant_id: str, item_id: str) -> tuple[str, str]:
         return tenant_key(tenant_id), f"{self.sort_prefix}{item_id}"
+
+    def new(self, tenant_id: str, item_id: str, **attributes: Any) -> T:
+        """A new item of the tenant, created now; not written until inserted."""
+        now = utcnow()
+        identity: dict[str, Any] = {f"{self.noun}_id": item_id, "created_at": now, "updated_at": now}
+        hash_key, range_key = self.key(tenant_id, item_id)
+        return self.model(hash_key, range_key, tenant_id=tenant_id, **identity, **attributes)
 
     def load(self, tenant_id: str, item_id: str, *, consistent: bool = False) -> T:
         try:
@@ -80,17 +94,19 @@ class Collection[T: TenantItem]:
     def save(self, record: T) -> None:
         """Write back a changed item, refused if another writer changed it first (version check)."""
         record.updated_at = utcnow()
-        try:
+        with self._refused_as_stale():
             record.save()
-        except PutError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                raise self.stale() from error
-            raise
 
     def delete(self, record: T) -> None:
-        try:
+        with self._refused_as_stale():
             record.delete()
-        except DeleteError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
+
+    @contextmanager
+    def _refused_as_stale(self) -> Iterator[None]:
+        """A write its version check refused is a concurrent change: ConflictError stale_update."""
+        try:
+            yield
+        except (PutError, DeleteError) as error:
+            if condition_failed(error):
                 raise self.stale() from error
             raise

@@ -22,7 +22,13 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.errors import ConflictError
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX
 from oauth_connections.storage.collection import Collection, DueItem
-from oauth_connections.storage.table import DueIndex, TableModel, cancellation_codes, new_transaction, tenant_key
+from oauth_connections.storage.table import (
+    DueIndex,
+    TableModel,
+    cancellation_codes,
+    conditional_update,
+    new_transaction,
+)
 
 CONNECTION_PREFIX = "CONNECTION#"
 NAME_PREFIX = "NAME#"
@@ -33,7 +39,6 @@ def name_key(name: str) -> str:
 
 
 class ConnectionRecord(DueItem):
-    tenant_id = UnicodeAttribute()
     connection_id = UnicodeAttribute()
     name = UnicodeAttribute()
     description = UnicodeAttribute(default="")
@@ -89,24 +94,12 @@ class ConnectionRecord(DueItem):
     # (those move only `version`, every write's optimistic lock).
     settings_version = NumberAttribute(default=1)
 
-    @classmethod
-    def key_for(cls, tenant_id: str, connection_id: str) -> tuple[str, str]:
-        return tenant_key(tenant_id), f"{CONNECTION_PREFIX}{connection_id}"
-
 
 class ConnectionNameRecord(TableModel):
     connection_id = UnicodeAttribute()
 
 
 CONNECTIONS = Collection(ConnectionRecord, CONNECTION_PREFIX, CONNECTION_ID_PREFIX, "connection")
-
-
-def new_connection_record(tenant_id: str, connection_id: str, **attributes: Any) -> ConnectionRecord:
-    pk, sk = ConnectionRecord.key_for(tenant_id, connection_id)
-    now = utcnow()
-    return ConnectionRecord(
-        pk, sk, tenant_id=tenant_id, connection_id=connection_id, created_at=now, updated_at=now, **attributes
-    )
 
 
 def insert_connection(record: ConnectionRecord) -> None:
@@ -166,26 +159,11 @@ def remove_connection(record: ConnectionRecord, *, guarded: bool = True) -> None
         raise
 
 
-def _conditional_update(record: ConnectionRecord, actions: list[Any], condition: Any) -> bool:
-    """An UpdateItem with our own condition instead of the settings version (which it still bumps)."""
-    from pynamodb.exceptions import UpdateError
-
-    try:
-        record.update(actions=actions, condition=condition, add_version_condition=False)
-    except UpdateError as error:
-        # Read the cause's code directly: pynamodb's cause_response_code fails on a connection error.
-        response = getattr(error.cause, "response", None)
-        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
 def acquire_lease(record: ConnectionRecord, owner: str, until: datetime) -> bool:
     """Take the refresh lease if nobody holds an unexpired one and the tokens are still the ones read."""
     now = utcnow()
     free = ConnectionRecord.lease_expires_at.does_not_exist() | (ConnectionRecord.lease_expires_at < now)
-    return _conditional_update(
+    return conditional_update(
         record,
         [ConnectionRecord.lease_owner.set(owner), ConnectionRecord.lease_expires_at.set(until)],
         ConnectionRecord.pk.exists() & free & (ConnectionRecord.token_version == record.token_version),
@@ -198,7 +176,7 @@ def store_refreshed(record: ConnectionRecord, owner: str, seen_token_version: in
     Refused when the lease expired or passed to another holder, or newer tokens were stored: a holder
     that overran its lease must not overwrite a newer outcome.
     """
-    return _conditional_update(
+    return conditional_update(
         record,
         [
             *actions,
@@ -219,7 +197,7 @@ def store_recovery(record: ConnectionRecord, seen_token_version: int, ciphertext
 
     Not conditional on the lease: whoever holds it next finds them, whether or not it was ours.
     """
-    return _conditional_update(
+    return conditional_update(
         record,
         [
             ConnectionRecord.recovered_tokens_ciphertext.set(ciphertext),
@@ -231,7 +209,7 @@ def store_recovery(record: ConnectionRecord, seen_token_version: int, ciphertext
 
 def release_lease(record: ConnectionRecord, owner: str, actions: list[Any]) -> bool:
     """Record the outcome of a failed refresh and release our lease (if it is still ours)."""
-    return _conditional_update(
+    return conditional_update(
         record,
         [*actions, ConnectionRecord.lease_owner.remove(), ConnectionRecord.lease_expires_at.remove()],
         ConnectionRecord.pk.exists() & (ConnectionRecord.lease_owner == owner),
@@ -240,7 +218,7 @@ def release_lease(record: ConnectionRecord, owner: str, actions: list[Any]) -> b
 
 def open_rate_limit_window(record: ConnectionRecord, until: datetime) -> bool:
     """Close the connection to calls until `until`; a longer window another caller set stays as it is."""
-    return _conditional_update(
+    return conditional_update(
         record,
         [ConnectionRecord.rate_limited_until.set(until)],
         ConnectionRecord.pk.exists()
@@ -256,7 +234,7 @@ def mark_used(record: ConnectionRecord, now: datetime, resolution: timedelta) ->
     stale_before = now - resolution
     if record.last_used_at is not None and record.last_used_at >= stale_before:
         return False
-    return _conditional_update(
+    return conditional_update(
         record,
         [ConnectionRecord.last_used_at.set(now)],
         ConnectionRecord.pk.exists()
@@ -266,4 +244,4 @@ def mark_used(record: ConnectionRecord, now: datetime, resolution: timedelta) ->
 
 def record_test(record: ConnectionRecord, result: dict[str, Any]) -> bool:
     """Keep the latest connection test's outcome (no settings change: the ETag stays)."""
-    return _conditional_update(record, [ConnectionRecord.last_test.set(result)], ConnectionRecord.pk.exists())
+    return conditional_update(record, [ConnectionRecord.last_test.set(result)], ConnectionRecord.pk.exists())

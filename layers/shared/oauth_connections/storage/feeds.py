@@ -15,7 +15,7 @@ from pynamodb.attributes import (
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.ids import FEED_ID_PREFIX
 from oauth_connections.storage.collection import Collection, DueItem
-from oauth_connections.storage.table import DueIndex, TableModel
+from oauth_connections.storage.table import DueIndex, TableModel, conditional_update
 
 FEED_PREFIX = "FEED#"
 FEED_RUNS_PREFIX = "FEEDRUNS#"
@@ -25,7 +25,6 @@ RUN_PREFIX = "RUN#"
 class FeedRecord(DueItem):
     """A tenant's product feed: pk=TENANT#<tenant>, sk=FEED#<id>; in the DueIndex under FEED shards."""
 
-    tenant_id = UnicodeAttribute()
     feed_id = UnicodeAttribute()
     name = UnicodeAttribute()
     url = UnicodeAttribute()
@@ -35,11 +34,14 @@ class FeedRecord(DueItem):
     enabled = BooleanAttribute(default=True)
     next_run_at = UTCDateTimeAttribute(null=True)
     due_index = DueIndex()
+    # The validators of the last good body, sent back as If-None-Match / If-Modified-Since (a 304 is a no-op).
     etag = UnicodeAttribute(null=True)
     last_modified = UnicodeAttribute(null=True)
+    # The latest run, whatever its outcome (its run record holds the details).
     last_run_id = UnicodeAttribute(null=True)
     last_status = UnicodeAttribute(null=True)
     last_run_at = UTCDateTimeAttribute(null=True)
+    # The last body that passed its format check: the S3 object consumers read, kept when a later run fails.
     last_good_key = UnicodeAttribute(null=True)
     last_good_version = UnicodeAttribute(null=True)
     last_good_at = UTCDateTimeAttribute(null=True)
@@ -75,19 +77,7 @@ def record_feed_outcome(record: FeedRecord, actions: list[Any]) -> bool:
 
     False if the feed was deleted meanwhile: an update never brings back a fragment of a deleted feed.
     """
-    from pynamodb.exceptions import UpdateError
-
-    try:
-        record.update(
-            actions=[*actions, FeedRecord.updated_at.set(utcnow())],
-            condition=FeedRecord.pk.exists(),
-            add_version_condition=False,
-        )
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return conditional_update(record, [*actions, FeedRecord.updated_at.set(utcnow())], FeedRecord.pk.exists())
 
 
 def runs_key(tenant_id: str, feed_id: str) -> str:

@@ -11,7 +11,7 @@ from pynamodb.attributes import (
 from pynamodb.exceptions import TransactWriteError
 
 from oauth_connections.core.clock import utcnow
-from oauth_connections.storage.table import TableModel, cancellation_codes, new_transaction
+from oauth_connections.storage.table import TableModel, cancellation_codes, conditional_update, new_transaction
 
 FLOW_PREFIX = "FLOW#"
 
@@ -76,15 +76,8 @@ def advance_flow(started: FlowRecord, redirected: FlowRecord) -> bool:
 
 def consume_flow(record: FlowRecord) -> bool:
     """Use a state once: True for the one caller that consumed it, False for any replay."""
-    from pynamodb.exceptions import UpdateError
-
-    try:
-        record.update(
-            actions=[FlowRecord.status.set("consumed")],
-            condition=(FlowRecord.status == "redirected") & (FlowRecord.expires_at > utcnow()),
-        )
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return conditional_update(
+        record,
+        [FlowRecord.status.set("consumed")],
+        (FlowRecord.status == "redirected") & (FlowRecord.expires_at > utcnow()),
+    )

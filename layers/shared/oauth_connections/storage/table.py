@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
@@ -83,13 +83,20 @@ def cancellation_codes(error: TransactWriteError) -> list[str]:
     return [reason.code if reason else "None" for reason in (error.cancellation_reasons or [])]
 
 
-# ------------------------------------------------------------------ connections
+def condition_failed(error: PynamoDBException) -> bool:
+    """Whether a write was refused by its condition. Read from the cause itself: pynamodb's
+    cause_response_code fails on a connection error, which has no response."""
+    response = getattr(error.cause, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-# ------------------------------------------------------------------ authorization flows
-
-
-# ------------------------------------------------------------------ token refresh
-
-
-# ------------------------------------------------------------------ feeds
+def conditional_update(record: TableModel, actions: list[Any], condition: Any) -> bool:
+    """An UpdateItem under our own condition instead of the item's version (which it still bumps);
+    False when the condition refused it."""
+    try:
+        record.update(actions=actions, condition=condition, add_version_condition=False)
+    except UpdateError as error:
+        if condition_failed(error):
+            return False
+        raise
+    return True

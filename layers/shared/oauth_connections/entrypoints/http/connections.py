@@ -14,25 +14,18 @@ from oauth_connections.connections import flows, service
 from oauth_connections.connections.models import (
     AuthorizeRequest,
     AuthorizeResponse,
-    ConnectionCreate,
     ConnectionOut,
-    ConnectionPage,
     ConnectionTestResult,
-    ConnectionUpdate,
 )
 from oauth_connections.core.config import get_settings
 from oauth_connections.entrypoints.http import access
 from oauth_connections.entrypoints.http.access import FORBIDDEN
+from oauth_connections.entrypoints.http.collection import ApiCollection, collection_routers
 from oauth_connections.entrypoints.http.resolver import (
-    IfMatch,
-    PageCursor,
-    PageLimit,
     current_caller,
     documented,
     documented_responses,
     json_response,
-    no_content,
-    parse_if_match,
     versioned_response,
 )
 
@@ -43,84 +36,24 @@ UnusedSince = Annotated[
 ConnectionId = Annotated[str, Path(pattern=r"^con_[0-9a-hjkmnp-tv-z]{26}$", description="Connection id (con_...)")]
 
 
-list_connections_router = Router()
-
-
-@list_connections_router.get(
-    "/connections",
-    summary="List the tenant's connections",
-    **documented(access.READ, 200, "A page of connections", ConnectionPage, 400, 401, 422),
-)
-def list_connections(
-    limit: PageLimit = 20, cursor: PageCursor = None, unused_since: UnusedSince = None
-) -> Response[ConnectionPage]:
-    caller = current_caller(list_connections_router)
-    page = service.list_connections(get_settings(), caller, limit, cursor, unused_since)
-    return json_response(200, page)
-
-
-get_connection_router = Router()
-
-
-@get_connection_router.get(
-    "/connections/<connection_id>",
-    summary="Get one connection",
-    **documented(access.READ, 200, "The connection", ConnectionOut, 401, 404, 422),
-)
-def get_connection(connection_id: ConnectionId) -> Response[ConnectionOut]:
-    caller = current_caller(get_connection_router)
-    view = service.get_connection(get_settings(), caller, connection_id)
-    return versioned_response(200, view)
-
-
-create_connection_router = Router()
-
-
-@create_connection_router.post(
-    "/connections",
-    summary="Register a provider's OAuth2 app as a connection",
-    **documented(access.MANAGE, 201, "Created", ConnectionOut, 400, 401, 409, 413, 415, 422),
-)
-def create_connection(request: Annotated[ConnectionCreate, Body()]) -> Response[ConnectionOut]:
-    caller = current_caller(create_connection_router)
-    view = service.create_connection(get_settings(), caller, request)
-    return versioned_response(201, view)
-
-
-update_connection_router = Router()
-
-
-@update_connection_router.patch(
-    "/connections/<connection_id>",
-    summary="Change some settings of a connection",
-    description="Send `If-Match` with the ETag you read to have a stale update refused with 412. Changing "
+CONNECTION_ROUTERS = collection_routers(
+    ApiCollection("connection", "connections", ConnectionId, service, "connections"),
+    create="Register a provider's OAuth2 app as a connection",
+    delete="Delete a connection with its secret and tokens",
+    update_description="Send `If-Match` with the ETag you read to have a stale update refused with 412. Changing "
     "client_id, issuer, an endpoint, token_auth_method or grant_type ends the grant (the connection is pending "
     "again); moving the token or revocation endpoint to another origin needs client_secret in the same request "
     "(422 client_secret_required).",
-    **documented(access.MANAGE, 200, "Updated", ConnectionOut, 400, 401, 404, 409, 412, 413, 415, 422),
+    create_errors=(409,),
+    list_filters={"unused_since": UnusedSince},
 )
-def update_connection(
-    connection_id: ConnectionId,
-    request: Annotated[ConnectionUpdate, Body()],
-    if_match: IfMatch = None,
-) -> Response[ConnectionOut]:
-    caller = current_caller(update_connection_router)
-    view = service.update_connection(get_settings(), caller, connection_id, request, parse_if_match(if_match))
-    return versioned_response(200, view)
-
-
-delete_connection_router = Router()
-
-
-@delete_connection_router.delete(
-    "/connections/<connection_id>",
-    summary="Delete a connection with its secret and tokens",
-    **documented(access.MANAGE, 204, "Deleted", None, 401, 404, 409, 422),
-)
-def delete_connection(connection_id: ConnectionId) -> Response[None]:
-    caller = current_caller(delete_connection_router)
-    service.delete_connection(get_settings(), caller, connection_id)
-    return no_content()
+(
+    list_connections_router,
+    get_connection_router,
+    create_connection_router,
+    update_connection_router,
+    delete_connection_router,
+) = CONNECTION_ROUTERS
 
 
 refresh_connection_router = Router()
@@ -191,6 +124,3 @@ def start_authorization(
     if isinstance(start, flows.DirectConnection):
         return json_response(200, AuthorizeResponse(status=start.status, token_expires_at=start.token_expires_at))
     return json_response(200, AuthorizeResponse(redirect_url=start.redirect_url, expires_at=start.expires_at))
-
-
-# ------------------------------------------------------------------ feeds
