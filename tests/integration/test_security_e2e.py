@@ -228,7 +228,7 @@ def test_every_route_with_an_id_is_tenant_scoped(debug_stack: Stack, debug_provi
     ).json()
     ids = {"{connection_id}": connection["id"], "{feed_id}": feed["id"]}
     routes = routes_with_ids()
-    assert len(routes) == 12  # seven connection routes, five feed routes
+    assert len(routes) == 13  # seven connection routes, six feed routes
     for method, path in routes:
         url = path
         for placeholder, value in ids.items():
