@@ -15,7 +15,7 @@ import pytest
 from devstack import Stack
 from tests.integration.test_connections_http import CLIENT_SECRET, create
 from tests.support.stack_fixtures import ApiClient
-from tests.support.stack_flows import age_tokens, new_tenant
+from tests.support.stack_flows import age_tokens, get_token, new_tenant
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 
 RETURN_URL = "http://127.0.0.1:8000/connections"  # an allowed frontend origin of the local stack
@@ -262,3 +262,39 @@ def test_a_feeds_changes_and_runs_are_on_its_own_log_newest_first_and_only_its_t
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
     for method in ("POST", "PATCH", "PUT", "DELETE"):
         assert alice.request(method, path, json={}).status_code == 404, method
+
+
+def test_token_retrievals_a_refusal_and_edits_leave_one_entry_each_by_their_trigger(
+    api: ApiClient, stack: Stack, endpoint: ScriptedTokenEndpoint
+) -> None:
+    tenant = new_tenant("activity-token")
+    alice, bob = api.as_tenant(tenant, "alice"), api.as_tenant(tenant, "bob")
+    connection_id = connected_service_account(alice, endpoint)
+    age_tokens(stack, tenant, connection_id)  # older than the debounce of a forced refresh
+    endpoint.queue(Scripted(body=TOKENS | {"access_token": "forced-access"}))
+    assert get_token(stack, tenant, connection_id, force_refresh=True)["access_token"] == "forced-access"
+    endpoint.queue(Scripted(400, {"error": "invalid_client"}))
+    refused = get_token(stack, tenant, connection_id, min_valid_seconds=86_400)
+    assert refused["error"]["code"] == "reauthorization_required", refused
+    # A new client secret retries the refused connection once; a new client id then ends the grant.
+    endpoint.queue(Scripted(body=TOKENS | {"access_token": "retried-access"}))
+    edited = bob.patch(f"/connections/{connection_id}", json={"client_secret": CLIENT_SECRET + "-new"})
+    assert edited.status_code == 200 and edited.json()["status"] == "connected", edited.text
+    ended = bob.patch(f"/connections/{connection_id}", json={"client_id": "another-client"})
+    assert ended.status_code == 200 and ended.json()["status"] == "pending", ended.text
+
+    log = activity_of(alice, f"/connections/{connection_id}/activity")
+    assert [(e["type"], e["actor"], e["trigger"]) for e in log] == [
+        ("connection.grant_ended", None, "edit"),
+        ("connection.updated", "bob", "api"),
+        ("connection.refreshed", None, "edit"),
+        ("connection.updated", "bob", "api"),
+        ("connection.reauthorization_required", None, "on_demand"),
+        ("connection.refreshed", None, "forced"),
+        ("connection.connected", "alice", "api"),
+        ("connection.created", "alice", "api"),
+    ]
+    assert log[0]["details"] == {"changed_fields": ["client_id"], "revoked": False}
+    assert log[4]["details"] == {"reason": "invalid_client"}
+    assert log[3]["details"] == {"changes": {"client_secret": "changed"}}
+    assert not [secret for secret in ("forced-access", "retried-access", CLIENT_SECRET) if secret in repr(log)]
