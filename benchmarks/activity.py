@@ -129,6 +129,7 @@ def per_scheduled_refresh(env: Any, failing_url: str) -> dict[str, tuple[float, 
     """Due connections through one sweep and the worker: refreshed, failing, and failing long enough to turn
     `error` (ERROR_AFTER_SECONDS, a day by default)."""
     from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord
+    from tests.conftest import InProcessApi
 
     def run(ids: list[str]) -> tuple[float, float]:
         queued = env.sweep()
@@ -138,7 +139,8 @@ def per_scheduled_refresh(env: Any, failing_url: str) -> dict[str, tuple[float, 
 
     cases: dict[str, tuple[float, float, str]] = {}
     cases["success"] = (*run(env.due_connections(SCHEDULED)), "routine: not logged one by one")
-    cases["failure"] = (*run(env.due_connections(SCHEDULED, token_url=failing_url)), "connection.refresh_failed")
+    failing_ids = env.due_connections(SCHEDULED, token_url=failing_url)
+    cases["failure"] = (*run(failing_ids), "connection.refresh_failed")
     turning = env.due_connections(SCHEDULED, token_url=failing_url)
     long_ago = datetime.now(UTC) - timedelta(days=2)
     for connection_id in turning:
@@ -146,4 +148,8 @@ def per_scheduled_refresh(env: Any, failing_url: str) -> dict[str, tuple[float, 
             actions=[ConnectionRecord.failing_since.set(long_ago), ConnectionRecord.consecutive_failures.set(3)]
         )
     cases["failure that turns it error"] = (*run(turning), "connection.refresh_failed and connection.error")
+    failed = [*failing_ids, *turning]
+    api = InProcessApi(env.tenant)
+    for connection_id in failed:  # due again after their backoff: not for the sections that follow
+        assert api.call("delete_connection", connection_id=connection_id).status == 204
     return cases

@@ -182,7 +182,7 @@ def test_a_connection_that_turns_error_leaves_one_error_entry_by_the_trigger_tha
         ("connection.refreshed", "bob", "on_demand"),
         ("connection.refresh_failed", "bob", "on_demand"),
     ]
-    assert [e["type"] for e in log].count("connection.error") == 1
+    assert [e["type"] for e in activity_of(alice, path, type="connection.error")] == ["connection.error"]
     errors = [e for e in stack.published_events() if e["detail"].get("connection_id") == connection_id]
     assert [e["detail-type"] for e in errors].count("connection.error") == 1
     assert [e["type"] for e in activity_of(api.as_tenant(new_tenant("activity-other")), "/activity")] == []

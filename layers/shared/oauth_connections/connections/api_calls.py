@@ -130,13 +130,15 @@ def _session(allow_insecure_loopback: bool) -> Any:
 
 class _ConnectionTokens:
     """The engine's token source in-process: the record already read, refreshed only when asked after a 401.
-    A refresh for a tenant's test is logged as the test's, by the user who ran it."""
+    `reason` and `actor` name what asked for such a refresh in the activity log (a tenant's test, its user)."""
 
-    def __init__(self, settings: Settings, record: ConnectionRecord, *, tester: Caller | None = None) -> None:
+    def __init__(
+        self, settings: Settings, record: ConnectionRecord, *, reason: str | None = None, actor: str | None = None
+    ) -> None:
         self.settings = settings
         self.record = record
         self.given = False
-        self.tester = tester
+        self.reason, self.actor = reason, actor
 
     def __call__(self, *, force_refresh: bool) -> client.AccessToken:
         self.given = True
@@ -145,7 +147,8 @@ class _ConnectionTokens:
             self.record,
             TOKEN_MIN_VALID_SECONDS,
             force_refresh=force_refresh,
-            **({"reason": "test", "actor": self.tester.user_id} if self.tester else {}),
+            reason=self.reason,
+            actor=self.actor,
         )
         return client.AccessToken(
             access_token=current.access_token,
@@ -208,7 +211,7 @@ def run_connection_test(settings: Settings, caller: Caller, connection_id: str) 
     record = load_for_token(settings, caller.tenant_id, connection_id)
     if not record.test_url:
         raise ConflictError("the connection has no test_url to call", code="no_test_url")
-    result = _test(settings, record, _ConnectionTokens(settings, record, tester=caller))
+    result = _test(settings, record, _ConnectionTokens(settings, record, reason="test", actor=caller.user_id))
     activity.record_activity(
         settings,
         caller.tenant_id,

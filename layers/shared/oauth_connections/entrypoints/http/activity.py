@@ -34,10 +34,26 @@ list_connection_activity_router = Router()
     **documented(access.READ, 200, "A page of the connection's activity", ActivityPage, 400, 401, 404, 422),
 )
 def list_connection_activity(
-    connection_id: ConnectionId, limit: PageLimit = 20, cursor: PageCursor = None
+    connection_id: ConnectionId,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
+    activity_type: ActivityType = None,
+    user: ActivityUser = None,
+    since: Since = None,
+    until: Until = None,
 ) -> Response[ActivityPage]:
     caller = current_caller(list_connection_activity_router)
-    page = activity.list_activity(get_settings(), caller.tenant_id, connection_id, limit, cursor)
+    page = activity.list_activity(
+        get_settings(),
+        caller.tenant_id,
+        connection_id,
+        limit,
+        cursor,
+        kind=activity_type,
+        actor=user,
+        since=since,
+        until=until,
+    )
     return json_response(200, page)
 
 
