@@ -87,6 +87,7 @@ def main() -> None:
 
 
 def measure(plan: Plan, progress: Callable[[str], None]) -> list[Row]:
+    from benchmarks.activity import measure as bench_activity
     from benchmarks.aws_outage import measure as bench_aws_outage
     from benchmarks.call_api import measure as bench_call_api
     from benchmarks.concurrency import in_process, through_lambda_endpoint
@@ -106,6 +107,8 @@ def measure(plan: Plan, progress: Callable[[str], None]) -> list[Row]:
         rows += in_process(lambda: env.get_token(connection_id), plan.threads)
         progress("refresh")
         rows += bench_refresh(env)
+        progress("activity log writes")
+        rows += bench_activity(env)
         progress(f"sweep of {plan.sweep_connections} connections")
         rows += bench_sweep(env, plan.sweep_connections)
         progress(f"scheduled refresh against a 300 ms token endpoint, {plan.slow_connections} connections")

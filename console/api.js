@@ -75,8 +75,9 @@ export class Api {
   testConnection(id) {
     return this.request("POST", `/connections/${id}/test`);
   }
-  listConnectionActivity(id) {
-    return this.request("GET", `/connections/${id}/activity?limit=20`);
+  listConnectionActivity(id, cursor) {
+    const after = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+    return this.request("GET", `/connections/${id}/activity?limit=20${after}`);
   }
   listFeeds() {
     return this.request("GET", "/feeds?limit=100");

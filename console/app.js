@@ -660,37 +660,52 @@ async function showDetails(id) {
   openDialog(t("detailsTitle", { name: connection.name }), content);
 }
 
-// The newest entries of the connection's activity log: when, what, by whom (or by which trigger), and
-// the names of the fields an edit changed or the reason of a failure.
+// The connection's activity log, newest first: when, what, by whom (or by which trigger), and the names
+// of the fields an edit changed or the reason of a failure. "Show older" follows the log's cursor a page
+// at a time and moves the focus to the first entry it added.
 async function activityTimeline(id) {
-  let entries;
+  let page;
   try {
-    entries = (await state.api.listConnectionActivity(id)).data.items;
+    page = (await state.api.listConnectionActivity(id)).data;
   } catch {
     return h("p", { class: "activity-empty" }, t("activityUnavailable"));
   }
-  if (!entries.length) return h("p", { class: "activity-empty" }, t("noActivity"));
+  if (!page.items.length) return h("p", { class: "activity-empty" }, t("noActivity"));
+  const list = h("ol", { class: "activity", "aria-label": t("activity") }, page.items.map(activityEntry));
+  let cursor = page.next_cursor;
+  const older = h("button", { type: "button", class: "activity-older", onclick: async () => {
+    older.disabled = true;
+    try {
+      const next = (await state.api.listConnectionActivity(id, cursor)).data;
+      const added = next.items.map(activityEntry);
+      list.append(...added);
+      cursor = next.next_cursor;
+      if (!cursor) older.remove();
+      added[0]?.focus();
+    } catch (error) {
+      notify(describeError(error), "error");
+    } finally {
+      older.disabled = false;
+    }
+  } }, t("showOlder"));
+  return h("div", { class: "activity-log" }, list, cursor ? older : null);
+}
+
+function activityEntry(entry) {
+  const label = t(`activity.${entry.type}`);
+  const who = entry.actor ? t("activityBy", { actor: entry.actor }) : t("activityTrigger", { trigger: entry.trigger });
+  const fields = entry.details.changes ? Object.keys(entry.details.changes) : entry.details.changed_fields;
+  let note = "";
+  if (fields?.length) note = t("activityFields", { fields: fields.join(", ") });
+  else if (entry.details.reason) note = t("activityReason", { reason: entry.details.reason });
+  else if (entry.type === "connection.tested") note = entry.details.ok ? t("testOk") : t("testNotOk");
   return h(
-    "ol",
-    { class: "activity", "aria-label": t("activity") },
-    entries.map((entry) => {
-      const label = t(`activity.${entry.type}`);
-      const who = entry.actor ? t("activityBy", { actor: entry.actor }) : t("activityTrigger", { trigger: entry.trigger });
-      const fields = entry.details.changes ? Object.keys(entry.details.changes) : entry.details.changed_fields;
-      const note = fields?.length
-        ? t("activityFields", { fields: fields.join(", ") })
-        : entry.details.reason
-          ? t("activityReason", { reason: entry.details.reason })
-          : "";
-      return h(
-        "li",
-        {},
-        h("time", { datetime: entry.occurred_at }, formatTime(entry.occurred_at)),
-        " ",
-        h("strong", {}, label === `activity.${entry.type}` ? entry.type : label),
-        ` ${who}${note ? ` — ${note}` : ""}`,
-      );
-    }),
+    "li",
+    { tabindex: "-1" },
+    h("time", { datetime: entry.occurred_at }, formatTime(entry.occurred_at)),
+    " ",
+    h("strong", {}, label === `activity.${entry.type}` ? entry.type : label),
+    ` ${who}${note ? ` — ${note}` : ""}`,
   );
 }
 

@@ -296,6 +296,8 @@ def test_the_console_has_no_serious_accessibility_violations(
     page.keyboard.press("ArrowRight")
     expect(page.get_by_role("tab", name="Feeds")).to_be_focused()
     screens["feeds"] = axe(page)
+    page.get_by_role("tab", name="Connections").click()
+    screens["details with older activity"] = older_activity_pages(page, api.as_tenant(tenant), "Accessible CRM")
     serious = {
         screen: [(item["id"], item["impact"], len(item["nodes"])) for item in found]
         for screen, found in screens.items()
@@ -303,6 +305,29 @@ def test_the_console_has_no_serious_accessibility_violations(
     }
     assert serious == {}
     context.close()
+
+
+def older_activity_pages(page: Page, client: ApiClient, name: str) -> list[dict[str, Any]]:
+    """A timeline longer than a page: the details show the newest 20 entries, "Show older" the rest, with
+    the focus on the first one it added. Returns axe's findings on the details with the button."""
+    row = row_of(page, name)
+    connection_id = row.get_attribute("data-connection-id")
+    for number in range(1, 22):
+        edited = client.patch(f"/connections/{connection_id}", json={"description": f"edit {number}"})
+        assert edited.status_code == 200, edited.text
+    row.get_by_role("button", name=f"Details: {name}").click()
+    details = page.get_by_role("dialog")
+    timeline = details.get_by_role("list", name="Activity").get_by_role("listitem")
+    expect(timeline).to_have_count(20)
+    expect(timeline.first).to_contain_text("Settings changed by dev-user — changed: description")
+    found = axe(page)
+    details.get_by_role("button", name="Show older").click()
+    expect(timeline).to_have_count(22)  # 21 edits and the create
+    expect(timeline.nth(20)).to_be_focused()
+    expect(timeline.last).to_contain_text("Created by alice")
+    expect(details.get_by_role("button", name="Show older")).to_have_count(0)
+    details.get_by_role("button", name="Close").click()
+    return found
 
 
 def axe(page: Page) -> list[dict[str, Any]]:

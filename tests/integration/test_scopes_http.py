@@ -256,6 +256,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         lambda client, tenant: client.get(f"/feeds/{tenant.feed()}/runs"),
         lambda response, tenant: _equal(response.json(), {"items": []}),
     ),
+    ("GET", "/feeds/{feed_id}/activity"): Operation(
+        lambda client, tenant: client.get(f"/feeds/{tenant.feed()}/activity"),
+        lambda response, tenant: _equal(response.json()["items"][-1]["type"], "feed.created"),
+    ),
     ("GET", "/openapi.json"): Operation(
         lambda client, tenant: client.get("/openapi.json"),
         lambda response, tenant: _equal(response.json()["info"]["title"], "OAuth2 connection service"),

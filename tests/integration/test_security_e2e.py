@@ -153,12 +153,19 @@ def test_no_secret_leaks_anywhere(
     assert run["status"] == "succeeded", run
     assert run["items"] == 1000
 
+    test_url = {"test_url": debug_provider.issuer + "/demo/catalog.xml"}
+    assert api.patch(f"/connections/{connection_id}", json=test_url).status_code == 200
+    assert api.post(f"/connections/{connection_id}/test").status_code == 200
+
     assert api.delete(f"/connections/{connection_id}").status_code == 204
-    # The activity log is read back through the API, so every entry joins the responses checked below.
+    # The activity logs are read back through the API, so every entry joins the responses checked below.
     activity = api.get(f"/connections/{connection_id}/activity", params={"limit": 100})
     assert activity.status_code == 200, activity.text
     kinds = [entry["type"] for entry in activity.json()["items"]]
-    assert kinds[0] == "connection.deleted" and kinds[-1] == "connection.created" and "connection.refreshed" in kinds
+    assert kinds[0] == "connection.deleted" and kinds[-1] == "connection.created"
+    assert {"connection.refreshed", "connection.tested", "connection.updated"} <= set(kinds)
+    feed_activity = api.get(f"/feeds/{feed.json()['id']}/activity", params={"limit": 100})
+    assert [entry["type"] for entry in feed_activity.json()["items"]] == ["feed.run", "feed.created"]
     assert api.get("/activity", params={"limit": 100}).status_code == 200
     assert not debug_provider.introspect(second.refresh_token or "", BASIC_CLIENT_ID, BASIC_CLIENT_SECRET)["active"]
 
@@ -175,9 +182,9 @@ def test_no_secret_leaks_anywhere(
     events = json.dumps(debug_stack.published_events())
     assert re.search(r'"level":\s*"(INFO|DEBUG)"', logs)
     assert "connection.connected" in events and "feed.fetched" in events
-    # Every step answered and was recorded: 11 API responses at least (one poll of the runs if the
+    # Every step answered and was recorded: 14 API responses at least (one poll of the runs if the
     # fetch is done by then), two entries each.
-    assert len(record.seen) >= 22
+    assert len(record.seen) >= 28
     for name, value in secrets.items():
         assert value, name
         assert value not in logs, f"{name} in a log line"
@@ -228,7 +235,7 @@ def test_every_route_with_an_id_is_tenant_scoped(debug_stack: Stack, debug_provi
     ).json()
     ids = {"{connection_id}": connection["id"], "{feed_id}": feed["id"]}
     routes = routes_with_ids()
-    assert len(routes) == 12  # seven connection routes, five feed routes
+    assert len(routes) == 13  # seven connection routes, six feed routes
     for method, path in routes:
         url = path
         for placeholder, value in ids.items():

@@ -30,6 +30,19 @@ def entries(subject_id: str | None = None, tenant: str = "acme", **query: str) -
         params["cursor"] = page["next_cursor"]
 
 
+def feed_entries(api: InProcessApi, feed_id: str, **query: str) -> list[dict[str, Any]]:
+    """Every entry of a feed's log through its route, following the cursor a page of two at a time."""
+    found: list[dict[str, Any]] = []
+    params = {"limit": "2"} | query
+    while True:
+        response = api.call("list_feed_activity", feed_id=feed_id, query=params)
+        assert response.status == 200, response.text
+        found += response.json()["items"]
+        if not response.json()["next_cursor"]:
+            return found
+        params["cursor"] = response.json()["next_cursor"]
+
+
 def test_create_update_delete_each_leave_one_entry_by_their_user(
     api: InProcessApi, published_events: EventCapture
 ) -> None:
@@ -190,7 +203,6 @@ def test_connecting_and_refreshing_leave_one_entry_each_by_their_trigger(
     assert queue.drain(tenant).processed == [connection_id]
 
     log = entries(connection_id, tenant=tenant)
-    print([(e["type"], e["actor"], e["trigger"], e["details"]) for e in log])
     assert [(e["type"], e["actor"], e["trigger"]) for e in log] == [
         ("connection.reauthorization_required", None, "scheduled"),
         ("connection.updated", "alice", "api"),
@@ -238,6 +250,8 @@ def test_feed_changes_and_runs_leave_one_entry_each(
     assert api.call("delete_feed", feed_id=feed["id"]).status == 204
 
     log = [e for e in entries(None, tenant=api.tenant) if e["subject_id"] == feed["id"]]
+    assert feed_entries(api, feed["id"]) == log
+    assert feed_entries(api, feed["id"], type="feed.run") == [e for e in log if e["type"] == "feed.run"]
     assert [(e["type"], e["actor"], e["trigger"], e["details"].get("status")) for e in log] == [
         ("feed.deleted", "alice", "api", None),
         ("feed.run", None, "scheduled", "failed"),

@@ -242,6 +242,7 @@ def test_openapi_document_describes_every_route(api: InProcessApi) -> None:
         "/feeds/{feed_id}",
         "/feeds/{feed_id}/run",
         "/feeds/{feed_id}/runs",
+        "/feeds/{feed_id}/activity",
         "/openapi.json",
         "/providers",
     }
@@ -289,7 +290,7 @@ def test_openapi_document_without_scopes_asks_only_for_the_token(
 ) -> None:
     document = _served_document(api, monkeypatch, REQUIRE_SCOPES="false")
     operations = [operation for methods in document["paths"].values() for operation in methods.values()]
-    assert len(operations) == 19
+    assert len(operations) == 20
     for operation in operations:
         assert operation["security"] == [{"platformJwt": []}]
         assert "403" not in operation["responses"]

@@ -4,6 +4,8 @@ counted (the EventsNotPublished metric, alarmed in template.yaml), never raised 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,3 +39,17 @@ def test_a_refused_publication_is_retried_then_logged_and_counted(
     [metric] = [line for line in _json_lines(capsys.readouterr().out) if events.NOT_PUBLISHED_METRIC in line]
     assert metric[events.NOT_PUBLISHED_METRIC] == [1.0]
     assert metric["detail_type"] == "connection.connected"
+
+
+PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "shared" / "oauth_connections"
+# A publication names its detail-type right after the bus; _announce (connections/service.py) publishes
+# the kind it records.
+PUBLISHED = re.compile(r'(?:events\.publish\(\s*[\w.]+,|_announce\([^)]*?)\s*"([a-z_]+\.[a-z_]+)"')
+DOCUMENTED = re.compile(r"^\| `([a-z_]+\.[a-z_]+)` \|", re.MULTILINE)
+
+
+def test_every_published_event_is_documented_with_the_others() -> None:
+    published = {kind for path in PACKAGE.rglob("*.py") for kind in PUBLISHED.findall(path.read_text())}
+    events_section = (PACKAGE.parents[2] / "README.md").read_text().split("\n## Events\n", 1)[1].split("\n## ")[0]
+    assert {"connection.created", "connection.updated", "connection.deleted", "connection.recovered"} <= published
+    assert published == set(DOCUMENTED.findall(events_section))

@@ -195,7 +195,7 @@ def test_feed_cannot_use_another_tenants_connection(flow_api: InProcessApi, prov
 def test_other_tenants_see_no_feed(api: InProcessApi) -> None:
     feed = api.call("create_feed", body=feed_body()).json()
     intruder = api.as_tenant("intruder")
-    for function in ("get_feed", "delete_feed", "run_feed", "list_feed_runs"):
+    for function in ("get_feed", "delete_feed", "run_feed", "list_feed_runs", "list_feed_activity"):
         assert intruder.call(function, feed_id=feed["id"]).status == 404
     assert intruder.call("update_feed", feed_id=feed["id"], body={"name": "x"}).status == 404
 

@@ -81,6 +81,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "actions": {
             "dynamodb:GetItem",
             "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
             "kms:Decrypt",
             "kms:GenerateDataKey",
             "events:PutEvents",
@@ -104,6 +105,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "actions": {
             "dynamodb:GetItem",
             "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
             "kms:Decrypt",
             "kms:GenerateDataKey",
             "events:PutEvents",
@@ -131,6 +133,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "DeleteFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:PutItem"}},
     "RunFeedFunction": {"actions": {"dynamodb:GetItem", "sqs:SendMessage"}},
     "ListFeedRunsFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
+    "ListFeedActivityFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
     "FeedDispatcherFunction": {
         "actions": {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"}
     },
@@ -338,14 +341,16 @@ def test_the_feeds_bucket_has_a_writer_and_a_bucket_key_under_the_service_key() 
 
 
 # The functions that append to the activity log; each may put items under ACTIVITY# keys (and only there,
-# unless it writes other items too). No function may update or delete under those keys but through TTL.
+# unless it writes other items too). A refresh is recorded, so every function that may refresh writes.
 ACTIVITY_WRITERS = {
     "CreateConnectionFunction",
     "UpdateConnectionFunction",
     "DeleteConnectionFunction",
     "RefreshConnectionFunction",
+    "TestConnectionFunction",
     "StartAuthorizationFunction",
     "GetTokenFunction",
+    "CallApiFunction",
     "RefreshWorkerFunction",
     "OAuthCallbackFunction",
     "CreateFeedFunction",
@@ -353,8 +358,30 @@ ACTIVITY_WRITERS = {
     "DeleteFeedFunction",
     "FeedFetchFunction",
 }
-ACTIVITY_READERS = {"ListConnectionActivityFunction", "ListActivityFunction"}
 ACTIVITY_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}
+NOT_ACTIVITY_KEYS = {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}
+DYNAMODB_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+
+
+def activity_routes() -> dict[str, str]:
+    """The functions of the template's routes that read an activity log, with their paths."""
+    return {
+        name: event["Properties"]["Path"]
+        for name, function in resources("AWS::Serverless::Function").items()
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] == "HttpApi" and event["Properties"]["Path"].rsplit("/", 1)[-1] == "activity"
+    }
+
+
+ACTIVITY_READERS = set(activity_routes())
+
+
+def test_every_activity_route_is_a_reader() -> None:
+    assert activity_routes() == {
+        "ListConnectionActivityFunction": "/connections/{connection_id}/activity",
+        "ListFeedActivityFunction": "/feeds/{feed_id}/activity",
+        "ListActivityFunction": "/activity",
+    }
 
 
 def activity_statements(function: str) -> list[dict[str, Any]]:
@@ -379,3 +406,17 @@ def test_activity_readers_query_only_the_activity_log(function: str) -> None:
             "Condition": ACTIVITY_KEYS,
         }
     ]
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_no_function_may_change_or_delete_an_activity_entry(function: str) -> None:
+    """A write of the table's other items excludes ACTIVITY# keys; under them, only a writer's put."""
+    for statement in statements(function):
+        writes = set(listed_actions(statement)) & DYNAMODB_WRITES
+        if not writes:
+            continue
+        assert statement["Resource"] == {"Fn::GetAtt": ["ConnectionsTable", "Arn"]}, statement
+        if statement.get("Condition") == ACTIVITY_KEYS:
+            assert function in ACTIVITY_WRITERS and listed_actions(statement) == ["dynamodb:PutItem"], statement
+        else:
+            assert statement.get("Condition") == NOT_ACTIVITY_KEYS, statement

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
-from oauth_connections.core.ids import ACTIVITY_ID_PREFIX, new_id
+from oauth_connections.core.ids import ACTIVITY_ID_PREFIX, FEED_ID_PREFIX, is_id, new_id
 from oauth_connections.core.observability import logger
 from oauth_connections.core.views import view_of
 from oauth_connections.storage.activity import (
@@ -29,6 +29,7 @@ from oauth_connections.storage.activity import (
 )
 from oauth_connections.storage.binding import bind_table
 from oauth_connections.storage.connections import CONNECTIONS
+from oauth_connections.storage.feeds import FEEDS
 
 NOT_RECORDED_METRIC = "ActivityNotRecorded"
 SECRET_FIELDS = frozenset({"client_secret", "certificate_thumbprint"})  # write-only: only "changed" is shown
@@ -81,6 +82,7 @@ REFRESH_TRIGGERS: dict[str, Trigger] = {
     "requested": "on_demand",
     "expiring": "on_demand",
     "forced": "forced",
+    "test": "test",
     "client_secret_changed": "edit",
 }
 
@@ -142,14 +144,18 @@ def list_activity(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> ActivityPage:
-    """A page of the tenant's log (or one connection's), newest first; the key holds the tenant, so a tenant
-    only ever reads its own entries. A deleted connection's log stays readable until the retention ends."""
+    """A page of the tenant's log (or one connection's or feed's), newest first; the key holds the tenant, so
+    a tenant only ever reads its own entries. A deleted subject's log stays readable until the retention ends."""
     bind_table(settings.connections_table_name)
     pk = subject_log_key(tenant_id, subject_id) if subject_id else tenant_log_key(tenant_id)
     filters = {name: value for name, value in (("type", kind), ("actor", actor)) if value is not None}
     records, next_cursor = page_activity(pk, limit, cursor, since=since, until=until, filters=filters)
     if subject_id and not records and cursor is None:
-        # An empty log is another tenant's connection, or none at all, unless the connection is this
-        # tenant's and quiet for longer than the retention: answer as its other routes do.
-        CONNECTIONS.load_requested(tenant_id, subject_id)
+        # An empty log is another tenant's connection or feed, or none at all, unless it is this tenant's
+        # and quiet for longer than the retention (or nothing matched the filters): answer as its other
+        # routes do.
+        if is_id(subject_id, FEED_ID_PREFIX):
+            FEEDS.load_requested(tenant_id, subject_id)
+        else:
+            CONNECTIONS.load_requested(tenant_id, subject_id)
     return ActivityPage(items=[_view(r) for r in records], next_cursor=next_cursor)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
 import oauth_connections_client as client
+from oauth_connections.connections import activity
 from oauth_connections.connections.models import ConnectionTestResult
 from oauth_connections.connections.refresh import TokenError
 from oauth_connections.connections.retrieval import TenantId, allowed_urls_of, current_tokens, load_for_token
@@ -129,16 +130,27 @@ def _session(allow_insecure_loopback: bool) -> Any:
 
 
 class _ConnectionTokens:
-    """The engine's token source in-process: the record already read, refreshed only when asked after a 401."""
+    """The engine's token source in-process: the record already read, refreshed only when asked after a 401.
+    `reason` and `actor` name what asked for such a refresh in the activity log (a tenant's test, its user)."""
 
-    def __init__(self, settings: Settings, record: ConnectionRecord) -> None:
+    def __init__(
+        self, settings: Settings, record: ConnectionRecord, *, reason: str | None = None, actor: str | None = None
+    ) -> None:
         self.settings = settings
         self.record = record
         self.given = False
+        self.reason, self.actor = reason, actor
 
     def __call__(self, *, force_refresh: bool) -> client.AccessToken:
         self.given = True
-        current = current_tokens(self.settings, self.record, TOKEN_MIN_VALID_SECONDS, force_refresh=force_refresh)
+        current = current_tokens(
+            self.settings,
+            self.record,
+            TOKEN_MIN_VALID_SECONDS,
+            force_refresh=force_refresh,
+            reason=self.reason,
+            actor=self.actor,
+        )
         return client.AccessToken(
             access_token=current.access_token,
             token_type=current.token_type,
@@ -200,7 +212,19 @@ def run_connection_test(settings: Settings, caller: Caller, connection_id: str) 
     record = load_for_token(settings, caller.tenant_id, connection_id)
     if not record.test_url:
         raise ConflictError("the connection has no test_url to call", code="no_test_url")
-    return _test(settings, record, _ConnectionTokens(settings, record))
+    result = _test(settings, record, _ConnectionTokens(settings, record, reason="test", actor=caller.user_id))
+    activity.record_activity(
+        settings,
+        caller.tenant_id,
+        connection_id,
+        "connection.tested",
+        actor=caller.user_id,
+        trigger="api",
+        ok=result.ok,
+        status=result.status,
+        error=result.error,
+    )
+    return result
 
 
 def test_after_connect(settings: Settings, tenant_id: str, connection_id: str, token_set: TokenSet) -> None:

@@ -167,7 +167,8 @@ def _refresh_as_holder(
 ) -> Refreshed:
     context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id, "reason": reason}
     started = time.monotonic()
-    was_failing = record.status == "error" or int(record.consecutive_failures or 0) > 0
+    was_error = record.status == "error"
+    was_failing = was_error or int(record.consecutive_failures or 0) > 0
     try:
         recovered = _recovered_tokens(settings, record, seen)
         if recovered is not None and _still_valid(recovered):
@@ -177,10 +178,12 @@ def _refresh_as_holder(
             fresh = _ask_provider(settings, record, lease, seen, recovered)
     except TokenError as error:
         _record_failure_activity(settings, record, reason, actor, error)
+        _record_became_error(settings, record, reason, actor, was_error=was_error)
         raise
     except Exception as error:
         # Before the provider answered nothing is lost: release the lease, back off, and let the boundary report.
         _release_after_unexpected(settings, record, lease.owner, error)
+        _record_became_error(settings, record, reason, actor, was_error=was_error)
         raise
     stored = _store_fresh(settings, record, lease, seen, fresh, context)
     if stored is not None:
@@ -238,6 +241,24 @@ def _record_failure_activity(
     else:
         kind, details["next_attempt_at"] = "connection.refresh_failed", record.next_attempt_at
     activity.record_refresh(settings, record.tenant_id, record.connection_id, kind, reason, actor, **details)
+
+
+def _record_became_error(
+    settings: Settings, record: ConnectionRecord, reason: str, actor: str | None, *, was_error: bool
+) -> None:
+    """A status change is never summarized away: the failure that made the connection `error` (the stored
+    outcome, read back by the failure's write) is an entry of its own, once."""
+    if record.status == "error" and not was_error:
+        activity.record_refresh(
+            settings,
+            record.tenant_id,
+            record.connection_id,
+            "connection.error",
+            reason,
+            actor,
+            reason=record.status_reason,
+            failing_since=record.failing_since,
+        )
 
 
 def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -> token_endpoint.TokenSet | None:

@@ -85,14 +85,22 @@ def load_for_token(settings: Settings, tenant_id: str, connection_id: str) -> Co
 
 
 def current_tokens(
-    settings: Settings, record: ConnectionRecord, min_valid_seconds: int, *, force_refresh: bool
+    settings: Settings,
+    record: ConnectionRecord,
+    min_valid_seconds: int,
+    *,
+    force_refresh: bool,
+    reason: str | None = None,
+    actor: str | None = None,
 ) -> TokenSet:
-    """The stored tokens, refreshed first when they expire within min_valid_seconds or a consumer saw a 401."""
+    """The stored tokens, refreshed first when they expire within min_valid_seconds or a consumer saw a 401.
+    `reason` and `actor` name what asked, for the activity log (by default: forced, or expiring)."""
     current = tokens.decrypt_tokens(settings, record)
     if current is None:
         raise TokenError("not_connected", "the connection has not been authorized yet")
     if _needs_refresh(settings, record, current, min_valid_seconds, force_refresh=force_refresh):
-        return refresh_connection(settings, record, reason="forced" if force_refresh else "expiring").tokens
+        asked_by = reason or ("forced" if force_refresh else "expiring")
+        return refresh_connection(settings, record, reason=asked_by, actor=actor).tokens
     return current
 
 

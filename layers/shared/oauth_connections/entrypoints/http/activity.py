@@ -14,6 +14,7 @@ from oauth_connections.connections.activity import ActivityPage
 from oauth_connections.core.config import get_settings
 from oauth_connections.entrypoints.http import access
 from oauth_connections.entrypoints.http.connections import ConnectionId
+from oauth_connections.entrypoints.http.feeds import FeedId
 from oauth_connections.entrypoints.http.resolver import PageCursor, PageLimit, current_caller, documented, json_response
 
 ActivityType = Annotated[
@@ -33,10 +34,60 @@ list_connection_activity_router = Router()
     **documented(access.READ, 200, "A page of the connection's activity", ActivityPage, 400, 401, 404, 422),
 )
 def list_connection_activity(
-    connection_id: ConnectionId, limit: PageLimit = 20, cursor: PageCursor = None
+    connection_id: ConnectionId,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
+    activity_type: ActivityType = None,
+    user: ActivityUser = None,
+    since: Since = None,
+    until: Until = None,
 ) -> Response[ActivityPage]:
     caller = current_caller(list_connection_activity_router)
-    page = activity.list_activity(get_settings(), caller.tenant_id, connection_id, limit, cursor)
+    page = activity.list_activity(
+        get_settings(),
+        caller.tenant_id,
+        connection_id,
+        limit,
+        cursor,
+        kind=activity_type,
+        actor=user,
+        since=since,
+        until=until,
+    )
+    return json_response(200, page)
+
+
+list_feed_activity_router = Router()
+
+
+@list_feed_activity_router.get(
+    "/feeds/<feed_id>/activity",
+    summary="What happened to a feed, newest first",
+    description="Its changes and the outcome of its runs (a routine scheduled run is not logged one by one). "
+    "Entries stay after the feed is deleted, until the retention ends.",
+    **documented(access.READ, 200, "A page of the feed's activity", ActivityPage, 400, 401, 404, 422),
+)
+def list_feed_activity(
+    feed_id: FeedId,
+    limit: PageLimit = 20,
+    cursor: PageCursor = None,
+    activity_type: ActivityType = None,
+    user: ActivityUser = None,
+    since: Since = None,
+    until: Until = None,
+) -> Response[ActivityPage]:
+    caller = current_caller(list_feed_activity_router)
+    page = activity.list_activity(
+        get_settings(),
+        caller.tenant_id,
+        feed_id,
+        limit,
+        cursor,
+        kind=activity_type,
+        actor=user,
+        since=since,
+        until=until,
+    )
     return json_response(200, page)
 
 

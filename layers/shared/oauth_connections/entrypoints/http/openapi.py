@@ -10,7 +10,11 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from oauth_connections.core.config import get_settings
 from oauth_connections.entrypoints.http import access
-from oauth_connections.entrypoints.http.activity import list_activity_router, list_connection_activity_router
+from oauth_connections.entrypoints.http.activity import (
+    list_activity_router,
+    list_connection_activity_router,
+    list_feed_activity_router,
+)
 from oauth_connections.entrypoints.http.browser import authorize_redirect_router, oauth_callback_router
 from oauth_connections.entrypoints.http.connections import (
     create_connection_router,
@@ -69,6 +73,7 @@ API_ROUTERS = (
     delete_feed_router,
     run_feed_router,
     list_feed_runs_router,
+    list_feed_activity_router,
     list_providers_router,
     openapi_router,
 )
