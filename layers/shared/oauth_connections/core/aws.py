@@ -132,31 +132,26 @@ def _client(service: str, limits: CallLimits) -> Any:
 def _boto3_session() -> Any:
     import boto3.session
 
-    return boto3.session.Session(botocore_session=share_service_data(_new_botocore_session()))
+    return boto3.session.Session(botocore_session=_first_session())
 
 
 def botocore_session(limits: CallLimits) -> botocore.session.Session:
-    """A botocore session whose clients (the Encryption SDK's KMS client) carry the same limits."""
-    session = share_service_data(_new_botocore_session())
+    """A botocore session whose clients (the Encryption SDK's KMS client) carry the same limits.
+
+    It reads botocore's service descriptions (endpoints, API models, rule sets) through the loader of the
+    boto3 clients' session, which has them cached: a client of a fresh session spends some 35 ms of a cold
+    start finding and parsing them again. The loader only reads files and caches what it parsed."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _first_session().get_component("data_loader"))
     session.set_default_client_config(client_config(limits))
     return session
 
 
-def share_service_data(session: botocore.session.Session) -> botocore.session.Session:
-    """`session`, reading botocore's service descriptions (endpoints, API models, rule sets) through the
-    one loader of this process. Every session (boto3's, each pynamodb connection's, the Encryption SDK's)
-    would otherwise find and parse them again: a client of a fresh session costs about 50 ms of a cold
-    start, one of a session that shares the loader about 15 ms. The loader only reads and caches files."""
-    session.register_component("data_loader", _service_data())
-    return session
-
-
 @cache
-def _service_data() -> Any:
-    return _new_botocore_session().get_component("data_loader")
-
-
-def _new_botocore_session() -> botocore.session.Session:
+def _first_session() -> botocore.session.Session:
+    """The botocore session of every boto3 client of this process, as boto3's default session would be."""
     import botocore.session
 
     return botocore.session.get_session()

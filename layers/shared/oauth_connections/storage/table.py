@@ -64,13 +64,11 @@ class _Binding:
 
 @cache
 def _connection(limits: aws.CallLimits) -> Connection:
-    connection = Connection(
+    return Connection(
         connect_timeout_seconds=limits.connect_timeout,
         read_timeout_seconds=limits.read_timeout,
         max_retry_attempts=limits.max_attempts - 1,
     )
-    aws.share_service_data(connection.session)
-    return connection
 
 
 def new_transaction() -> TransactWrite:
