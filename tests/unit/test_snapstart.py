@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -58,6 +59,31 @@ def test_a_snapshotted_function_registers_the_reseed_after_restore(function: str
 
 def test_a_function_that_is_not_snapshotted_registers_no_hook(tmp_path: Path) -> None:
     assert _hooks_registered_by("get_connection", tmp_path) == []
+
+
+# In Lambda (LAMBDA_TASK_ROOT set) the X-Ray SDK samples locally; elsewhere it would make its own clients.
+INIT_STATE = """
+import gc, json, socket, sys
+sys.path[:0] = sys.argv[1:]
+import botocore.client
+import app
+objects = gc.get_objects()
+print(json.dumps({
+    "clients": sorted(type(o).__name__ for o in objects if isinstance(o, botocore.client.BaseClient)),
+    "sockets": sorted(o.type.name for o in objects if isinstance(o, socket.socket)),
+}))
+"""
+
+
+@pytest.mark.parametrize("function", ["get_token", "call_api"])
+def test_the_init_a_snapshot_keeps_has_no_client_and_no_connection(function: str, tmp_path: Path) -> None:
+    paths = [str(REPO / "functions" / function), str(REPO / "layers/shared"), str(REPO / "clients/python/src")]
+    environment = os.environ | {"LAMBDA_TASK_ROOT": str(tmp_path), "POWERTOOLS_TRACE_DISABLED": "false"}
+    output = subprocess.run(
+        [sys.executable, "-c", INIT_STATE, *paths], capture_output=True, text=True, check=True, env=environment
+    ).stdout
+    # The one socket is the X-Ray SDK's emitter: UDP to the local daemon, no connection to go stale.
+    assert json.loads(output.strip().splitlines()[-1]) == {"clients": [], "sockets": ["SOCK_DGRAM"]}
 
 
 def test_the_reseed_gives_a_resumed_environment_its_own_draws() -> None:
