@@ -21,6 +21,7 @@ from oauth_connections.core import budget
 from oauth_connections.core.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
+    import boto3.session
     import botocore.config
     import botocore.session
 
@@ -129,7 +130,7 @@ def _client(service: str, limits: CallLimits) -> Any:
 
 
 @cache
-def _boto3_session() -> Any:
+def _boto3_session() -> boto3.session.Session:
     import boto3.session
 
     return boto3.session.Session(botocore_session=_first_session())
