@@ -277,6 +277,16 @@ def bench_cold_starts(env: Any, runs: int) -> list[Row]:
             "imports boto3, requests, authlib, Powertools, pynamodb; creates two clients; same run",
         )
     ]
+    floors = [env.cold_floors() for _ in range(runs)]
+    for name in floors[0]:
+        floor = statistics.median(f[name] for f in floors)
+        rows.append(
+            (
+                f"cold init floor: {name} / naive baseline",
+                f"{floor / baseline:.2f}x",
+                f"{floor:.0f} ms; the least a function on these libraries spends; same run",
+            )
+        )
     for function in env.functions():
         timings = [env.cold_start(function) for _ in range(runs)]
         median = statistics.median(t["total_ms"] for t in timings)

@@ -259,7 +259,11 @@ def test_each_invoke_policy_names_only_its_function(function: str) -> None:
     policy = function.removesuffix("Function") + "InvokePolicy"
     document = template()["Resources"][policy]["Properties"]["PolicyDocument"]
     assert document["Statement"] == [
-        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": [function, "Arn"]}}
+        {
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": [{"Fn::GetAtt": [function, "Arn"]}, {"Fn::Sub": f"${{{function}.Arn}}:live"}],
+        }
     ]
     output = template()["Outputs"][f"{policy}Arn"]
     assert output["Value"] == {"Ref": policy}

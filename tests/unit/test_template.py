@@ -115,7 +115,7 @@ def _documented_security() -> dict[tuple[str, str], list[dict[str, list[str]]]]:
     """Each operation of the OpenAPI document with its security requirement (alternatives)."""
     document = json.loads(
         build_resolver(API_ROUTERS).get_openapi_json_schema(
-            title="scopes", version="1", security_schemes=access.SECURITY_SCHEMES
+            title="scopes", version="1", security_schemes=access.security_schemes()
         )
     )
     return {

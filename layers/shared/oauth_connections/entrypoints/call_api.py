@@ -17,10 +17,12 @@ import oauth_connections_client as client
 from oauth_connections.connections.api_calls import call_api, parse_request
 from oauth_connections.connections.refresh import TokenError
 from oauth_connections.connections.retrieval import error_response
-from oauth_connections.core import aws, budget
+from oauth_connections.core import aws, budget, snapstart
 from oauth_connections.core.config import get_settings
 from oauth_connections.core.observability import logger, metrics, tracer
 from oauth_connections_client import calls
+
+snapstart.register_restore_hooks()
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id", clear_state=True)

@@ -9,9 +9,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from oauth_connections.connections.refresh import TokenError
 from oauth_connections.connections.retrieval import error_response, get_token, parse_request
-from oauth_connections.core import aws, budget
+from oauth_connections.core import aws, budget, snapstart
 from oauth_connections.core.config import get_settings
 from oauth_connections.core.observability import logger, metrics, tracer
+
+snapstart.register_restore_hooks()
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id", clear_state=True)

@@ -10,12 +10,14 @@ alternatives of one scope each; reading also accepts the manage scope.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, SecurityScheme
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from oauth_connections.core.config import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.models import SecurityScheme
 
 BEARER_SCHEME = "platformJwt"
 # The defaults of the ReadScope and ManageScope Parameters; the served document shows the deployed names.
@@ -25,15 +27,22 @@ MANAGE_SCOPE = "connections:manage"
 READ: list[dict[str, list[str]]] = [{BEARER_SCHEME: [READ_SCOPE]}, {BEARER_SCHEME: [MANAGE_SCOPE]}]
 MANAGE: list[dict[str, list[str]]] = [{BEARER_SCHEME: [MANAGE_SCOPE]}]
 
-SECURITY_SCHEMES: dict[str, SecurityScheme] = {
-    BEARER_SCHEME: HTTPBearer(
-        bearerFormat="JWT",
-        description=(
-            "The platform's bearer token; its tenant claim names the tenant. An operation lists the scopes "
-            "it accepts (the token's `scope` or `scp` claim must carry one of them)."
-        ),
-    )
-}
+
+def security_schemes() -> dict[str, SecurityScheme]:
+    """The document's bearer scheme. Built on demand: Powertools' OpenAPI models take tens of milliseconds
+    to import, and only the function that serves the document needs them, not every API function."""
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
+    return {
+        BEARER_SCHEME: HTTPBearer(
+            bearerFormat="JWT",
+            description=(
+                "The platform's bearer token; its tenant claim names the tenant. An operation lists the scopes "
+                "it accepts (the token's `scope` or `scp` claim must carry one of them)."
+            ),
+        )
+    }
+
 
 # API Gateway's own answer to a valid token without any of the route's scopes.
 FORBIDDEN: dict[int, OpenAPIResponse] = {

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import AwareDatetime
 
-from oauth_connections.connections import flows, service
+from oauth_connections.connections import service
 from oauth_connections.connections.models import (
     AuthorizeRequest,
     AuthorizeResponse,
@@ -117,6 +117,8 @@ start_authorization_router = Router()
 def start_authorization(
     connection_id: ConnectionId, request: Annotated[AuthorizeRequest | None, Body()] = None
 ) -> Response[AuthorizeResponse]:
+    from oauth_connections.connections import flows  # only this route of the module's functions starts flows
+
     caller = current_caller(start_authorization_router)
     return_url = request.return_url if request else None
     display = request.display if request else "page"

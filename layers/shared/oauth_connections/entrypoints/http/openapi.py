@@ -48,7 +48,7 @@ def openapi_document() -> Response[dict[str, Any]]:
     from oauth_connections.entrypoints.http.resolver import build_resolver
 
     document = build_resolver(API_ROUTERS).get_openapi_json_schema(
-        title="OAuth2 connection service", version="1.0.0", security_schemes=access.SECURITY_SCHEMES
+        title="OAuth2 connection service", version="1.0.0", security_schemes=access.security_schemes()
     )
     return json_response(200, access.with_deployed_scopes(json.loads(document), get_settings()))
 

@@ -1,0 +1,55 @@
+"""What a function's cold init imports: the costly libraries only where its code path needs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+WATCHED = (
+    "aws_encryption_sdk",
+    "authlib",
+    "requests",
+    "boto3",
+    "pydantic",
+    "pynamodb",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.event_handler.openapi.models",
+)
+IMPORT_FUNCTION = """
+import json, sys
+watched = json.loads(sys.argv[1])
+sys.path[:0] = sys.argv[2:]
+import app
+print(json.dumps(sorted(name for name in watched if name in sys.modules)))
+"""
+API_FUNCTIONS = sorted(p.parent.name for p in (REPO / "functions").glob("*/app.py") if "http_handler" in p.read_text())
+
+
+def _imported_by(function: str) -> set[str]:
+    paths = [str(REPO / "functions" / function), str(REPO / "layers/shared"), str(REPO / "clients/python/src")]
+    output = subprocess.run(
+        [sys.executable, "-c", IMPORT_FUNCTION, json.dumps(WATCHED), *paths], capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(output.strip().splitlines()[-1]))
+
+
+def test_get_token_imports_no_http_resolver_no_encryption_sdk_and_no_http_client() -> None:
+    assert _imported_by("get_token") == {"pydantic", "pynamodb"}
+
+
+@pytest.mark.parametrize("function", [f for f in API_FUNCTIONS if f != "openapi"])
+def test_an_api_function_leaves_the_openapi_models_to_the_document_function(function: str) -> None:
+    imported = _imported_by(function)
+    assert "aws_lambda_powertools.event_handler" in imported
+    assert "aws_lambda_powertools.event_handler.openapi.models" not in imported
+    assert not imported & {"aws_encryption_sdk", "authlib", "requests", "boto3"}
+
+
+def test_the_api_functions_are_found() -> None:
+    assert {"get_connection", "create_connection", "oauth_callback", "list_feeds", "openapi"} <= set(API_FUNCTIONS)
+    assert not {"get_token", "call_api", "refresh_worker"} & set(API_FUNCTIONS)
