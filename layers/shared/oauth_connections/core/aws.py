@@ -21,7 +21,9 @@ from oauth_connections.core import budget
 from oauth_connections.core.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
+    import boto3.session
     import botocore.config
+    import botocore.loaders
     import botocore.session
 
     from oauth_connections.core.config import Settings
@@ -124,19 +126,40 @@ def client(service: str) -> Any:
 
 @cache
 def _client(service: str, limits: CallLimits) -> Any:
-    import boto3
-
-    create: Any = boto3.client  # typed per literal service name; ours is a plain str
+    create: Any = _boto3_session().client  # typed per literal service name; ours is a plain str
     return create(service, config=client_config(limits))
+
+
+@cache
+def _boto3_session() -> boto3.session.Session:
+    import boto3.session
+    import botocore.session
+
+    return boto3.session.Session(botocore_session=share_sdk_models(botocore.session.get_session()))
 
 
 def botocore_session(limits: CallLimits) -> botocore.session.Session:
     """A botocore session whose clients (the Encryption SDK's KMS client) carry the same limits."""
     import botocore.session
 
-    session = botocore.session.get_session()
+    session = share_sdk_models(botocore.session.get_session())
     session.set_default_client_config(client_config(limits))
     return session
+
+
+def share_sdk_models(session: botocore.session.Session) -> botocore.session.Session:
+    """Gives `session` the process's one loader of the SDK's JSON models (endpoints, partitions, each
+    service's API). Every botocore session would parse its own copies otherwise, and pynamodb makes a
+    session per connection: a few sessions held over 30 MB of identical model objects."""
+    session.register_component("data_loader", _sdk_models())
+    return session
+
+
+@cache
+def _sdk_models() -> botocore.loaders.Loader:
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
 
 
 def is_unavailable(error: BaseException) -> bool:
