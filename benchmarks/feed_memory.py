@@ -174,7 +174,7 @@ def measure(size_mb: int = 100) -> list[tuple[str, str, str]]:
         (
             f"feed fetch peak RSS growth, {small['size'] / MB:.0f} to {large['size'] / MB:.0f} MB feed",
             f"{(large['peak_kb'] - small['peak_kb']) / 1024:+.0f} MB",
-            "the body streams: past two 8 MiB S3 part buffers, memory does not follow the feed size",
+            "the body streams through one 5 MiB S3 part buffer: memory does not follow the feed size",
         )
     )
     return rows

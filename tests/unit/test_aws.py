@@ -6,6 +6,8 @@ The errors are the SDKs' own classes, wrapped the way pynamodb and the Encryptio
 from __future__ import annotations
 
 import contextvars
+import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from pynamodb.exceptions import GetError, PutError, TransactWriteError, VerboseC
 from oauth_connections.core import aws, budget
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import ServiceUnavailableError
+from tests.conftest import Resources
 
 SETTINGS = Settings(connections_table_name="t", aws_timeout_seconds=1.0, aws_max_attempts=2)
 
@@ -133,3 +136,28 @@ def test_pynamodb_verbose_error_keeps_the_5xx_of_its_cause() -> None:
 def test_refusals_and_our_own_errors_are_not_unavailability(error: BaseException) -> None:
     assert not aws.is_unavailable(error)
     assert aws.unavailable_error(error) is None
+
+
+def test_every_sdk_session_shares_one_copy_of_the_sdk_models(service_env: Resources) -> None:
+    """pynamodb makes a botocore session per model's connection; each parsing its own copy of the endpoint
+    list and the DynamoDB model (about 8 MB of objects) would cost a function tens of megabytes. Once one
+    client has loaded them, every further session (each other model's, and one made for the Encryption
+    SDK, here building an S3 client whose model is loaded already) costs well under a megabyte more."""
+    from oauth_connections.storage.binding import MODELS, bind_table
+
+    def build(model: Any) -> None:
+        model._get_connection().connection.client  # noqa: B018 - building the client loads the models
+
+    try:
+        bind_table(f"sdk-models-{time.time_ns()}")  # a table no test binds: every model gets a new connection
+        build(MODELS[0])
+        aws.client("s3")
+        tracemalloc.start()
+        for model in MODELS[1:]:
+            build(model)
+        aws.botocore_session(aws.DEFAULT_LIMITS).create_client("s3")
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        bind_table(service_env.table_name)
+    assert held < (len(MODELS) + 1) * 512 * 1024

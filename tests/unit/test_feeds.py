@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,11 @@ from typing import Any, ClassVar
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError
 
 from oauth_connections.core.config import get_settings
 from oauth_connections.feeds.cron import Cron, CronError, next_run
-from oauth_connections.feeds.fetch import CHUNK_BYTES, RECORD_RESERVE_SECONDS, _s3, record_feed_run
+from oauth_connections.feeds.fetch import CHUNK_BYTES, PART_BYTES, RECORD_RESERVE_SECONDS, _s3, record_feed_run
 from oauth_connections.feeds.formats import FeedContentError, checker_for
 from oauth_connections.storage.due import due_page
 from oauth_connections.storage.feeds import FEEDS, FeedRecord
@@ -88,6 +89,30 @@ def run_checker(feed_format: str, data: bytes, step: int = 7) -> int | None:
 def test_yml_offers_are_counted_exactly_across_chunk_borders() -> None:
     assert run_checker("yml", catalog(1234), step=13) == 1234
     assert run_checker("xml", catalog(3)) is None
+
+
+def checker_memory(offers: int) -> int:
+    """Bytes the YML checker still holds after checking `offers` offers fed in the fetch's chunk size."""
+    checker = checker_for("yml")
+    offer = b'<offer id="1" available="true"><name>Item</name><price>1.00</price></offer>'
+    per_chunk = CHUNK_BYTES // len(offer)
+    tracemalloc.start()
+    try:
+        checker.feed(CATALOG_HEAD)
+        for start in range(0, offers, per_chunk):
+            checker.feed(offer * min(per_chunk, offers - start))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    checker.feed(CATALOG_TAIL)
+    assert checker.finish() == offers
+    return held
+
+
+def test_the_yml_checker_keeps_no_checked_offer() -> None:
+    """The parser builds a chunk's elements before the checker sees them: every finished offer must
+    still leave its parent, or memory grows with the feed (about 80 bytes per offer)."""
+    assert checker_memory(60_000) - checker_memory(6_000) < 256 * 1024
 
 
 @pytest.mark.parametrize(
@@ -512,6 +537,31 @@ def test_a_storage_failure_ends_the_run_aborts_the_upload_and_keeps_the_last_goo
     assert after["Body"].read() == catalog(500)
     view = big_fetcher_env.call("get_feed", feed_id=feed["id"]).json()
     assert (view["last_status"], view["last_items"]) == ("failed", 500)
+
+
+def test_a_big_feed_is_stored_in_parts_of_the_smallest_size_and_a_part_whose_send_broke_is_sent_whole(
+    big_fetcher_env: InProcessApi, feed_server: str, service_env: Resources
+) -> None:
+    broken: list[int] = []
+
+    def break_first_send(request: Any, **_: Any) -> None:
+        if not broken:  # the connection drops after the part went out: the retry must rewind it
+            broken.append(len(request.body.read()))
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    events = _s3().meta.events
+    events.register("before-send.s3.UploadPart", break_first_send, unique_id="break-first-send")
+    try:
+        _, run = fetch(big_fetcher_env, feed_server + "/big.xml")
+    finally:
+        events.unregister("before-send.s3.UploadPart", unique_id="break-first-send")
+    body = catalog(BIG_OFFERS)
+    assert (run["status"], run["bytes"], run["items"]) == ("succeeded", len(body), BIG_OFFERS)
+    assert broken == [PART_BYTES]
+    stored = object_of(service_env, run["s3_key"])
+    assert stored["Body"].read() == body
+    parts = -(-len(body) // PART_BYTES)  # all full parts but the last: as few as S3 allows
+    assert parts > 1 and stored["ETag"].strip('"').endswith(f"-{parts}")
 
 
 def test_an_abort_s3_refuses_still_ends_the_run(

@@ -23,6 +23,7 @@ from oauth_connections.core.errors import ServiceUnavailableError
 if TYPE_CHECKING:
     import boto3.session
     import botocore.config
+    import botocore.loaders
     import botocore.session
 
     from oauth_connections.core.config import Settings
@@ -132,30 +133,37 @@ def _client(service: str, limits: CallLimits) -> Any:
 @cache
 def _boto3_session() -> boto3.session.Session:
     import boto3.session
+    import botocore.session
 
-    return boto3.session.Session(botocore_session=_first_session())
+    return boto3.session.Session(botocore_session=share_sdk_models(botocore.session.get_session()))
 
 
 def botocore_session(limits: CallLimits) -> botocore.session.Session:
     """A botocore session whose clients (the Encryption SDK's KMS client) carry the same limits.
 
-    It reads botocore's service descriptions (endpoints, API models, rule sets) through the loader of the
-    boto3 clients' session, which has them cached: a client of a fresh session spends some 35 ms of a cold
-    start finding and parsing them again. The loader only reads files and caches what it parsed."""
+    It reads botocore's service descriptions (endpoints, API models, rule sets) through the process's one
+    loader, which has them cached: a client of a fresh session spends some 35 ms of a cold start finding
+    and parsing them again. The loader only reads files and caches what it parsed."""
     import botocore.session
 
-    session = botocore.session.get_session()
-    session.register_component("data_loader", _first_session().get_component("data_loader"))
+    session = share_sdk_models(botocore.session.get_session())
     session.set_default_client_config(client_config(limits))
     return session
 
 
-@cache
-def _first_session() -> botocore.session.Session:
-    """The botocore session of every boto3 client of this process, as boto3's default session would be."""
-    import botocore.session
+def share_sdk_models(session: botocore.session.Session) -> botocore.session.Session:
+    """Gives `session` the process's one loader of the SDK's JSON models (endpoints, partitions, each
+    service's API). Every botocore session would parse its own copies otherwise, and pynamodb makes a
+    session per connection: a few sessions held over 30 MB of identical model objects."""
+    session.register_component("data_loader", _sdk_models())
+    return session
 
-    return botocore.session.get_session()
+
+@cache
+def _sdk_models() -> botocore.loaders.Loader:
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
 
 
 def is_unavailable(error: BaseException) -> bool:

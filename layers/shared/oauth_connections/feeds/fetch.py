@@ -8,7 +8,9 @@ queue message is done. A redelivery would fail the same way, so none is asked fo
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Buffer
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -34,8 +36,8 @@ from oauth_connections.storage.feeds import (
     save_run,
 )
 
-CHUNK_BYTES = 1024 * 1024
-PART_BYTES = 8 * 1024 * 1024  # S3 multipart parts (at least 5 MiB each but the last)
+CHUNK_BYTES = 256 * 1024  # read from the feed at a time: one decoded chunk, checked, then copied into the part
+PART_BYTES = 5 * 1024 * 1024  # S3's smallest multipart part (all but the last): the one buffer a fetch holds
 MAX_REDIRECTS = 5
 RECORD_RESERVE_SECONDS = 10.0  # a download stops this long before the invocation's end, to record its run
 EXTENSIONS = {"yml": "xml", "xml": "xml", "csv": "csv", "json": "json"}
@@ -66,43 +68,91 @@ def _s3() -> Any:
     return aws.client("s3")
 
 
+class PartBody(io.RawIOBase):
+    """A part as a seekable file over the upload's one buffer. botocore reads a file in chunks (the
+    checksum, the payload signature, the send) and rewinds it for a retry; `bytes` or a `bytearray`
+    body would be a copy of the part, or be copied again into a BytesIO for an aws-chunked upload."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self.view = view
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: len(self.view)}[whence]
+        self.position = min(max(0, base + offset), len(self.view))
+        return self.position
+
+    def read(self, size: int = -1, /) -> bytes:
+        end = len(self.view) if size < 0 else min(len(self.view), self.position + size)
+        chunk, self.position = bytes(self.view[self.position : end]), end
+        return chunk
+
+    def readinto(self, target: Buffer, /) -> int:
+        """What the CRT's signer reads with, when botocore has it."""
+        with memoryview(target) as out:
+            count = min(len(out), len(self.view) - self.position)
+            out[:count] = self.view[self.position : self.position + count]
+        self.position += count
+        return count
+
+
 class StagedUpload:
     """Streams parts to S3 and publishes the object only on commit(); abort() leaves the old one in place.
 
-    Bodies under one part never start a multipart upload: they are put in one request on commit.
+    One buffer of one part holds what is not yet sent, and each part is uploaded from it in place, so
+    memory stays at one part whatever the feed's size. Bodies under one part never start a multipart
+    upload: they are put in one request on commit.
     """
 
     def __init__(self, bucket: str, key: str, content_type: str) -> None:
         self.bucket, self.key, self.content_type = bucket, key, content_type
-        self.buffer = bytearray()
+        self.buffer = bytearray(PART_BYTES)  # zeroed pages are only resident once written
+        self.filled = 0
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
 
     def write(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= PART_BYTES:
-            self._flush(bytes(self.buffer[:PART_BYTES]))
-            del self.buffer[:PART_BYTES]
+        rest = memoryview(data)
+        while rest:
+            count = min(len(rest), PART_BYTES - self.filled)
+            self.buffer[self.filled : self.filled + count] = rest[:count]
+            self.filled += count
+            rest = rest[count:]
+            if self.filled == PART_BYTES:
+                self._flush()
 
-    def _flush(self, data: bytes) -> None:
+    def _staged(self) -> PartBody:
+        return PartBody(memoryview(self.buffer)[: self.filled])
+
+    def _flush(self) -> None:
         if self.upload_id is None:
             created = _s3().create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=self.content_type)
             self.upload_id = created["UploadId"]
         number = len(self.parts) + 1
-        part = _s3().upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
-        )
+        with self._staged() as body:
+            part = _s3().upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+            )
         self.parts.append({"ETag": part["ETag"], "PartNumber": number})
+        self.filled = 0
 
     def commit(self) -> str | None:
         if self.upload_id is None:
-            result = _s3().put_object(
-                Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), ContentType=self.content_type
-            )
+            with self._staged() as body:
+                result = _s3().put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType=self.content_type)
             return cast(str | None, result.get("VersionId"))
-        if self.buffer:
-            self._flush(bytes(self.buffer))
-            self.buffer.clear()
+        if self.filled:
+            self._flush()
         result = _s3().complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
         )
@@ -112,7 +162,7 @@ class StagedUpload:
         """Drop what was staged. An abort S3 refuses is logged; the bucket's lifecycle rule removes the parts."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        self.buffer.clear()
+        self.filled = 0
         upload_id, self.upload_id = self.upload_id, None
         if upload_id is None:
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 
@@ -44,7 +45,7 @@ class XmlChecker:
             raise FeedContentError(f"malformed XML: {error}") from error
 
     def _drain(self) -> None:
-        for event, element in cast(list[tuple[str, ET.Element]], list(self.parser.read_events())):
+        for event, element in cast(Iterator[tuple[str, ET.Element]], self.parser.read_events()):
             if event == "start":
                 tag = element.tag
                 if self.root is None:
@@ -60,10 +61,12 @@ class XmlChecker:
                 self.offers += 1
             self.path.pop()
             self.elements.pop()
-            # Keep memory flat: a finished element is dropped from its parent (it is always the last child).
+            # Keep memory flat: a finished element is dropped from its parent. Elements end in document
+            # order, so it is the parent's first child left; the ones after it that the same chunk built
+            # are already attached, so it is not the last.
             element.clear()
-            if self.elements and len(self.elements[-1]) and self.elements[-1][-1] is element:
-                del self.elements[-1][-1]
+            if self.elements and len(self.elements[-1]) and self.elements[-1][0] is element:
+                del self.elements[-1][0]
 
     def finish(self) -> int | None:
         try:

@@ -37,5 +37,6 @@ def bind_table(table_name: str) -> None:
         if connection is None:
             model._connection = None
             connection = _Binding.connections[(model, table_name, limits)] = model._get_connection()
+            aws.share_sdk_models(connection.connection.session)
         model._connection = connection
     _Binding.table_name, _Binding.limits = table_name, limits

@@ -64,11 +64,13 @@ class _Binding:
 
 @cache
 def _connection(limits: aws.CallLimits) -> Connection:
-    return Connection(
+    connection = Connection(
         connect_timeout_seconds=limits.connect_timeout,
         read_timeout_seconds=limits.read_timeout,
         max_retry_attempts=limits.max_attempts - 1,
     )
+    aws.share_sdk_models(connection.session)
+    return connection
 
 
 def new_transaction() -> TransactWrite:
