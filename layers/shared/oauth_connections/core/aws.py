@@ -117,9 +117,9 @@ def current_limits() -> CallLimits:
     return call_limits(get_settings())
 
 
-def client(service: str) -> Any:
-    """A boto3 client of `service`, bounded by the settings and the invocation's remaining time."""
-    return _client(service, current_limits())
+def client(service: str, limits: CallLimits | None = None) -> Any:
+    """A boto3 client of `service`, bounded by the settings and the invocation's remaining time (or `limits`)."""
+    return _client(service, limits or current_limits())
 
 
 @cache
