@@ -258,7 +258,7 @@ def bench_slow_provider(env: Any, count: int) -> list[Row]:
         (
             "scheduled refresh throughput per worker, 300 ms token endpoint",
             f"{throughput:.2f} refreshes/s",
-            f"{count} connections in batches of 10, messages of a batch one at a time",
+            f"{count} connections in batches of 10, up to 10 messages of a batch at once (RefreshBatchConcurrency)",
         ),
         ("KMS calls per scheduled refresh, worker new to the connection", f"{cold_kms:.2f}", f"{kms}; target 1"),
         ("KMS calls per scheduled refresh, warm worker", f"{warm_kms:.2f}", f"{warm or 'none'}; target 0"),
