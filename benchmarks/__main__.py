@@ -181,7 +181,7 @@ def bench_warm_retrieval(env: Any, iterations: int) -> list[Row]:
         ("raw GetItem latency p50", f"{raw_p50:.2f} ms", "the same item, consistent read, plain boto3 client"),
         ("warm GetToken / raw GetItem (p50)", f"{p50 / raw_p50:.2f}x", "same run, calls alternating; target 1.2x"),
         ("DynamoDB calls per warm retrieval", f"{per_service(calls, 'dynamodb') / 20:g}", str(sorted(calls))),
-        ("KMS calls per warm retrieval", f"{per_service(calls, 'kms') / 20:g}", "data key cached in memory"),
+        ("KMS calls per warm retrieval", f"{per_service(calls, 'kms') / 20:g}", "connection key cached in memory"),
     ]
 
 
@@ -202,7 +202,11 @@ def bench_refresh(env: Any) -> list[tuple[str, str, str]]:
     per_refresh = {name: n / runs for name, n in sorted(totals.items())}
     return [
         ("DynamoDB calls per refresh", f"{per_service(totals, 'dynamodb') / runs:g}", str(per_refresh)),
-        ("KMS calls per refresh", f"{per_service(totals, 'kms') / runs:g}", "new tokens need a data key (cached)"),
+        (
+            "KMS calls per refresh",
+            f"{per_service(totals, 'kms') / runs:g}",
+            "new tokens sealed under the connection key (cached)",
+        ),
         (
             "refresh latency p50 (local token endpoint)",
             f"{statistics.median(durations):.2f} ms",

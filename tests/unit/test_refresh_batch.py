@@ -7,17 +7,21 @@ batch does when the invocation has time for one round of refreshes only.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any, cast
 
 import boto3
 import pytest
 
 from oauth_connections.connections import refresh
+from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import get_settings
 from oauth_connections.oauth import token_endpoint
+from oauth_connections.storage.connections import ConnectionRecord, acquire_lease
 from tests.conftest import InProcessApi, LambdaContext, Resources, load_handler
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 from tests.unit.scheduled_helpers import RefreshQueue, body_of, insert_connected, load, make_due
@@ -204,3 +208,37 @@ def test_a_concurrent_batch_defers_what_starts_without_time_to_finish(
     third = load(tenant, body_of(batch[2])[1])
     assert int(third.token_version) == 1 and cast(object, third.lease_owner) is None
     queue.delete(batch)
+
+
+def test_concurrent_lease_attempts_on_one_connection_have_one_winner(
+    flow_api: InProcessApi, running_endpoint: ScriptedTokenEndpoint, queue: RefreshQueue
+) -> None:
+    """The single-flight refresh rests on the lease's conditional write being atomic, as DynamoDB's is
+    (the embedded AWS serves one DynamoDB request at a time for that): twenty at once, one lease.
+
+    Threads switch far more often than usual meanwhile, as on a loaded machine: an embedded AWS that
+    checked the condition and wrote without holding anything would let two of them win.
+    """
+    [connection_id] = due_connections(flow_api.tenant, running_endpoint.url, 1)
+    records = [load(flow_api.tenant, connection_id) for _ in range(20)]
+    barrier = threading.Barrier(len(records))
+    won: list[tuple[str, bool]] = []
+    until = utcnow() + timedelta(seconds=30)
+
+    def attempt(record: ConnectionRecord, owner: str) -> None:
+        barrier.wait()
+        won.append((owner, acquire_lease(record, owner, until)))
+
+    threads = [threading.Thread(target=attempt, args=(r, f"owner-{n}")) for n, r in enumerate(records)]
+    usual = sys.getswitchinterval()
+    sys.setswitchinterval(0.00001)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(usual)
+    winners = [owner for owner, taken in won if taken]
+    assert len(won) == 20 and len(winners) == 1
+    assert str(load(flow_api.tenant, connection_id).lease_owner) == winners[0]
