@@ -87,9 +87,6 @@ class ConnectionKey:
     blob: bytes
     plaintext: bytes = field(repr=False)
 
-    def kms_context(self) -> dict[str, str]:
-        return _key_context(self.tenant_id, self.connection_id)
-
 
 def _key_context(tenant_id: str, connection_id: str) -> dict[str, str]:
     return {"tenant_id": tenant_id, "connection_id": connection_id, "purpose": CONNECTION_KEY_PURPOSE}
