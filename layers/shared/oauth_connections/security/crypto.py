@@ -181,7 +181,7 @@ class Envelope:
     # ---- connection keys
     def new_connection_key(self, tenant_id: str, connection_id: str) -> ConnectionKey:
         """A new data key for the connection (one GenerateDataKey)."""
-        with _kms_errors():
+        with _kms_errors(decrypting=False):
             answer = aws.client("kms", self._limits).generate_data_key(
                 KeyId=self._key_arn, KeySpec="AES_256", EncryptionContext=_key_context(tenant_id, connection_id)
             )
@@ -200,7 +200,7 @@ class Envelope:
         cached = _connection_keys.get(blob, tenant_id, connection_id)
         if cached is not None:
             return cached
-        with _kms_errors():
+        with _kms_errors(decrypting=True):
             answer = aws.client("kms", self._limits).decrypt(
                 CiphertextBlob=blob, KeyId=self._key_arn, EncryptionContext=_key_context(tenant_id, connection_id)
             )
@@ -293,8 +293,10 @@ def _sdk_parts(key_arn: str, limits: aws.CallLimits) -> tuple[Any, Any, Any]:
 
 
 @contextmanager
-def _kms_errors() -> Iterator[None]:
-    """A direct KMS call's failure as the service reports it: unavailable, refused, or not this key."""
+def _kms_errors(*, decrypting: bool) -> Iterator[None]:
+    """A direct KMS call's failure as the service reports it: unavailable, or for a decryption refused
+    (`key_unavailable`) or not this connection's key. A refused new key is the deployment's fault, not
+    a stored value's, and stays the error it is."""
     from botocore.exceptions import ClientError
 
     try:
@@ -303,6 +305,8 @@ def _kms_errors() -> Iterator[None]:
         code = str(error.response.get("Error", {}).get("Code", ""))
         if aws.is_unavailable(error):
             raise ServiceUnavailableError("the key service is unavailable; try again shortly") from error
+        if not decrypting:
+            raise
         if code in _NOT_THIS_KEY_CODES:
             raise DecryptionError("the data key does not belong to this connection") from error
         raise KeyUnavailableError(code or "unknown") from error
