@@ -244,10 +244,11 @@ class Environment:
         return ids
 
     def forget_data_keys(self) -> None:
-        """Drops this process's envelopes and so their data key caches, as in a worker that starts afresh."""
+        """Drops this process's envelopes and connection keys, as in a worker that starts afresh."""
         from oauth_connections.security import crypto
 
         crypto._envelope.cache_clear()
+        crypto._connection_keys.clear()
 
     def age_all(self, ids: list[str]) -> None:
         for connection_id in ids:

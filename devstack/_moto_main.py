@@ -10,20 +10,42 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+class SerializedDynamoDB:
+    """One DynamoDB request at a time, as DynamoDB applies each conditional write atomically.
+
+    moto reads the item, evaluates the condition and then writes, with nothing held in between: two
+    conditional writes served by two threads at once could both pass (two refresh leases taken on one
+    item). Other services are served concurrently, as before.
+    """
+
+    def __init__(self, application: Callable[..., Iterable[bytes]]) -> None:
+        self._application = application
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return self._application(environ, start_response)
+        with self._lock:
+            return list(self._application(environ, start_response))
+
+
+def embedded_aws_application() -> SerializedDynamoDB:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
 
 
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    application = DomainDispatcherApplication(create_backend_app)
-    server = make_server(host, port, application, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, embedded_aws_application(), threaded=True, request_handler=MotoRequestHandler)
     os.environ["MOTO_PORT"] = str(server.server_port)
 
     def exit_with_parent() -> None:

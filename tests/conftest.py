@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,16 +45,22 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def aws_endpoint() -> Iterator[str]:
-    """moto in server mode: boto3 and pynamodb talk HTTP to it exactly as to AWS."""
-    from moto.server import ThreadedMotoServer
+    """moto in server mode: boto3 and pynamodb talk HTTP to it exactly as to AWS (the local stack's app)."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
+    from devstack._moto_main import embedded_aws_application
+
+    server = make_server(
+        "127.0.0.1", free_port(), embedded_aws_application(), threaded=True, request_handler=MotoRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="embedded-aws", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
     os.environ["AWS_ENDPOINT_URL"] = url
     yield url
-    server.stop()
+    server.shutdown()
+    thread.join()
 
 
 @dataclass(frozen=True)

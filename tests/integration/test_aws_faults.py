@@ -21,7 +21,7 @@ import requests
 from devstack import FunctionError, Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
 from tests.support.aws_fault_proxy import AwsFaultProxy, Mode
-from tests.support.provider import OidcProvider, standard_clients
+from tests.support.provider import AUTH_METHOD_CLIENTS, OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import (
     age_tokens,
@@ -137,12 +137,17 @@ def test_key_service_failing_inside_a_refresh_is_not_the_providers_fault(
     api = ApiClient(fault_stack).as_tenant(tenant)
     connection = create_connection(api, fault_provider)
     connect(api, connection["id"], RETURN_URL)
-    first = get_token(fault_stack, tenant, connection["id"])  # the tokens' data key is now cached
+    # The client secret entered again is sealed under a new key of its own (the tokens keep theirs until
+    # their next write), which GetTokenFunction has not opened.
+    secret = AUTH_METHOD_CLIENTS["client_secret_basic"][1]
+    patched = api.patch(f"/connections/{connection['id']}", json={"client_secret": secret})
+    assert patched.status_code == 200, patched.text
+    first = get_token(fault_stack, tenant, connection["id"])  # the tokens' key is now cached
     age_tokens(fault_stack, tenant, connection["id"])
     before = stored_item(fault_stack, tenant, connection["id"])
     refreshed_before = refreshes(fault_provider)
     payload = {"tenant_id": tenant, "connection_id": connection["id"], "force_refresh": True}
-    with aws_proxy.fault(fault, "kms"):  # the client secret needs KMS: its data key is not cached
+    with aws_proxy.fault(fault, "kms"):  # the client secret needs KMS: its key is not cached
         result = invoke(fault_stack.lambda_client(), payload)
     assert result.function_error is None, result
     assert result.payload["error"]["code"] == "service_unavailable", result

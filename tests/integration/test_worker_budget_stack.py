@@ -1,8 +1,8 @@
 """RefreshWorkerFunction on the local stack, through the local Lambda endpoint, with too little time left.
 
 Here a refresh may take 52 s (a 50 s provider deadline and the store) and the worker's Timeout is 60 s:
-after one slow refresh, the worker has no time for another, so it reports the rest of its batch back,
-by message id, untouched, for SQS to deliver again.
+one message at a time (RefreshBatchConcurrency 1), after one slow refresh the worker has no time for
+another, so it reports the rest of its batch back, by message id, untouched, for SQS to deliver again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         template_path=DEFAULT_TEMPLATE,
         repo_root=REPO_ROOT,
         state_dir=tmp_path_factory.mktemp("devstack-budget"),
-        env_overrides={"OUTBOUND_TIMEOUT_SECONDS": "50", "REFRESH_LEASE_SECONDS": "55"},
+        env_overrides={
+            "OUTBOUND_TIMEOUT_SECONDS": "50",
+            "REFRESH_LEASE_SECONDS": "55",
+            "REFRESH_BATCH_CONCURRENCY": "1",
+        },
         schedules=False,
         with_provider=False,
     ) as running:

@@ -18,7 +18,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "ListActivityFunction": {"actions": {"dynamodb:Query"}},
     "CreateConnectionFunction": {
         "actions": {"dynamodb:PutItem", "kms:GenerateDataKey", "events:PutEvents"},
-        "encrypt": {"client_secret"},
+        "encrypt": {"connection"},
     },
     "UpdateConnectionFunction": {
         "actions": {
@@ -29,11 +29,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "encrypt": {"client_secret"},
+        "encrypt": {"connection"},
     },
     "DeleteConnectionFunction": {
         "actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "kms:Decrypt", "events:PutEvents"},
-        "decrypt": {"tokens", "client_secret"},
+        "decrypt": {"tokens", "client_secret", "connection"},
     },
     "OpenApiFunction": {"actions": set()},
     "ListProvidersFunction": {"actions": set()},
@@ -46,8 +46,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "decrypt": {"client_secret"},
-        "encrypt": {"tokens"},
+        "decrypt": {"client_secret", "connection"},
+        "encrypt": {"connection"},
     },
     "AuthorizeRedirectFunction": {
         "actions": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "kms:GenerateDataKey"},
@@ -62,8 +62,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "decrypt": {"flow", "client_secret"},
-        "encrypt": {"tokens"},
+        "decrypt": {"flow", "client_secret", "connection"},
+        "encrypt": {"connection"},
     },
     "GetTokenFunction": {
         "actions": {
@@ -74,8 +74,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "decrypt": {"tokens", "client_secret"},
-        "encrypt": {"tokens"},
+        "decrypt": {"tokens", "client_secret", "connection"},
+        "encrypt": {"connection"},
     },
     "CallApiFunction": {
         "actions": {
@@ -86,8 +86,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "decrypt": {"tokens", "client_secret"},
-        "encrypt": {"tokens"},
+        "decrypt": {"tokens", "client_secret", "connection"},
+        "encrypt": {"connection"},
     },
     "RefreshConnectionFunction": {
         "actions": {
@@ -98,8 +98,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "decrypt": {"tokens", "client_secret"},
-        "encrypt": {"tokens"},
+        "decrypt": {"tokens", "client_secret", "connection"},
+        "encrypt": {"connection"},
     },
     "TestConnectionFunction": {
         "actions": {
@@ -110,8 +110,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "decrypt": {"tokens", "client_secret"},
-        "encrypt": {"tokens"},
+        "decrypt": {"tokens", "client_secret", "connection"},
+        "encrypt": {"connection"},
     },
     "RefreshSchedulerFunction": {"actions": {"dynamodb:Query", "sqs:SendMessage"}},
     "RefreshWorkerFunction": {
@@ -123,8 +123,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
-        "decrypt": {"tokens", "client_secret"},
-        "encrypt": {"tokens"},
+        "decrypt": {"tokens", "client_secret", "connection"},
+        "encrypt": {"connection"},
     },
     "ListFeedsFunction": {"actions": {"dynamodb:Query"}},
     "GetFeedFunction": {"actions": {"dynamodb:GetItem"}},

@@ -22,7 +22,12 @@ from oauth_connections.core.config import get_settings
 from oauth_connections.oauth import token_endpoint
 from oauth_connections.security import crypto
 from oauth_connections.storage.binding import MODELS
-from oauth_connections.storage.connections import ConnectionRecord, acquire_lease, store_refreshed
+from oauth_connections.storage.connections import (
+    ConnectionRecord,
+    acquire_lease,
+    replace_client_secret,
+    store_refreshed,
+)
 from oauth_connections.storage.table import _Binding, _connection
 from tests.conftest import InProcessApi, LambdaContext, LogCapture, load_handler
 from tests.support.aws_fault_proxy import AwsFaultProxy
@@ -48,13 +53,14 @@ def get_token(tenant: str, connection_id: str, remaining_millis: int = 25_000, *
 
 
 def _new_aws_clients() -> None:
-    """Every SDK client of the service is created again, so the endpoint in the environment applies."""
+    """Every SDK client of the service is created again, so the endpoint in the environment applies; no key is cached."""
     _connection.cache_clear()
     _Binding.connections.clear()
     _Binding.table_name = None
     for model in MODELS:
         model._connection = None
     crypto._envelope.cache_clear()
+    crypto._connection_keys.clear()
     aws_clients._client.cache_clear()
 
 
@@ -266,9 +272,20 @@ def test_the_new_refresh_token_survives_a_storage_outage_that_outlasts_the_lease
 def test_an_unexpected_error_in_the_holder_releases_the_lease_and_backs_off(
     flow_api: InProcessApi, scripted: tuple[str, ScriptedTokenEndpoint], aws: AwsFaultProxy
 ) -> None:
-    """KMS refuses the client secret's data key inside the holder (the tokens' data key is cached)."""
+    """KMS refuses the client secret's key inside the holder (the tokens' key is cached).
+
+    The secret is under a key of its own, as after an update of the secret, until the next token write.
+    """
     connection_id, endpoint = scripted
-    stored_tokens(flow_api.tenant, connection_id)  # a warm function: the tokens' data key is cached
+    settings = get_settings()
+    record = load(flow_api.tenant, connection_id)
+    envelope = crypto.envelope_for(settings.encryption_key_arn)
+    secret = (tokens.client_secret(settings, record) or "").encode()
+    new_key = envelope.new_connection_key(flow_api.tenant, connection_id)
+    resealed = envelope.seal(secret, tokens.secret_context(record), new_key)
+    assert replace_client_secret(record, record.client_secret_ciphertext, resealed)
+    crypto._connection_keys.clear()
+    stored_tokens(flow_api.tenant, connection_id)  # a warm function: the tokens' key is cached
     aws.fail_with("kms", 30.0, 400, "DisabledException")
     result = get_token(flow_api.tenant, connection_id, force_refresh=True)
     assert result["error"]["code"] == "internal_error"

@@ -35,7 +35,7 @@ from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import DecryptionError, ServiceError
 from oauth_connections.core.observability import logger, metrics
 from oauth_connections.oauth import token_endpoint
-from oauth_connections.security.crypto import KeyUnavailableError, envelope_for
+from oauth_connections.security.crypto import KeyUnavailableError
 from oauth_connections.security.policy import url_policy
 from oauth_connections.storage.connections import (
     CONNECTIONS,
@@ -189,6 +189,7 @@ def _refresh_as_holder(
     if stored is not None:
         return stored
     logger.info("tokens refreshed", extra=context | {"duration_ms": int((time.monotonic() - started) * 1000)})
+    _migrate_client_secret(settings, record, context)
     _record_success_activity(settings, record, reason, actor, was_failing=was_failing)
     if settings.publish_refreshed_events:
         events.publish(
@@ -200,6 +201,15 @@ def _refresh_as_holder(
             reason=reason,
         )
     return Refreshed(record, fresh)
+
+
+def _migrate_client_secret(settings: Settings, record: ConnectionRecord, context: dict[str, str]) -> None:
+    """A client secret of the older format joins the new tokens' key; failing that, it stays as it is."""
+    try:
+        if tokens.migrate_client_secret(settings, record):
+            logger.info("client secret sealed under the connection key", extra=context)
+    except Exception as error:  # noqa: BLE001 - the tokens are stored; the secret still opens as it is
+        logger.warning("client secret not migrated", extra=context | {"error": _describe(error)})
 
 
 def _record_success_activity(
@@ -428,9 +438,7 @@ def _keep_for_recovery(
     pause = FIRST_STORE_PAUSE_SECONDS
     for attempt in range(1, RECOVERY_ATTEMPTS + 1):
         try:
-            ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
-                fresh.to_json(), tokens.token_context(record)
-            )
+            ciphertext = tokens.seal_tokens(settings, record, fresh)
             kept = store_recovery(record, seen, ciphertext)
         except Exception as error:  # noqa: BLE001 - retried within the invocation, then reported below
             failure = error

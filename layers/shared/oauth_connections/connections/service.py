@@ -49,8 +49,10 @@ def _bind(settings: Settings) -> None:
 
 
 def _encrypt_secret(settings: Settings, tenant_id: str, connection_id: str, secret: str) -> bytes:
+    """A new client secret gets a new connection key (the tokens join it on their next write)."""
+    envelope = envelope_for(settings.encryption_key_arn)
     context = EncryptionContext(tenant_id, connection_id, "client_secret")
-    return envelope_for(settings.encryption_key_arn).encrypt(secret.encode(), context)
+    return envelope.seal(secret.encode(), context, envelope.new_connection_key(tenant_id, connection_id))
 
 
 def to_view(record: ConnectionRecord, caller: Caller) -> ConnectionOut:

@@ -1,4 +1,9 @@
-"""Tokens of a connection: stored envelope-encrypted on the connection item, one version at a time."""
+"""Tokens of a connection: stored sealed under the connection's key on the connection item, one version at a time.
+
+A token write reuses the key the client secret is sealed under (else the stored tokens' key), so a
+connection's values share one key; a new grant gets a new key, with the client secret sealed again
+under it. Values in the older format are read as they are and written in the new one.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,13 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import ConflictError
 from oauth_connections.oauth import token_endpoint
-from oauth_connections.security.crypto import EncryptionContext, envelope_for
-from oauth_connections.storage.connections import CONNECTIONS, ConnectionRecord, save_connection
+from oauth_connections.security.crypto import ConnectionKey, EncryptionContext, envelope_for, is_sealed
+from oauth_connections.storage.connections import (
+    CONNECTIONS,
+    ConnectionRecord,
+    replace_client_secret,
+    save_connection,
+)
 
 SAVE_ATTEMPTS = 3
 
@@ -21,11 +31,19 @@ def token_context(record: ConnectionRecord) -> EncryptionContext:
     return EncryptionContext(record.tenant_id, record.connection_id, "tokens")
 
 
+def secret_context(record: ConnectionRecord) -> EncryptionContext:
+    return EncryptionContext(record.tenant_id, record.connection_id, "client_secret")
+
+
+def client_secret(settings: Settings, record: ConnectionRecord) -> str | None:
+    ciphertext = cast(bytes | None, record.client_secret_ciphertext)  # nullable; the stubs do not say so
+    if ciphertext is None:
+        return None
+    return envelope_for(settings.encryption_key_arn).decrypt(ciphertext, secret_context(record)).decode()
+
+
 def client_settings(settings: Settings, record: ConnectionRecord) -> token_endpoint.ClientSettings:
-    secret = None
-    if record.client_secret_ciphertext is not None:
-        context = EncryptionContext(record.tenant_id, record.connection_id, "client_secret")
-        secret = envelope_for(settings.encryption_key_arn).decrypt(record.client_secret_ciphertext, context).decode()
+    secret = client_secret(settings, record)
     return token_endpoint.ClientSettings(
         client_id=record.client_id,
         client_secret=secret,
@@ -83,9 +101,50 @@ def recovered_tokens(settings: Settings, record: ConnectionRecord) -> token_endp
     return token_endpoint.TokenSet.from_json(plaintext)
 
 
-def apply_tokens(settings: Settings, record: ConnectionRecord, token_set: token_endpoint.TokenSet) -> None:
-    record.tokens_ciphertext = envelope_for(settings.encryption_key_arn).encrypt(
-        token_set.to_json(), token_context(record)
+def migrate_client_secret(settings: Settings, record: ConnectionRecord) -> bool:
+    """Seal a client secret of the older format under the key of the connection's (just written) tokens.
+
+    Conditional on the stored secret being the one read, so a secret changed meanwhile is kept.
+    """
+    stored = cast(bytes | None, record.client_secret_ciphertext)
+    if stored is None or is_sealed(stored):
+        return False
+    secret = client_secret(settings, record)
+    envelope = envelope_for(settings.encryption_key_arn)
+    key = envelope.connection_key(record.tenant_id, record.connection_id, cast(bytes | None, record.tokens_ciphertext))
+    sealed = envelope.seal((secret or "").encode(), secret_context(record), key)
+    migrated = replace_client_secret(record, stored, sealed)
+    if migrated:
+        record.client_secret_ciphertext = sealed
+    return migrated
+
+
+def current_key(settings: Settings, record: ConnectionRecord) -> ConnectionKey:
+    """The connection's key: the one its client secret is sealed under, else its tokens', else a new one."""
+    return envelope_for(settings.encryption_key_arn).connection_key(
+        record.tenant_id,
+        record.connection_id,
+        record.client_secret_ciphertext,
+        cast(bytes | None, record.tokens_ciphertext),
+    )
+
+
+def seal_tokens(settings: Settings, record: ConnectionRecord, token_set: token_endpoint.TokenSet) -> bytes:
+    return envelope_for(settings.encryption_key_arn).seal(
+        token_set.to_json(), token_context(record), current_key(settings, record)
+    )
+
+
+def apply_tokens(
+    settings: Settings,
+    record: ConnectionRecord,
+    token_set: token_endpoint.TokenSet,
+    key: ConnectionKey | None = None,
+) -> None:
+    """Set the tokens on the record, sealed under `key` (by default the connection's current key)."""
+    envelope = envelope_for(settings.encryption_key_arn)
+    record.tokens_ciphertext = envelope.seal(
+        token_set.to_json(), token_context(record), key or current_key(settings, record)
     )
     record.token_version = int(record.token_version or 0) + 1
     record.has_refresh_token = bool(token_set.refresh_token)
@@ -109,11 +168,16 @@ def store_connected(
     were obtained under: when an edit changed them meanwhile, the tokens belong to the old settings and
     are refused (ConflictError `connection_changed`).
     """
+    envelope = envelope_for(settings.encryption_key_arn)
+    key = envelope.new_connection_key(tenant_id, connection_id)  # a new grant, a new key
     for attempt in range(SAVE_ATTEMPTS):
         record = CONNECTIONS.load(tenant_id, connection_id, consistent=True)
         if grant is not None and grants.fingerprint(record) != grant:
             raise ConflictError("the connection's grant settings changed meanwhile", code="connection_changed")
-        apply_tokens(settings, record, token_set)
+        secret = client_secret(settings, record)
+        if secret is not None:  # the versioned save below keeps a secret changed meanwhile
+            record.client_secret_ciphertext = envelope.seal(secret.encode(), secret_context(record), key)
+        apply_tokens(settings, record, token_set, key)
         record.recovered_tokens_ciphertext = None  # a new grant: tokens kept from the old one are void
         record.recovered_after_version = None
         record.status = "connected"

@@ -12,6 +12,7 @@ whatever wrapper botocore, pynamodb or the Encryption SDK put around it, and ans
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -119,9 +120,17 @@ def current_limits() -> CallLimits:
     return call_limits(get_settings())
 
 
-def client(service: str) -> Any:
-    """A boto3 client of `service`, bounded by the settings and the invocation's remaining time."""
-    return _client(service, current_limits())
+def client(service: str, limits: CallLimits | None = None) -> Any:
+    """A boto3 client of `service`, bounded by the settings and the invocation's remaining time (or `limits`).
+
+    Clients are thread-safe, but creating one from boto3's default session is not: one thread at a time.
+    """
+    chosen = limits or current_limits()
+    with _client_lock:
+        return _client(service, chosen)
+
+
+_client_lock = threading.Lock()
 
 
 @cache

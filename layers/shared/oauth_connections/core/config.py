@@ -52,6 +52,8 @@ class Settings(BaseModel):
     keepalive_hours: int = Field(default=24, ge=1)
     due_shards: int = Field(default=16, ge=1, le=256)
     refresh_queue_url: str | None = None
+    # Messages of one batch the refresh worker refreshes at once (each mostly waits for its provider).
+    refresh_batch_concurrency: int = Field(default=10, ge=1, le=10)
     # Feeds.
     feeds_bucket_name: str | None = None
     feed_queue_url: str | None = None
@@ -122,6 +124,7 @@ _ENV_NAMES = {
     "keepalive_hours": "KEEPALIVE_HOURS",
     "due_shards": "DUE_SHARDS",
     "refresh_queue_url": "REFRESH_QUEUE_URL",
+    "refresh_batch_concurrency": "REFRESH_BATCH_CONCURRENCY",
     "feeds_bucket_name": "FEEDS_BUCKET_NAME",
     "feed_queue_url": "FEED_QUEUE_URL",
     "feed_max_bytes": "FEED_MAX_BYTES",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -41,14 +42,41 @@ def _process_record(record: SQSRecord) -> str:
     return outcome
 
 
+def _failed(record: SQSRecord, future: Future[str]) -> bool:
+    error = future.exception()
+    if error is None:
+        return False
+    if isinstance(error, OutOfTimeError):
+        logger.info("scheduled refresh deferred", extra={"message_id": record.message_id, "reason": str(error)})
+    else:
+        logger.error(
+            "scheduled refresh failed",
+            extra={"message_id": record.message_id},
+            exc_info=(type(error), error, error.__traceback__),
+        )
+    return True
+
+
+def refresh_batch(records: list[SQSRecord], concurrency: int) -> list[str]:
+    """Refresh the batch's messages, up to `concurrency` at once; returns the ids of the failed ones.
+
+    Each refresh mostly waits for its provider, so threads overlap those waits. A message starts only
+    with the time to finish (checked when its turn comes), and each runs in a copy of this context,
+    where the invocation's deadline bounds its lease and its calls. What fails, or finds no time, is
+    reported back by message id for SQS to deliver again; the others are done.
+    """
+    if not records:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(records)))) as pool:
+        futures = [(record, pool.submit(copy_context().run, _process_record, record)) for record in records]
+    return [record.message_id for record, future in futures if _failed(record, future)]
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handle_refresh_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # Messages left when time runs short are reported as failures (not processed), so SQS redelivers them.
-    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    records = [SQSRecord(raw) for raw in event.get("Records") or []]
     with budget.invocation(context):
-        response = process_partial_response(
-            event=event, record_handler=_process_record, processor=processor, context=context
-        )
-    return dict(response)
+        failed = refresh_batch(records, get_settings().refresh_batch_concurrency)
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from oauth_connections.core import aws
@@ -25,6 +26,14 @@ def bind_table(table_name: str) -> None:
     """Point every model at the table, with the timeouts and attempts of core/aws.py; cheap when unchanged
     (called on each request path, so a call made near the invocation's deadline gets shorter timeouts)."""
     limits = aws.current_limits()
+    with _lock:  # the refresh worker's threads bind too
+        _bind(table_name, limits)
+
+
+_lock = threading.Lock()
+
+
+def _bind(table_name: str, limits: aws.CallLimits) -> None:
     if _Binding.table_name == table_name and _Binding.limits == limits:
         return
     for model in MODELS:

@@ -207,6 +207,15 @@ def store_recovery(record: ConnectionRecord, seen_token_version: int, ciphertext
     )
 
 
+def replace_client_secret(record: ConnectionRecord, stored: bytes, replacement: bytes) -> bool:
+    """Write the client secret in another encoding, only while the stored one is still `stored`."""
+    return conditional_update(
+        record,
+        [ConnectionRecord.client_secret_ciphertext.set(replacement)],
+        ConnectionRecord.pk.exists() & (ConnectionRecord.client_secret_ciphertext == stored),
+    )
+
+
 def release_lease(record: ConnectionRecord, owner: str, actions: list[Any]) -> bool:
     """Record the outcome of a failed refresh and release our lease (if it is still ours)."""
     return conditional_update(

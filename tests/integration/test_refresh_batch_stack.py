@@ -1,0 +1,143 @@
+"""RefreshWorkerFunction on the local stack, fed by the RefreshQueue's event source mapping.
+
+Messages go onto the queue as the sweep puts them there; the stack's poller hands them to the worker in
+one batch (the template's batch size and batching window), invokes it through the local Lambda runtime
+and deletes only what the worker did not report. The good refreshes overlap at a slow provider, and
+exactly the failed messages stay on the queue for SQS to deliver again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devstack import Stack
+from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
+from tests.support.stack_fixtures import ApiClient
+from tests.support.stack_flows import invoke, new_tenant, stored_item
+from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
+
+PROVIDER_DELAY_SECONDS = 3.0
+SHORT_TOKEN = {"access_token": "service-token", "token_type": "bearer", "expires_in": 2}
+TOKEN = {"access_token": "service-token-2", "token_type": "bearer", "expires_in": 3600}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(
+        template_path=DEFAULT_TEMPLATE,
+        repo_root=REPO_ROOT,
+        state_dir=tmp_path_factory.mktemp("devstack-batch"),
+        schedules=False,
+        with_provider=False,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[ScriptedTokenEndpoint]:
+    with ScriptedTokenEndpoint() as running:
+        yield running
+
+
+def connect_service_account(api: ApiClient, endpoint: ScriptedTokenEndpoint) -> str:
+    """A client-credentials connection: connected at once, its short-lived token soon due for refresh."""
+    body: dict[str, Any] = {
+        "name": f"batch {time.time_ns()}",
+        "grant_type": "client_credentials",
+        "client_id": "service",
+        "client_secret": "service-secret",
+        "token_url": endpoint.url,
+    }
+    created = api.post("/connections", json=body)
+    assert created.status_code == 201, created.text
+    connection_id: str = created.json()["id"]
+    endpoint.queue(Scripted(body=SHORT_TOKEN))
+    connected = api.post(f"/connections/{connection_id}/authorize", json={})
+    assert connected.status_code == 200 and connected.json()["status"] == "connected", connected.text
+    return connection_id
+
+
+def alter_tokens(stack: Stack, tenant: str, connection_id: str) -> None:
+    """One bit of the stored tokens flipped: they no longer decrypt, so the refresh fails unexpectedly."""
+    item = stored_item(stack, tenant, connection_id)
+    altered = bytearray(item["tokens_ciphertext"]["B"])
+    altered[-1] ^= 0x01
+    stack.boto3_client("dynamodb").update_item(
+        TableName=stack.physical_ids["ConnectionsTable"],
+        Key={"pk": {"S": f"TENANT#{tenant}"}, "sk": {"S": f"CONNECTION#{connection_id}"}},
+        UpdateExpression="SET tokens_ciphertext = :t",
+        ExpressionAttributeValues={":t": {"B": bytes(altered)}},
+    )
+
+
+def reported_failures(stack: Stack) -> set[str]:
+    failed: set[str] = set()
+    for line in stack.function_logs("RefreshWorkerFunction"):
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            entry = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("message") == "scheduled refresh failed":
+            failed.add(str(entry["message_id"]))
+    return failed
+
+
+def test_a_batch_is_refreshed_concurrently_and_exactly_its_failures_stay_queued(
+    stack: Stack, endpoint: ScriptedTokenEndpoint
+) -> None:
+    tenant = new_tenant("batch")
+    api = ApiClient(stack).as_tenant(tenant)
+    good = [connect_service_account(api, endpoint) for _ in range(3)]
+    broken = connect_service_account(api, endpoint)
+    alter_tokens(stack, tenant, broken)
+    versions = {c: stored_item(stack, tenant, c)["token_version"] for c in good}
+    warm = invoke(stack.lambda_client(), {"Records": []}, "RefreshWorkerFunction")
+    assert warm.payload == {"batchItemFailures": []}, warm
+    time.sleep(1.5)  # every token is due now
+    endpoint.requests.clear()
+    endpoint.default = Scripted(body=TOKEN, delay=PROVIDER_DELAY_SECONDS)
+
+    bodies = [json.dumps({"tenant_id": tenant, "connection_id": c}) for c in [*good, broken]]
+    bodies += ["{not json", json.dumps({"tenant_id": tenant})]
+    sqs = stack.boto3_client("sqs")
+    queue_url = stack.physical_ids["RefreshQueue"]
+    started = time.monotonic()
+    sent = sqs.send_message_batch(
+        QueueUrl=queue_url, Entries=[{"Id": str(n), "MessageBody": body} for n, body in enumerate(bodies)]
+    )
+    message_ids = {int(entry["Id"]): entry["MessageId"] for entry in sent["Successful"]}
+    assert len(message_ids) == len(bodies)
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(stored_item(stack, tenant, c)["token_version"] != versions[c] for c in good):
+            break
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    assert all(stored_item(stack, tenant, c)["token_version"] != versions[c] for c in good)
+    # One after another, the three good refreshes alone would take three provider delays.
+    assert elapsed < 2.5 * PROVIDER_DELAY_SECONDS, elapsed
+    assert len(endpoint.requests) == 3
+
+    expected = {message_ids[3], message_ids[4], message_ids[5]}
+    while time.monotonic() < deadline and reported_failures(stack) != expected:
+        time.sleep(0.2)
+    assert reported_failures(stack) == expected
+    counts: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        counts = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+        if counts["ApproximateNumberOfMessagesNotVisible"] == "3":
+            break
+        time.sleep(0.2)
+    # The poller deleted the three it was not told about; the three reported wait for redelivery.
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "3"
+    assert stored_item(stack, tenant, broken).get("lease_owner") is None
