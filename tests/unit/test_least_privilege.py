@@ -26,9 +26,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "dynamodb:UpdateItem",
             "dynamodb:PutItem",
             "dynamodb:DeleteItem",
+            "kms:Decrypt",
             "kms:GenerateDataKey",
             "events:PutEvents",
         },
+        # A grant-ending edit revokes the old grant (its tokens and secret); a new secret retries a refresh.
+        "decrypt": {"tokens", "client_secret", "connection"},
         "encrypt": {"connection"},
     },
     "DeleteConnectionFunction": {
@@ -232,6 +235,7 @@ def test_only_token_users_can_decrypt_tokens() -> None:
         "RefreshConnectionFunction",
         "RefreshWorkerFunction",
         "TestConnectionFunction",
+        "UpdateConnectionFunction",
     }
     readers = {name for name in EXPECTED if "kms:Decrypt" in actions_of(name)}
     writers = {name for name in EXPECTED if "kms:GenerateDataKey" in actions_of(name)}
