@@ -1,4 +1,4 @@
-"""What the benchmarks run against: moto in server mode provisioned from template.yaml, local token
+"""What the benchmarks run against: moto in server mode (a process of its own) provisioned from template.yaml, local token
 endpoints (one fast, one that answers in 300 ms like a real provider), and the service's functions
 in-process (warm) or in fresh interpreters (cold).
 
@@ -114,18 +114,17 @@ class Environment:
     def __enter__(self) -> Self:
         import logging
 
-        from moto.server import ThreadedMotoServer
-
-        from devstack.aws import Provisioner
+        from devstack.aws import MotoServer, Provisioner
+        from devstack.logs import LogSink
         from devstack.template import load_template, parameter_values
-        from tests.conftest import free_port
         from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        port = free_port()
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self.moto.start()
-        self.aws_url = f"http://127.0.0.1:{port}"
+        # The embedded AWS runs in a process of its own, as the local stack runs it and as AWS is to a
+        # Lambda: its work does not take the measured process's CPU or interpreter lock.
+        self.moto = MotoServer(0, LogSink(REPO / ".bench" / "aws", echo=False))
+        self.moto.wait_ready()
+        self.aws_url = self.moto.url
         os.environ["AWS_ENDPOINT_URL"] = self.aws_url
         template = load_template(REPO / "template.yaml")
         fields = {"api_url": "https://api.example.com", "lambda_url": "", "aws_url": self.aws_url}
@@ -249,6 +248,13 @@ class Environment:
 
         crypto._envelope.cache_clear()
         crypto._connection_keys.clear()
+
+    def batch_concurrency(self, limit: int) -> None:
+        """How many messages of a batch the refresh worker refreshes at once (RefreshBatchConcurrency)."""
+        from oauth_connections.core.config import get_settings
+
+        os.environ["REFRESH_BATCH_CONCURRENCY"] = str(limit)
+        get_settings.cache_clear()
 
     def age_all(self, ids: list[str]) -> None:
         for connection_id in ids:
