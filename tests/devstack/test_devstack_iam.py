@@ -1,0 +1,319 @@
+"""The local stack's IAM emulation: the evaluator against template.yaml's own policies, and the requests
+it derives from what boto3 and pynamodb send."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pytest
+
+from devstack import config
+from devstack.iam import (
+    Request,
+    Resources,
+    Statement,
+    condition_holds,
+    credential_of,
+    dynamodb_requests,
+    events_requests,
+    function_statements,
+    is_allowed,
+    kms_requests,
+    s3_requests,
+    sqs_requests,
+)
+from devstack.template import Resolver, function_properties, load_template, parameter_values
+
+PREFIX = f"arn:aws:{{}}:{config.REGION}:{config.ACCOUNT_ID}:"
+TABLE = PREFIX.format("dynamodb") + "table/connections"
+DUE_INDEX = TABLE + "/index/DueIndex"
+KEY = PREFIX.format("kms") + "key/service-key"
+BUS = PREFIX.format("events") + "event-bus/default"
+REFRESH_QUEUE = PREFIX.format("sqs") + "refresh-queue"
+FEED_QUEUE = PREFIX.format("sqs") + "feed-queue"
+BUCKET = "arn:aws:s3:::feeds-bucket"
+GET_TOKEN = PREFIX.format("lambda") + "function:get-token"
+
+ATTRIBUTES: dict[tuple[str, str | None], str] = {
+    ("ConnectionsTable", "Arn"): TABLE,
+    ("ConnectionsTable", None): "connections",
+    ("EncryptionKey", "Arn"): KEY,
+    ("RefreshQueue", "Arn"): REFRESH_QUEUE,
+    ("FeedFetchQueue", "Arn"): FEED_QUEUE,
+    ("FeedsBucket", "Arn"): BUCKET,
+    ("GetTokenFunction", "Arn"): GET_TOKEN,
+}
+
+
+@cache
+def policies() -> dict[str, list[Statement]]:
+    template = load_template(config.DEFAULT_TEMPLATE)
+    fields = {"api_url": "http://127.0.0.1:1", "lambda_url": "", "aws_url": "", "console_url": ""}
+    resolver = Resolver(
+        parameters=parameter_values(template, {}, fields),
+        attribute=lambda logical_id, name: ATTRIBUTES[(logical_id, name)],
+        conditions=template.get("Conditions"),
+    )
+    return {
+        logical_id: function_statements(template, function_properties(template, resource), resolver.resolve)
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def item(action: str, pk: str) -> Request:
+    return Request(f"dynamodb:{action}", TABLE, {"dynamodb:leadingkeys": (pk,)})
+
+
+def kms(action: str, purpose: str) -> Request:
+    return Request(f"kms:{action}", KEY, {"kms:encryptioncontext:purpose": (purpose,)})
+
+
+CONNECTION = "TENANT#acme"
+ACTIVITY = "ACTIVITY#acme#c1"
+EVENTS = Request("events:PutEvents", BUS)
+
+# Per function: requests its work needs (allowed) and neighbouring ones its policy must refuse.
+SAMPLES: dict[str, tuple[list[Request], list[Request]]] = {
+    "ListConnectionsFunction": ([item("Query", CONNECTION)], [item("GetItem", CONNECTION), kms("Decrypt", "tokens")]),
+    "ListProvidersFunction": ([], [item("Query", CONNECTION)]),
+    "OpenApiFunction": ([], [item("GetItem", CONNECTION)]),
+    "ListConnectionActivityFunction": (
+        [item("GetItem", CONNECTION), item("Query", ACTIVITY)],
+        [item("Query", CONNECTION), item("PutItem", ACTIVITY)],
+    ),
+    "ListActivityFunction": ([item("Query", "ACTIVITY#acme")], [item("Query", CONNECTION)]),
+    "GetConnectionFunction": ([item("GetItem", CONNECTION)], [kms("Decrypt", "connection"), item("Query", CONNECTION)]),
+    "CreateConnectionFunction": (
+        [item("PutItem", CONNECTION), item("PutItem", ACTIVITY), kms("GenerateDataKey", "connection"), EVENTS],
+        [kms("Decrypt", "connection"), kms("GenerateDataKey", "flow"), item("DeleteItem", CONNECTION)],
+    ),
+    "UpdateConnectionFunction": (
+        [
+            item("UpdateItem", CONNECTION),
+            item("DeleteItem", CONNECTION),
+            item("PutItem", ACTIVITY),
+            kms("Decrypt", "tokens"),
+            kms("Decrypt", "client_secret"),
+            kms("Decrypt", "connection"),
+            kms("GenerateDataKey", "connection"),
+            EVENTS,
+        ],
+        [kms("Decrypt", "flow"), item("UpdateItem", ACTIVITY), item("DeleteItem", ACTIVITY)],
+    ),
+    "DeleteConnectionFunction": (
+        [item("DeleteItem", CONNECTION), kms("Decrypt", "tokens"), item("PutItem", ACTIVITY), EVENTS],
+        [item("PutItem", CONNECTION), item("DeleteItem", ACTIVITY), kms("GenerateDataKey", "connection")],
+    ),
+    "StartAuthorizationFunction": (
+        [item("PutItem", CONNECTION), kms("Decrypt", "client_secret"), kms("GenerateDataKey", "connection")],
+        [kms("Decrypt", "tokens"), kms("GenerateDataKey", "flow"), item("DeleteItem", CONNECTION)],
+    ),
+    "AuthorizeRedirectFunction": (
+        [item("UpdateItem", "FLOW#x"), item("PutItem", "FLOW#x"), kms("GenerateDataKey", "flow")],
+        [kms("Decrypt", "flow"), kms("GenerateDataKey", "connection"), item("PutItem", ACTIVITY), EVENTS],
+    ),
+    "OAuthCallbackFunction": (
+        [kms("Decrypt", "flow"), kms("Decrypt", "client_secret"), kms("GenerateDataKey", "connection"), EVENTS],
+        [kms("Decrypt", "tokens"), item("DeleteItem", CONNECTION)],
+    ),
+    "GetTokenFunction": (
+        [item("UpdateItem", CONNECTION), kms("Decrypt", "tokens"), kms("GenerateDataKey", "connection")],
+        [item("PutItem", CONNECTION), kms("Decrypt", "flow"), item("Query", CONNECTION)],
+    ),
+    "CallApiFunction": ([kms("Decrypt", "tokens"), item("PutItem", ACTIVITY)], [item("DeleteItem", CONNECTION)]),
+    "TestConnectionFunction": ([kms("Decrypt", "tokens"), EVENTS], [item("PutItem", CONNECTION)]),
+    "RefreshConnectionFunction": ([item("UpdateItem", CONNECTION), kms("Decrypt", "tokens")], [kms("Decrypt", "flow")]),
+    "RefreshWorkerFunction": (
+        [item("GetItem", CONNECTION), kms("Decrypt", "client_secret"), EVENTS],
+        [Request("dynamodb:Query", DUE_INDEX), item("UpdateItem", ACTIVITY)],
+    ),
+    "RefreshSchedulerFunction": (
+        [
+            Request("dynamodb:Query", DUE_INDEX, {"dynamodb:leadingkeys": ("CONNECTION#3",)}),
+            Request("sqs:SendMessage", REFRESH_QUEUE),
+        ],
+        [Request("dynamodb:Query", TABLE), Request("sqs:SendMessage", FEED_QUEUE), item("GetItem", CONNECTION)],
+    ),
+    "ListFeedsFunction": ([item("Query", CONNECTION)], [item("PutItem", CONNECTION)]),
+    "GetFeedFunction": ([item("GetItem", CONNECTION)], [item("Query", CONNECTION)]),
+    "CreateFeedFunction": (
+        [item("PutItem", CONNECTION), item("GetItem", CONNECTION)],
+        [item("DeleteItem", CONNECTION)],
+    ),
+    "UpdateFeedFunction": ([item("PutItem", CONNECTION), item("PutItem", ACTIVITY)], [item("GetItem", ACTIVITY)]),
+    "DeleteFeedFunction": ([item("DeleteItem", CONNECTION)], [item("DeleteItem", ACTIVITY)]),
+    "RunFeedFunction": (
+        [item("GetItem", CONNECTION), Request("sqs:SendMessage", FEED_QUEUE)],
+        [Request("sqs:SendMessage", REFRESH_QUEUE), item("PutItem", CONNECTION)],
+    ),
+    "ListFeedRunsFunction": ([item("Query", CONNECTION), item("GetItem", CONNECTION)], [item("PutItem", CONNECTION)]),
+    "ListFeedActivityFunction": ([item("Query", ACTIVITY)], [item("Query", CONNECTION)]),
+    "FeedDispatcherFunction": (
+        [Request("dynamodb:Query", DUE_INDEX), item("UpdateItem", CONNECTION), Request("sqs:SendMessage", FEED_QUEUE)],
+        [item("UpdateItem", ACTIVITY), Request("sqs:SendMessage", REFRESH_QUEUE)],
+    ),
+    "FeedFetchFunction": (
+        [
+            Request("s3:PutObject", BUCKET + "/feeds/acme/f1.json"),
+            Request("s3:AbortMultipartUpload", BUCKET + "/feeds/acme/f1.json"),
+            Request("lambda:InvokeFunction", GET_TOKEN),
+            item("UpdateItem", CONNECTION),
+            EVENTS,
+        ],
+        [
+            Request("s3:PutObject", BUCKET + "/other/f1.json"),
+            Request("s3:GetObject", BUCKET + "/feeds/acme/f1.json"),
+            kms("Decrypt", "tokens"),
+        ],
+    ),
+}
+
+
+def test_every_function_of_the_template_has_samples() -> None:
+    assert set(SAMPLES) == set(policies())
+
+
+@pytest.mark.parametrize("function", sorted(SAMPLES))
+def test_each_function_is_allowed_its_work_and_refused_the_rest(function: str) -> None:
+    allowed, denied = SAMPLES[function]
+    statements = policies()[function]
+    assert [request for request in allowed if not is_allowed(statements, request)] == []
+    assert [request for request in denied if is_allowed(statements, request)] == []
+
+
+def test_a_transaction_mixing_activity_and_connection_items_needs_both_statements() -> None:
+    statements = policies()["CreateConnectionFunction"]
+    mixed = Request("dynamodb:PutItem", TABLE, {"dynamodb:leadingkeys": (CONNECTION, ACTIVITY)})
+    assert not is_allowed(statements, mixed)
+    assert not is_allowed(policies()["GetConnectionFunction"], Request("dynamodb:GetItem", TABLE + "x"))
+
+
+@pytest.mark.parametrize(
+    ("operator", "expected", "actual", "holds"),
+    [
+        ("StringEquals", ("tokens", "flow"), ("flow",), True),
+        ("StringEquals", ("tokens",), ("Tokens",), False),
+        ("StringEquals", ("tokens",), None, False),
+        ("StringNotEquals", ("tokens",), None, True),
+        ("StringLike", ("ACTIVITY#?cme",), ("ACTIVITY#acme",), True),
+        ("ForAllValues:StringLike", ("ACTIVITY#*",), ("ACTIVITY#a", "ACTIVITY#b"), True),
+        ("ForAllValues:StringLike", ("ACTIVITY#*",), ("ACTIVITY#a", "TENANT#a"), False),
+        ("ForAllValues:StringLike", ("ACTIVITY#*",), (), True),
+        ("ForAllValues:StringNotLike", ("ACTIVITY#*",), ("TENANT#a",), True),
+        ("ForAllValues:StringNotLike", ("ACTIVITY#*",), ("TENANT#a", "ACTIVITY#a"), False),
+        ("ForAnyValue:StringLike", ("ACTIVITY#*",), (), False),
+        ("Bool", ("true",), ("True",), True),
+    ],
+)
+def test_condition_operators(operator: str, expected: tuple[str, ...], actual: Any, holds: bool) -> None:
+    assert condition_holds(operator, expected, actual) is holds
+
+
+def test_an_operator_the_emulation_does_not_know_is_refused_loudly() -> None:
+    with pytest.raises(ValueError, match="NumericLessThan"):
+        condition_holds("NumericLessThan", ("1",), ("0",))
+
+
+def test_an_explicit_deny_wins() -> None:
+    allow = Statement("Allow", ("dynamodb:*",), ("*",))
+    deny = Statement("Deny", ("dynamodb:DeleteItem",), (TABLE,))
+    assert is_allowed([allow, deny], item("GetItem", CONNECTION))
+    assert not is_allowed([allow, deny], item("DeleteItem", CONNECTION))
+
+
+RESOURCES = Resources(
+    tables={"connections": {"arn": TABLE, "partition_key": "pk", "indexes": {"DueIndex": "due_shard"}}},
+    keys={"alias/connections": KEY},
+    default_key=KEY,
+)
+
+
+def test_dynamodb_requests_name_the_partition_keys_they_touch() -> None:
+    get = dynamodb_requests("GetItem", {"TableName": "connections", "Key": {"pk": {"S": CONNECTION}}}, RESOURCES)
+    assert get == [item("GetItem", CONNECTION)]
+    query = {
+        "TableName": "connections",
+        "KeyConditionExpression": "#0 = :0 AND begins_with (#1, :1)",
+        "ExpressionAttributeNames": {"#0": "pk", "#1": "sk"},
+        "ExpressionAttributeValues": {":0": {"S": ACTIVITY}, ":1": {"S": "x"}},
+    }
+    assert dynamodb_requests("Query", query, RESOURCES) == [item("Query", ACTIVITY)]
+    due = {
+        "TableName": "connections",
+        "IndexName": "DueIndex",
+        "KeyConditionExpression": "#0 = :0",
+        "ExpressionAttributeNames": {"#0": "due_shard"},
+        "ExpressionAttributeValues": {":0": {"S": "CONNECTION#3"}},
+    }
+    assert dynamodb_requests("Query", due, RESOURCES) == [
+        Request("dynamodb:Query", DUE_INDEX, {"dynamodb:leadingkeys": ("CONNECTION#3",)})
+    ]
+
+
+def test_a_transaction_needs_the_permission_of_each_part() -> None:
+    body = {
+        "TransactItems": [
+            {"Put": {"TableName": "connections", "Item": {"pk": {"S": CONNECTION}, "sk": {"S": "C#1"}}}},
+            {"Delete": {"TableName": "connections", "Key": {"pk": {"S": CONNECTION}, "sk": {"S": "N#1"}}}},
+            {"ConditionCheck": {"TableName": "connections", "Key": {"pk": {"S": ACTIVITY}}}},
+        ]
+    }
+    assert dynamodb_requests("TransactWriteItems", body, RESOURCES) == [
+        item("PutItem", CONNECTION),
+        item("DeleteItem", CONNECTION),
+        item("ConditionCheckItem", ACTIVITY),
+    ]
+    batch = {
+        "RequestItems": {
+            "connections": [
+                {"PutRequest": {"Item": {"pk": {"S": ACTIVITY}}}},
+                {"DeleteRequest": {"Key": {"pk": {"S": CONNECTION}}}},
+            ]
+        }
+    }
+    assert dynamodb_requests("BatchWriteItem", batch, RESOURCES) == [
+        Request("dynamodb:BatchWriteItem", TABLE, {"dynamodb:leadingkeys": (ACTIVITY, CONNECTION)})
+    ]
+
+
+def test_kms_requests_carry_the_encryption_context_and_the_key() -> None:
+    generate = kms_requests(
+        "GenerateDataKey", {"KeyId": "alias/connections", "EncryptionContext": {"purpose": "connection"}}, RESOURCES
+    )
+    assert generate == [
+        Request(
+            "kms:GenerateDataKey",
+            KEY,
+            {"kms:encryptioncontext:purpose": ("connection",), "kms:encryptioncontextkeys": ("purpose",)},
+        )
+    ]
+    # A symmetric ciphertext names its key: a Decrypt without KeyId is one of the stack's key.
+    assert kms_requests("Decrypt", {"CiphertextBlob": "AAAA"}, RESOURCES)[0].resource == KEY
+
+
+def test_sqs_events_and_s3_requests() -> None:
+    url = "http://127.0.0.1:1/123456789012/feed-queue"
+    assert sqs_requests("SendMessageBatch", {"QueueUrl": url}) == [Request("sqs:SendMessage", FEED_QUEUE)]
+    entries = {"Entries": [{"EventBusName": "default"}, {}, {"EventBusName": "other"}]}
+    assert [request.resource for request in events_requests("PutEvents", entries)] == [
+        BUS,
+        BUS[: -len("default")] + "other",
+    ]
+    object_path = "/feeds-bucket/feeds/acme/f1.json"
+    assert s3_requests("PUT", object_path, {"partNumber": ["1"], "uploadId": ["u"]}) == [
+        Request("s3:PutObject", BUCKET + "/feeds/acme/f1.json")
+    ]
+    assert s3_requests("POST", object_path, {"uploads": [""]})[0].action == "s3:PutObject"
+    assert s3_requests("DELETE", object_path, {"uploadId": ["u"]})[0].action == "s3:AbortMultipartUpload"
+    assert s3_requests("GET", object_path, {"versionId": ["v"]})[0].action == "s3:GetObjectVersion"
+    assert s3_requests("GET", object_path, {})[0].action == "s3:GetObject"
+
+
+def test_the_access_key_comes_from_the_signature() -> None:
+    header = "AWS4-HMAC-SHA256 Credential=LOCALFNGetTokenFunction/20260101/eu-central-1/kms/aws4_request, Sig=x"
+    assert credential_of({"HTTP_AUTHORIZATION": header}) == ("LOCALFNGetTokenFunction", "kms")
+    presigned = "X-Amz-Credential=LOCALFNFeedFetchFunction%2F20260101%2Feu-central-1%2Fs3%2Faws4_request"
+    assert credential_of({"QUERY_STRING": presigned}) == ("LOCALFNFeedFetchFunction", "s3")
+    assert credential_of({}) is None
