@@ -449,6 +449,31 @@ class FunctionPolicy:
     statements: tuple[Statement, ...]
 
 
+def function_policies(document: Mapping[str, Any]) -> dict[str, FunctionPolicy]:
+    """The functions' policies of a :func:`policy_document`, by access key id."""
+    return {
+        key: FunctionPolicy(
+            str(entry["function"]),
+            str(entry["name"]),
+            str(entry["role"]),
+            tuple(Statement.parse(raw) for raw in entry["statements"]),
+        )
+        for key, entry in (document.get("functions") or {}).items()
+    }
+
+
+def invocation_refusal(policies: Mapping[str, FunctionPolicy], authorization: str, function_arn: str) -> str | None:
+    """For the local Lambda endpoint: why a function may not invoke ``function_arn`` (None: it may, or
+    the caller is no function of the stack)."""
+    credential = credential_of({"HTTP_AUTHORIZATION": authorization})
+    caller = policies.get(credential[0]) if credential else None
+    request = Request("lambda:InvokeFunction", function_arn)
+    if caller is None or is_allowed(caller.statements, request):
+        return None
+    message = denial_message(caller, request)
+    return f"{DENIAL_PREFIX} {caller.logical_id}: {message}"
+
+
 class IamEnforcement:
     """WSGI middleware: a function's request that its policy does not allow is refused as AWS refuses it.
 
@@ -462,15 +487,7 @@ class IamEnforcement:
         self._lock = threading.Lock()
 
     def configure(self, document: Mapping[str, Any]) -> None:
-        functions = {
-            key: FunctionPolicy(
-                str(entry["function"]),
-                str(entry["name"]),
-                str(entry["role"]),
-                tuple(Statement.parse(raw) for raw in entry["statements"]),
-            )
-            for key, entry in (document.get("functions") or {}).items()
-        }
+        functions = function_policies(document)
         resources = Resources(
             tables=dict(document.get("tables") or {}),
             keys=dict(document.get("keys") or {}),

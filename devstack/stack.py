@@ -21,7 +21,7 @@ from devstack.apigw import ApiGateway, Route, build_routes
 from devstack.aws import MotoServer, Provisioner, client_config
 from devstack.console import CONSOLE_DIR_NAME, ConsoleServer
 from devstack.functions import build_functions
-from devstack.iam import DENIAL_PREFIX, enforce_policies, policy_document
+from devstack.iam import DENIAL_PREFIX, enforce_policies, function_policies, policy_document
 from devstack.lambda_api import LambdaEndpoint
 from devstack.logs import LogSink
 from devstack.provider import DemoProvider, provider_available
@@ -196,7 +196,9 @@ class Stack:
             warnings=self.warnings,
         )
         if self.iam_enabled:
-            enforce_policies(self.aws_url, policy_document(self.template, provisioner, self.functions, self.warnings))
+            document = policy_document(self.template, provisioner, self.functions, self.warnings)
+            enforce_policies(self.aws_url, document)
+            self._lambda.policies = function_policies(document)
         runtime = self._runtime = LambdaRuntime(
             self.functions, {key: spec.environment for key, spec in self.functions.items()}, sink
         )

@@ -10,14 +10,17 @@ import pytest
 
 from devstack import config
 from devstack.iam import (
+    FunctionPolicy,
     Request,
     Resources,
     Statement,
+    access_key_for,
     condition_holds,
     credential_of,
     dynamodb_requests,
     events_requests,
     function_statements,
+    invocation_refusal,
     is_allowed,
     kms_requests,
     s3_requests,
@@ -317,3 +320,21 @@ def test_the_access_key_comes_from_the_signature() -> None:
     presigned = "X-Amz-Credential=LOCALFNFeedFetchFunction%2F20260101%2Feu-central-1%2Fs3%2Faws4_request"
     assert credential_of({"QUERY_STRING": presigned}) == ("LOCALFNFeedFetchFunction", "s3")
     assert credential_of({}) is None
+
+
+def test_the_lambda_endpoint_lets_a_function_invoke_only_what_its_policy_allows() -> None:
+    def caller(logical_id: str) -> FunctionPolicy:
+        return FunctionPolicy(logical_id, f"local-{logical_id}", f"{logical_id}Role", tuple(policies()[logical_id]))
+
+    book = {access_key_for(name): caller(name) for name in ("FeedFetchFunction", "RunFeedFunction")}
+
+    def signed(logical_id: str) -> str:
+        return f"AWS4-HMAC-SHA256 Credential={access_key_for(logical_id)}/20260101/eu-central-1/lambda/aws4_request"
+
+    assert invocation_refusal(book, signed("FeedFetchFunction"), GET_TOKEN) is None
+    refusal = invocation_refusal(book, signed("RunFeedFunction"), GET_TOKEN)
+    assert refusal is not None
+    assert refusal.startswith("IAM denied RunFeedFunction: User: arn:aws:sts::123456789012:assumed-role/")
+    assert f"is not authorized to perform: lambda:InvokeFunction on resource: {GET_TOKEN} " in refusal
+    unsigned = "AWS4-HMAC-SHA256 Credential=testing/20260101/eu-central-1/lambda/aws4_request"
+    assert invocation_refusal(book, unsigned, GET_TOKEN) is None
