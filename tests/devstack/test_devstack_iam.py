@@ -3,14 +3,21 @@ it derives from what boto3 and pynamodb send."""
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from devstack import config
+from devstack._moto_main import embedded_aws_application
 from devstack.iam import (
     FunctionPolicy,
+    IamEnforcement,
     Request,
     Resources,
     Statement,
@@ -338,3 +345,99 @@ def test_the_lambda_endpoint_lets_a_function_invoke_only_what_its_policy_allows(
     assert f"is not authorized to perform: lambda:InvokeFunction on resource: {GET_TOKEN} " in refusal
     unsigned = "AWS4-HMAC-SHA256 Credential=testing/20260101/eu-central-1/lambda/aws4_request"
     assert invocation_refusal(book, unsigned, GET_TOKEN) is None
+
+
+@pytest.fixture(scope="module")
+def enforced_aws() -> Iterator[tuple[str, IamEnforcement]]:
+    """moto behind the middleware, as in the local stack, on a free port."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    application = embedded_aws_application()
+    server = make_server("127.0.0.1", 0, application, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", application
+    server.shutdown()
+    thread.join()
+
+
+def client(url: str, service: str, access_key: str) -> Any:
+    return boto3.session.Session().client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=url,
+        region_name=config.REGION,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=config.FAKE_SECRET_KEY,
+    )
+
+
+def test_refusals_are_answered_as_aws_answers_them(enforced_aws: tuple[str, IamEnforcement]) -> None:
+    url, application = enforced_aws
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    admin = {service: client(url, service, config.FAKE_ACCESS_KEY) for service in ("dynamodb", "kms", "sqs", "s3")}
+    admin["dynamodb"].create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table_arn = admin["dynamodb"].describe_table(TableName=name)["Table"]["TableArn"]
+    key_arn = admin["kms"].create_key()["KeyMetadata"]["Arn"]
+    queue_url = admin["sqs"].create_queue(QueueName=name)["QueueUrl"]
+    admin["s3"].create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": config.REGION})
+    reader = Statement(
+        "Allow",
+        ("dynamodb:GetItem",),
+        (table_arn,),
+        {"ForAllValues:StringLike": {"dynamodb:leadingkeys": ("TENANT#*",)}},
+    )
+    application.configure(
+        {
+            "functions": {
+                access_key_for("Reader"): {
+                    "function": "Reader",
+                    "name": "local-Reader",
+                    "role": "ReaderRole",
+                    "statements": [
+                        reader.to_json(),
+                        Statement("Allow", ("s3:PutObject",), (f"arn:aws:s3:::{name}/feeds/*",)).to_json(),
+                    ],
+                }
+            },
+            "tables": {name: {"arn": table_arn, "partition_key": "pk", "indexes": {}}},
+            "keys": {},
+            "default_key": key_arn,
+        }
+    )
+    function = {service: client(url, service, access_key_for("Reader")) for service in ("dynamodb", "kms", "sqs", "s3")}
+
+    assert "Item" not in function["dynamodb"].get_item(TableName=name, Key={"pk": {"S": "TENANT#a"}})
+    refusals: list[tuple[Callable[[], Any], str, str]] = [
+        (
+            lambda: function["dynamodb"].get_item(TableName=name, Key={"pk": {"S": "ACTIVITY#a"}}),
+            "AccessDeniedException",
+            "dynamodb:GetItem",
+        ),
+        (
+            lambda: function["dynamodb"].put_item(TableName=name, Item={"pk": {"S": "TENANT#a"}}),
+            "AccessDeniedException",
+            "dynamodb:PutItem",
+        ),
+        (
+            lambda: function["kms"].generate_data_key(KeyId=key_arn, KeySpec="AES_256"),
+            "AccessDeniedException",
+            "kms:GenerateDataKey",
+        ),
+        (lambda: function["sqs"].send_message(QueueUrl=queue_url, MessageBody="x"), "AccessDenied", "sqs:SendMessage"),
+        (lambda: function["s3"].put_object(Bucket=name, Key="other/x", Body=b"x"), "AccessDenied", "s3:PutObject"),
+    ]
+    for call, code, action in refusals:
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == code
+        assert f"assumed-role/ReaderRole/local-Reader is not authorized to perform: {action} " in str(refused.value)
+    function["s3"].put_object(Bucket=name, Key="feeds/x", Body=b"x")
+    # Other keys are not restricted.
+    admin["dynamodb"].put_item(TableName=name, Item={"pk": {"S": "ACTIVITY#a"}})
+    admin["sqs"].send_message(QueueUrl=queue_url, MessageBody="x")
