@@ -41,8 +41,6 @@ _ACCESS_KEY_PREFIX = "LOCALFN"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]*/[^/]*/([^/,\s]+)/")
 _KEY_CONDITION_EQUALS = re.compile(r"(#?[\w.\-]+)\s*=\s*(:[\w\-]+)")
 
-FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
-
 
 def access_key_for(logical_id: str) -> str:
     """The access key id a function's workers sign with: it names the function, as a role session would."""
@@ -64,6 +62,8 @@ class Statement:
         unsupported = {"NotAction", "NotResource", "NotPrincipal"} & set(raw)
         if unsupported:
             raise ValueError(f"statement keys not emulated: {sorted(unsupported)}")
+        for operator in raw.get("Condition") or {}:
+            _operator(operator)
         conditions = {
             operator: {key.lower(): _strings(values) for key, values in (keys or {}).items()}
             for operator, keys in (raw.get("Condition") or {}).items()
@@ -210,16 +210,22 @@ _OPERATORS: Mapping[str, tuple[bool, bool, bool]] = {
 }
 
 
+def _operator(operator: str) -> tuple[str, str, bool]:
+    """An operator's set qualifier, base operator and IfExists; ValueError for one not emulated."""
+    qualifier, _, base = operator.rpartition(":")
+    if_exists = base.endswith("IfExists")
+    base = base.removesuffix("IfExists")
+    if base not in _OPERATORS or qualifier not in ("", "ForAllValues", "ForAnyValue"):
+        raise ValueError(f"condition operator not emulated: {operator}")
+    return qualifier, base, if_exists
+
+
 def condition_holds(operator: str, expected: tuple[str, ...], actual: tuple[str, ...] | None) -> bool:
     """One condition key as IAM evaluates it. A set operator over an absent or empty key: ForAllValues
     holds, ForAnyValue does not. A plain operator over an absent key holds only when negated."""
-    qualifier, _, base = operator.rpartition(":")
-    if base.endswith("IfExists"):
-        base = base[: -len("IfExists")]
-        if actual is None:
-            return True
-    if base not in _OPERATORS or qualifier not in ("", "ForAllValues", "ForAnyValue"):
-        raise ValueError(f"condition operator not emulated: {operator}")
+    qualifier, base, if_exists = _operator(operator)
+    if if_exists and actual is None:
+        return True
     wildcards, negated, case = _OPERATORS[base]
 
     def one(value: str) -> bool:
@@ -506,7 +512,11 @@ class IamEnforcement:
         if function is None or credential is None:
             return self._application(environ, start_response)
         service = credential[1]
-        protocol, requests = self._requests_of(service, environ)
+        try:
+            protocol, requests = self._requests_of(service, environ)
+        except (KeyError, TypeError, ValueError, StopIteration, AttributeError):
+            # A malformed request: moto answers it as AWS would (a validation error), nothing to authorize.
+            return self._application(environ, start_response)
         for request in requests:
             if not is_allowed(function.statements, request):
                 return _denied(protocol, service, function, request, environ, start_response)

@@ -224,6 +224,11 @@ def test_condition_operators(operator: str, expected: tuple[str, ...], actual: A
 def test_an_operator_the_emulation_does_not_know_is_refused_loudly() -> None:
     with pytest.raises(ValueError, match="NumericLessThan"):
         condition_holds("NumericLessThan", ("1",), ("0",))
+    # Already when the stack reads the policy: the function then stays unrestricted, with a warning.
+    with pytest.raises(ValueError, match="NumericLessThan"):
+        Statement.parse({"Effect": "Allow", "Action": "s3:*", "Resource": "*", "Condition": {"NumericLessThan": {}}})
+    with pytest.raises(ValueError, match="NotAction"):
+        Statement.parse({"Effect": "Allow", "NotAction": "s3:*", "Resource": "*"})
 
 
 def test_an_explicit_deny_wins() -> None:
