@@ -164,6 +164,22 @@ def policy_document(
             alias = str(attributes["Ref"])
             document["keys"].update({alias: arn, _arn("kms", alias): arn})
     document["default_key"] = key_arns[0] if len(key_arns) == 1 else None
+    document["buckets"] = {}
+    for logical_id, attributes in provisioner.attributes.items():
+        resource = resources.get(logical_id) or {}
+        if resource.get("Type") != "AWS::S3::Bucket":
+            continue
+        encryption = ((resource.get("Properties") or {}).get("BucketEncryption") or {}).get(
+            "ServerSideEncryptionConfiguration"
+        ) or []
+        for rule in encryption:
+            default = rule.get("ServerSideEncryptionByDefault") or {}
+            if default.get("SSEAlgorithm") in ("aws:kms", "aws:kms:dsse"):
+                key = str(provisioner.resolver.resolve(default.get("KMSMasterKeyID") or ""))
+                document["buckets"][str(attributes["Ref"])] = {
+                    "key": document["keys"].get(key, key),
+                    "bucket_key": bool(provisioner.resolver.resolve(rule.get("BucketKeyEnabled", False))),
+                }
     return document
 
 
@@ -270,6 +286,7 @@ class Resources:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {arn, partition_key, indexes}
     keys: dict[str, str] = field(default_factory=dict)  # key id, key ARN, alias name or alias ARN -> key ARN
     default_key: str | None = None  # the stack's one key: a Decrypt without KeyId names the ciphertext's key
+    buckets: dict[str, dict[str, Any]] = field(default_factory=dict)  # SSE-KMS buckets: name -> {key, bucket_key}
 
     def table_arn(self, name: str) -> str:
         if name.startswith("arn:"):
@@ -402,8 +419,32 @@ def events_requests(operation: str, body: Mapping[str, Any]) -> list[Request]:
     ]
 
 
-def s3_requests(method: str, path: str, query: Mapping[str, Any]) -> list[Request]:
-    """S3's REST API by method, path (path-style addressing, as for an endpoint URL) and query."""
+def s3_requests(method: str, path: str, query: Mapping[str, Any], resources: Resources | None = None) -> list[Request]:
+    """S3's REST API by method, path (path-style addressing, as for an endpoint URL) and query, and for
+    an object of a bucket encrypted under a KMS key the key permissions S3 uses on the caller's behalf."""
+    requests = _s3_object_requests(method, path, query)
+    bucket = path.lstrip("/").partition("/")[0]
+    encryption = (resources.buckets if resources else {}).get(bucket)
+    action = requests[0].action
+    if encryption is None or action not in ("s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"):
+        return requests
+    # With an S3 Bucket Key the encryption context is the bucket's ARN, else the object's.
+    context_arn = f"arn:{config.PARTITION}:s3:::{bucket}" if encryption.get("bucket_key") else requests[0].resource
+    context = {
+        "kms:viaservice": (f"s3.{config.REGION}.{config.URL_SUFFIX}",),
+        "kms:encryptioncontext:aws:s3:arn": (context_arn,),
+        "kms:encryptioncontextkeys": ("aws:s3:arn",),
+    }
+    key = str(encryption["key"])
+    if action == "s3:PutObject" and not {"uploadId", "partNumber"} & set(query):
+        requests.append(Request("kms:GenerateDataKey", key, context))
+    if action != "s3:PutObject" or {"uploadId", "partNumber", "uploads"} & set(query):
+        # Reading, and every step of a multipart upload, decrypt the object's data key.
+        requests.append(Request("kms:Decrypt", key, context))
+    return requests
+
+
+def _s3_object_requests(method: str, path: str, query: Mapping[str, Any]) -> list[Request]:
     bucket, _, key = path.lstrip("/").partition("/")
     if not bucket:
         return [Request("s3:ListAllMyBuckets", "*")]
@@ -498,6 +539,7 @@ class IamEnforcement:
             tables=dict(document.get("tables") or {}),
             keys=dict(document.get("keys") or {}),
             default_key=document.get("default_key"),
+            buckets=dict(document.get("buckets") or {}),
         )
         with self._lock:
             self._functions, self._resources = functions, resources
@@ -526,7 +568,8 @@ class IamEnforcement:
         target = str(environ.get("HTTP_X_AMZ_TARGET") or "")
         if service == "s3":
             query = parse_qs(str(environ.get("QUERY_STRING") or ""), keep_blank_values=True)
-            return "rest-xml", s3_requests(str(environ.get("REQUEST_METHOD")), str(environ.get("PATH_INFO")), query)
+            method, path = str(environ.get("REQUEST_METHOD")), str(environ.get("PATH_INFO"))
+            return "rest-xml", s3_requests(method, path, query, self._resources)
         if target:
             operation = target.rpartition(".")[2]
             body = json.loads(_read_body(environ) or b"{}")

@@ -446,3 +446,30 @@ def test_refusals_are_answered_as_aws_answers_them(enforced_aws: tuple[str, IamE
     # Other keys are not restricted.
     admin["dynamodb"].put_item(TableName=name, Item={"pk": {"S": "ACTIVITY#a"}})
     admin["sqs"].send_message(QueueUrl=queue_url, MessageBody="x")
+
+
+def test_an_object_of_a_kms_encrypted_bucket_needs_the_key_through_s3() -> None:
+    resources = Resources(buckets={"feeds-bucket": {"key": KEY, "bucket_key": True}})
+    statements = policies()["FeedFetchFunction"]
+    path = "/feeds-bucket/feeds/acme/f1/latest.json"
+    via_s3 = {
+        "kms:viaservice": (f"s3.{config.REGION}.amazonaws.com",),
+        "kms:encryptioncontext:aws:s3:arn": (BUCKET,),
+        "kms:encryptioncontextkeys": ("aws:s3:arn",),
+    }
+    assert s3_requests("PUT", path, {}, resources) == [
+        Request("s3:PutObject", BUCKET + "/feeds/acme/f1/latest.json"),
+        Request("kms:GenerateDataKey", KEY, via_s3),
+    ]
+    create = s3_requests("POST", path, {"uploads": [""]}, resources)
+    assert [request.action for request in create] == ["s3:PutObject", "kms:GenerateDataKey", "kms:Decrypt"]
+    part = s3_requests("PUT", path, {"uploadId": ["u"], "partNumber": ["1"]}, resources)
+    assert [request.action for request in part] == ["s3:PutObject", "kms:Decrypt"]
+    assert [request.action for request in s3_requests("DELETE", path, {"uploadId": ["u"]}, resources)] == [
+        "s3:AbortMultipartUpload"
+    ]
+    assert all(is_allowed(statements, request) for request in [*create, *part])
+    # The same key permission outside S3, or for another bucket's objects, is refused.
+    assert not is_allowed(statements, Request("kms:GenerateDataKey", KEY, {**via_s3, "kms:viaservice": ("x",)}))
+    other = {**via_s3, "kms:encryptioncontext:aws:s3:arn": ("arn:aws:s3:::other",)}
+    assert not is_allowed(statements, Request("kms:Decrypt", KEY, other))
