@@ -79,9 +79,14 @@ def _banner(stack: Any) -> str:
     schedules = (
         f"on (speed-up x{stack.schedule_speedup:g})" if stack.schedules_enabled else f"off ({config.ENV_SCHEDULES}=0)"
     )
+    iam = (
+        "each function may do only what its template policy allows"
+        if stack.iam_enabled
+        else f"off ({config.ENV_IAM}=0)"
+    )
     lines += [
         f"  Schedules       {schedules}",
-        f"  IAM             {'each function only what its template policy allows' if stack.iam_enabled else f'off ({config.ENV_IAM}=0)'}",
+        f"  IAM             {iam}",
         f"  Logs            {state}/logs/  (one line per request and run here; make run LOGS=all adds every log line)",
         "",
         "  Bearer token:   make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]",

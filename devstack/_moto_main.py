@@ -1,7 +1,8 @@
 """The embedded AWS: moto's server app on a threaded werkzeug server (run as a subprocess).
 
-Usage: ``python -P _moto_main.py <host> <port>`` (port 0 picks a free one; the repository root on PYTHONPATH). Prints ``PORT <n>``
-once listening, and exits when its stdin closes (the stack ended, even if it was killed).
+Usage: ``python -P _moto_main.py <host> <port>`` (port 0 picks a free one), with the repository root on
+``PYTHONPATH``. Prints ``PORT <n>`` once listening, and exits when its stdin closes (the stack ended,
+even if it was killed).
 """
 
 from __future__ import annotations
