@@ -79,8 +79,14 @@ def _banner(stack: Any) -> str:
     schedules = (
         f"on (speed-up x{stack.schedule_speedup:g})" if stack.schedules_enabled else f"off ({config.ENV_SCHEDULES}=0)"
     )
+    iam = (
+        "each function may do only what its template policy allows"
+        if stack.iam_enabled
+        else f"off ({config.ENV_IAM}=0)"
+    )
     lines += [
         f"  Schedules       {schedules}",
+        f"  IAM             {iam}",
         f"  Logs            {state}/logs/  (one line per request and run here; make run LOGS=all adds every log line)",
         "",
         "  Bearer token:   make dev-token TENANT=acme [USER=alice] [SCOPES=connections:read]",
@@ -118,6 +124,7 @@ def _run(arguments: argparse.Namespace) -> int:
         provider_port=config.env_port("PROVIDER_PORT", config.DEFAULT_PROVIDER_PORT),
         return_page=True,
         all_logs=arguments.all_logs or _env_flag(config.ENV_ALL_LOGS, False),
+        iam=_env_flag(config.ENV_IAM, True),
         return_port=config.env_port("RETURN_PORT", config.DEFAULT_RETURN_PORT),
     )
     stopping = threading.Event()

@@ -1,7 +1,8 @@
 """The embedded AWS: moto's server app on a threaded werkzeug server (run as a subprocess).
 
-Usage: ``python -P _moto_main.py <host> <port>`` (port 0 picks a free one). Prints ``PORT <n>``
-once listening, and exits when its stdin closes (the stack ended, even if it was killed).
+Usage: ``python -P _moto_main.py <host> <port>`` (port 0 picks a free one), with the repository root on
+``PYTHONPATH``. Prints ``PORT <n>`` once listening, and exits when its stdin closes (the stack ended,
+even if it was killed).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from devstack.iam import IamEnforcement
 
 
 class SerializedDynamoDB:
@@ -33,10 +36,11 @@ class SerializedDynamoDB:
             return list(self._application(environ, start_response))
 
 
-def embedded_aws_application() -> SerializedDynamoDB:
+def embedded_aws_application() -> IamEnforcement:
+    """moto behind the functions' IAM policies (once the stack posts them) and one-at-a-time DynamoDB."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    return SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
+    return IamEnforcement(SerializedDynamoDB(DomainDispatcherApplication(create_backend_app)))
 
 
 def main() -> None:

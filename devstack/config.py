@@ -28,20 +28,22 @@ STATE_DIR_NAME: Final = ".devstack"
 #: Where `make setup` installs the Node.js the demo provider needs (an LTS release oidc-provider supports).
 NODE_DIR: Final = REPO_ROOT / ".tools" / "node"
 
-#: Fake credentials of the embedded AWS (moto accepts anything).
+#: Fake credentials of the embedded AWS (moto accepts anything). Functions sign with keys that name them
+#: (``iam.access_key_for``), which the embedded AWS holds to their template policies; these stay unrestricted.
 FAKE_ACCESS_KEY: Final = "testing"
 FAKE_SECRET_KEY: Final = "testing"  # noqa: S105 (moto accepts any credentials)
 
 #: Environment variables every local function gets ON TOP of its template environment
 #: (Globals merged with the function's own). Values are ``str.format`` templates over:
-#: ``aws_url``, ``api_url``, ``lambda_url``, ``console_url``, ``function_name``, ``memory_size``.
+#: ``aws_url``, ``api_url``, ``lambda_url``, ``console_url``, ``function_name``, ``memory_size``,
+#: ``access_key_id``.
 #: Callers add more with ``Stack(env_overrides=...)``; nothing else in devstack sets function env vars
 #: except the reserved runtime variables Lambda itself provides (see ``runtime.reserved_environment``).
 LOCAL_ENV_OVERRIDES: Final[dict[str, str]] = {
     "AWS_ENDPOINT_URL": "{aws_url}",
     # Lambda clients inside functions talk to the local Lambda endpoint, not to the embedded AWS.
     "AWS_ENDPOINT_URL_LAMBDA": "{lambda_url}",
-    "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY,
+    "AWS_ACCESS_KEY_ID": "{access_key_id}",
     "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_KEY,
     "AWS_SESSION_TOKEN": "testing",
     "AWS_REGION": REGION,
@@ -74,6 +76,7 @@ ENV_SCHEDULES: Final = "DEVSTACK_SCHEDULES"  # "0"/"false"/"off" disables schedu
 ENV_SCHEDULE_SPEEDUP: Final = "DEVSTACK_SCHEDULE_SPEEDUP"  # e.g. "60": rate(1 minute) fires every second
 ENV_STATE_DIR: Final = "DEVSTACK_STATE_DIR"
 ENV_ALL_LOGS: Final = "DEVSTACK_ALL_LOGS"  # "1": the console streams every log line
+ENV_IAM: Final = "DEVSTACK_IAM"  # "0"/"false"/"off": functions may do anything on the embedded AWS
 
 #: Lambda-like limits.
 MAX_WORKERS_PER_FUNCTION: Final = 64

@@ -9,6 +9,7 @@ from typing import Any
 
 from devstack import config
 from devstack.aws import Provisioner
+from devstack.iam import access_key_for
 from devstack.runtime import FunctionSpec, reserved_environment
 from devstack.template import TemplateError, function_properties, resources_of_type, to_string
 
@@ -103,7 +104,12 @@ def build_functions(
             ),
             events=dict(properties.get("Events") or {}),
         )
-        local_fields = {**fields, "function_name": name, "memory_size": str(memory)}
+        local_fields = {
+            **fields,
+            "function_name": name,
+            "memory_size": str(memory),
+            "access_key_id": access_key_for(logical_id),
+        }
         environment = reserved_environment(spec)
         environment.update(template_environment)
         environment.update({key: item.format_map(local_fields) for key, item in config.LOCAL_ENV_OVERRIDES.items()})

@@ -15,6 +15,7 @@ from typing import Any
 
 from devstack import config
 from devstack.httpserver import BodyTooLarge, LocalServer, RequestHandler
+from devstack.iam import FunctionPolicy, invocation_refusal
 from devstack.logs import describe_outcome
 from devstack.runtime import FunctionSpec, LambdaRuntime
 
@@ -41,6 +42,8 @@ class LambdaEndpoint(LocalServer):
     def __init__(self, port: int, runtime: LambdaRuntime | None = None) -> None:
         super().__init__(port, _Handler)
         self.runtime = runtime
+        #: The functions' IAM policies by access key id: a function may invoke only what they allow.
+        self.policies: dict[str, FunctionPolicy] = {}
 
 
 class _Handler(RequestHandler):
@@ -111,6 +114,11 @@ class _Handler(RequestHandler):
         name, spec, _ = self._lookup()
         if spec is None:
             self._not_found(name)
+            return
+        refusal = invocation_refusal(self.server.policies, self.headers.get("Authorization") or "", spec.arn)
+        if refusal is not None:
+            runtime.sink.write("aws", refusal, echo=False)
+            self._error(403, "AccessDeniedException", refusal.partition(": ")[2])
             return
         invocation_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
         if invocation_type not in ("RequestResponse", "Event", "DryRun"):

@@ -21,6 +21,7 @@ from devstack.apigw import ApiGateway, Route, build_routes
 from devstack.aws import MotoServer, Provisioner, client_config
 from devstack.console import CONSOLE_DIR_NAME, ConsoleServer
 from devstack.functions import build_functions
+from devstack.iam import DENIAL_PREFIX, enforce_policies, function_policies, policy_document
 from devstack.lambda_api import LambdaEndpoint
 from devstack.logs import LogSink
 from devstack.provider import DemoProvider, provider_available
@@ -55,7 +56,8 @@ class Stack:
 
     Ports of 0 pick free ports. ``schedules=False`` keeps schedules from firing (deterministic
     tests; ``fire_schedule`` still runs one on demand); ``schedule_speedup`` makes their clock run
-    faster (60: ``rate(1 minute)`` fires every second).
+    faster (60: ``rate(1 minute)`` fires every second). ``iam`` holds each function to its template
+    policy on the embedded AWS (``devstack.iam``); ``iam=False`` lets functions do anything there.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Stack:
         echo_logs: bool = True,
         all_logs: bool = False,
         stack_name: str = config.STACK_NAME,
+        iam: bool = True,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.repo_root = Path(repo_root).resolve()
@@ -97,6 +100,7 @@ class Stack:
         self.echo_logs = echo_logs
         self.all_logs = all_logs
         self.stack_name = stack_name
+        self.iam_enabled = iam
 
         self.api_url = self.lambda_url = self.aws_url = self.console_url = ""
         self.provider_url: str | None = None
@@ -191,6 +195,10 @@ class Stack:
             function_env_overrides=self.function_env_overrides,
             warnings=self.warnings,
         )
+        if self.iam_enabled:
+            document = policy_document(self.template, provisioner, self.functions, self.warnings)
+            enforce_policies(self.aws_url, document)
+            self._lambda.policies = function_policies(document)
         runtime = self._runtime = LambdaRuntime(
             self.functions, {key: spec.environment for key, spec in self.functions.items()}, sink
         )
@@ -337,6 +345,15 @@ class Stack:
                 for line in (sink_dir / f"{name}.log").read_text(encoding="utf-8").splitlines()
             ]
         return self._sink.lines([function] if function else sorted(self.functions))
+
+    def iam_denials(self) -> list[str]:
+        """Every request of a function the embedded AWS refused under its template policy (cumulative)."""
+        return [line for line in self._require_sink().lines(["aws"]) if line.startswith(DENIAL_PREFIX)]
+
+    def _require_sink(self) -> LogSink:
+        if self._sink is None:
+            raise RuntimeError("the stack is not running")
+        return self._sink
 
     def published_events(self) -> list[dict[str, Any]]:
         """Every event put on the default bus or a template bus since start (cumulative)."""

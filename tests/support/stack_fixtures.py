@@ -5,7 +5,8 @@ Use them from a ``conftest.py``::
     from tests.support.stack_fixtures import api, stack  # noqa: F401 (fixtures)
 
 * ``stack`` (session): the project's template.yaml on free ports, a temporary state dir,
-  schedules off (fire one with ``stack.fire_schedule(...)``), no demo provider.
+  schedules off (fire one with ``stack.fire_schedule(...)``), no demo provider; no function may have
+  been refused anything by its template policy when the session ends.
 * ``api``: an :class:`ApiClient` bound to the stack's API URL; ``api.as_tenant("acme")`` adds a
   bearer token for that tenant.
 """
@@ -75,6 +76,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with_provider=False,
     ) as running:
         yield running
+        # A function refused by its own policy is a permission missing from template.yaml.
+        assert running.iam_denials() == []
 
 
 @pytest.fixture
