@@ -22,7 +22,7 @@ from oauth_connections.feeds.cron import Cron, CronError, next_run
 from oauth_connections.feeds.fetch import CHUNK_BYTES, PART_BYTES, RECORD_RESERVE_SECONDS, _s3, record_feed_run
 from oauth_connections.feeds.formats import FeedContentError, checker_for
 from oauth_connections.storage.due import due_page
-from oauth_connections.storage.feeds import FEEDS, FeedRecord
+from oauth_connections.storage.feeds import FEEDS, FeedRecord, record_feed_outcome
 from tests.conftest import InProcessApi, LambdaContext, Resources, load_handler, sample_event
 from tests.support.feed_server import FeedServer, Trickle
 from tests.support.provider import OidcProvider
@@ -164,6 +164,34 @@ def test_feed_crud(api: InProcessApi) -> None:
     assert api.call("list_feed_runs", feed_id=feed["id"]).json() == {"items": []}
     assert api.call("delete_feed", feed_id=feed["id"]).status == 204
     assert api.call("get_feed", feed_id=feed["id"]).status == 404
+
+
+def test_runs_and_the_schedule_keep_a_feeds_etag_and_never_refuse_an_edit(api: InProcessApi) -> None:
+    created = api.call("create_feed", body=feed_body(name="Catalog"))
+    assert created.status == 201, created.text
+    feed = created.json()
+    etag = created.headers["ETag"]
+    read = FEEDS.load(api.tenant, feed["id"], consistent=True)  # an edit's read, before a run lands
+    # A run and the dispatcher write the feed meanwhile: its write version moves, its settings' does not.
+    assert record_feed_outcome(read, [FeedRecord.last_status.set("succeeded"), FeedRecord.last_items.set(7)])
+    assert record_feed_outcome(read, [FeedRecord.next_run_at.set(datetime(2030, 1, 1, tzinfo=UTC))])
+    assert api.call("get_feed", feed_id=feed["id"]).headers["ETag"] == etag
+
+    stale_read = FEEDS.load(api.tenant, feed["id"], consistent=True)
+    assert record_feed_outcome(stale_read, [FeedRecord.last_run_id.set("run_after_the_read")])
+    edited = FEEDS.edit(stale_read, lambda record: setattr(record, "name", "Renamed"), if_match=1)
+    assert edited.name == "Renamed" and edited.settings_version == 2
+    stored = FEEDS.load(api.tenant, feed["id"], consistent=True)
+    assert (stored.name, stored.last_run_id, stored.last_items) == ("Renamed", "run_after_the_read", 7)
+
+    patched = api.call("update_feed", feed_id=feed["id"], body={"enabled": False}, headers={"if-match": etag})
+    assert patched.status == 412, patched.text  # the rename moved the settings past the ETag read
+    assert patched.json()["error"]["code"] == "stale_update"
+    fresh = api.call("get_feed", feed_id=feed["id"])
+    assert fresh.headers["ETag"] == '"2"'
+    patched = api.call("update_feed", feed_id=feed["id"], body={"enabled": False}, headers={"if-match": '"2"'})
+    assert patched.status == 200, patched.text
+    assert patched.headers["ETag"] == '"3"' and patched.json()["enabled"] is False
 
 
 def test_feed_pages_carry_a_cursor_only_when_more_feeds_exist(service_env: Resources) -> None:

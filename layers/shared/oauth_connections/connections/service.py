@@ -25,7 +25,6 @@ from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import (
     ConflictError,
     DecryptionError,
-    PreconditionFailedError,
     UnsafeUrlError,
     ValidationFailedError,
 )
@@ -158,9 +157,50 @@ def list_connections(
     return ConnectionPage(items=[to_view(r, caller) for r in records], next_cursor=next_cursor)
 
 
-UPDATE_ATTEMPTS = 3
 GRANT_ENDED_REASON = "settings_changed"
 RECOVERABLE_REASON = "invalid_client"
+
+
+_KEEP = object()  # no new client secret
+
+
+class _Edit:
+    """One attempt of an edit on the record as last read: its checks, the grant it ends, the write."""
+
+    def __init__(self, settings: Settings, changes: dict[str, Any], ciphertext: Any) -> None:
+        self.settings, self.changes, self.ciphertext = settings, changes, ciphertext
+        self.old_name = ""
+        self.ended: list[str] = []
+        self.before: ConnectionRecord | None = None
+
+    def apply(self, record: ConnectionRecord) -> None:
+        self.old_name = record.name
+        secret_changed = self.ciphertext is not _KEEP
+        secret_origins = grants.secret_origins(record)
+        self.ended = grants.changed_grant_fields(record, self.changes) if record.tokens_ciphertext is not None else []
+        self.before = copy.deepcopy(record) if self.ended else None
+        for field, value in self.changes.items():
+            setattr(record, field, value)
+        if secret_changed:
+            record.client_secret_ciphertext = self.ciphertext
+        try:
+            check_secret_for_method(record.token_auth_method, has_secret=record.client_secret_ciphertext is not None)
+            check_grant(record.grant_type, record.token_auth_method)
+            check_thumbprint(record.token_auth_method, record.certificate_thumbprint)
+            check_url_templates(list(record.allowed_urls or []), ProviderQuirks.model_validate(record.quirks or {}))
+        except ValueError as error:
+            raise ValidationFailedError(str(error)) from error
+        check_public_client_pkce(record.token_auth_method, use_pkce=record.use_pkce)
+        grants.check_secret_destinations(
+            secret_origins,
+            record,
+            keeps_stored_secret=not secret_changed and record.client_secret_ciphertext is not None,
+        )
+        if self.ended:
+            _drop_grant(self.settings, record)
+
+    def save(self, record: ConnectionRecord) -> None:
+        save_connection(record, old_name=self.old_name)
 
 
 def update_connection(
@@ -185,40 +225,9 @@ def update_connection(
     ciphertext = _encrypt_secret(settings, caller.tenant_id, connection_id, secret) if secret is not None else None
     edited = set(changes)
     old_values = {field: getattr(record, field) for field in edited}
-    for attempt in range(UPDATE_ATTEMPTS):
-        if if_match is not None and if_match != int(record.settings_version or 1):
-            raise PreconditionFailedError("the connection has changed since it was read", code="stale_update")
-        old_name = record.name
-        secret_origins = grants.secret_origins(record)
-        ended = grants.changed_grant_fields(record, changes) if record.tokens_ciphertext is not None else []
-        before = copy.deepcopy(record) if ended else None
-        for field, value in changes.items():
-            setattr(record, field, value)
-        if secret_changed:
-            record.client_secret_ciphertext = ciphertext
-        try:
-            check_secret_for_method(record.token_auth_method, has_secret=record.client_secret_ciphertext is not None)
-            check_grant(record.grant_type, record.token_auth_method)
-            check_thumbprint(record.token_auth_method, record.certificate_thumbprint)
-            check_url_templates(list(record.allowed_urls or []), ProviderQuirks.model_validate(record.quirks or {}))
-        except ValueError as error:
-            raise ValidationFailedError(str(error)) from error
-        check_public_client_pkce(record.token_auth_method, use_pkce=record.use_pkce)
-        grants.check_secret_destinations(
-            secret_origins,
-            record,
-            keeps_stored_secret=not secret_changed and record.client_secret_ciphertext is not None,
-        )
-        if ended:
-            _drop_grant(settings, record)
-        record.settings_version = int(record.settings_version or 1) + 1
-        try:
-            save_connection(record, old_name=old_name)
-            break
-        except ConflictError as error:
-            if error.code != "stale_update" or attempt == UPDATE_ATTEMPTS - 1:
-                raise
-            record = CONNECTIONS.load(caller.tenant_id, connection_id, consistent=True)
+    edit = _Edit(settings, changes, ciphertext if secret_changed else _KEEP)
+    record = CONNECTIONS.edit(record, edit.apply, if_match, save=edit.save)
+    ended, before = edit.ended, edit.before
     logger.info(
         "connection updated",
         extra={

@@ -11,7 +11,6 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import (
     NotFoundError,
-    PreconditionFailedError,
     ValidationFailedError,
 )
 from oauth_connections.core.ids import CONNECTION_ID_PREFIX, FEED_ID_PREFIX, is_id, new_id
@@ -52,7 +51,7 @@ def schedule_next(settings: Settings, record: FeedRecord, after: datetime) -> No
 
 def to_view(record: FeedRecord) -> FeedOut:
     schedule = public_schedule(record.schedule)
-    return view_of(FeedOut, record, id=record.feed_id, schedule=schedule, version=int(record.version or 0))
+    return view_of(FeedOut, record, id=record.feed_id, schedule=schedule, version=int(record.settings_version or 1))
 
 
 def _check_connection(caller: Caller, connection_id: str | None, url: str) -> None:
@@ -110,22 +109,25 @@ def list_feeds(settings: Settings, caller: Caller, limit: int, cursor: str | Non
 
 
 def update_feed(settings: Settings, caller: Caller, feed_id: str, request: FeedUpdate, if_match: int | None) -> FeedOut:
+    """Apply a partial update under the settings version read (the ETag, see Collection.edit): a run or
+    the schedule moving on meanwhile does not refuse it."""
     record = load_for_caller(settings, caller, feed_id)
-    if if_match is not None and if_match != record.version:
-        raise PreconditionFailedError("the feed has changed since it was read", code="stale_update")
     changes = request.model_dump(include=request.model_fields_set)
     if "schedule" in changes:
         changes["schedule"] = stored_schedule(changes["schedule"])
     old_values = {field: getattr(record, field) for field in changes}
-    for field, value in changes.items():
-        setattr(record, field, value)
-    if {"connection_id", "url"} & request.model_fields_set:
-        _check_connection(caller, record.connection_id, record.url)
-    if {"schedule", "enabled"} & request.model_fields_set:
-        schedule_next(settings, record, utcnow())
-    if {"url", "connection_id", "format"} & request.model_fields_set:
-        record.etag = record.last_modified = None  # the next fetch is a full one
-    FEEDS.save(record)
+
+    def change(record: FeedRecord) -> None:
+        for field, value in changes.items():
+            setattr(record, field, value)
+        if {"connection_id", "url"} & request.model_fields_set:
+            _check_connection(caller, record.connection_id, record.url)
+        if {"schedule", "enabled"} & request.model_fields_set:
+            schedule_next(settings, record, utcnow())
+        if {"url", "connection_id", "format"} & request.model_fields_set:
+            record.etag = record.last_modified = None  # the next fetch is a full one
+
+    record = FEEDS.edit(record, change, if_match)
     _record(settings, caller, feed_id, "feed.updated", changes=activity.field_changes(old_values, changes))
     return to_view(record)
 

@@ -1,31 +1,37 @@
 """The shape every tenant-owned collection shares (connections, feeds): items at pk=TENANT#<tenant>,
 sk=<kind prefix><id>, made with their tenant, id and creation time, paged in creation order with the id to
-continue after, loaded for a tenant, inserted once, saved and deleted under the version read."""
+continue after, loaded for a tenant, inserted once, saved and deleted under the version read, and edited
+by a tenant under the version of their settings (the ETag)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
 from pynamodb.exceptions import DeleteError, PutError
 
 from oauth_connections.core.clock import utcnow
-from oauth_connections.core.errors import ConflictError, NotFoundError
+from oauth_connections.core.errors import ConflictError, NotFoundError, PreconditionFailedError
 from oauth_connections.core.ids import is_id
 from oauth_connections.core.pagination import decode_cursor_of, encode_cursor
 from oauth_connections.storage.table import TableModel, condition_failed, tenant_key
 
+EDIT_ATTEMPTS = 3
+
 
 class TenantItem(TableModel):
-    """Base of a collection's items: their tenant (also in the key), when created and last changed, and the
-    version every save checks."""
+    """Base of a collection's items: their tenant (also in the key), when created and last changed, the
+    version every save checks, and the version of the tenant's settings."""
 
     tenant_id = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     version = VersionAttribute()
+    # The ETag: moves only when the tenant edits the settings, never on the service's own writes (token
+    # writes, leases, status, a feed's runs and schedule), which move only `version`.
+    settings_version = NumberAttribute(default=1)
 
 
 class DueItem(TenantItem):
@@ -96,6 +102,34 @@ class Collection[T: TenantItem]:
         record.updated_at = utcnow()
         with self._refused_as_stale():
             record.save()
+
+    def edit(
+        self,
+        record: T,
+        change: Callable[[T], None],
+        if_match: int | None,
+        save: Callable[[T], None] | None = None,
+    ) -> T:
+        """A tenant's edit: `change` the record, move its settings version and save it (`save`, or `save`).
+
+        With `if_match`, settings changed since that version are refused (412 stale_update). A save refused
+        because another writer changed the item first loads it again and applies the change on top: the
+        service's own writes leave the settings alone, so they never fail an edit. `change` refuses by
+        raising (a broken rule); the record it got is the one saved."""
+        write = save or self.save
+        for attempt in range(EDIT_ATTEMPTS):
+            if if_match is not None and if_match != int(record.settings_version or 1):
+                raise PreconditionFailedError(f"the {self.noun} has changed since it was read", code="stale_update")
+            change(record)
+            record.settings_version = int(record.settings_version or 1) + 1
+            try:
+                write(record)
+                return record
+            except ConflictError as error:
+                if error.code != "stale_update" or attempt == EDIT_ATTEMPTS - 1:
+                    raise
+                record = self.load(record.tenant_id, getattr(record, f"{self.noun}_id"), consistent=True)
+        raise AssertionError("the last attempt returns or raises")
 
     def delete(self, record: T) -> None:
         with self._refused_as_stale():

@@ -90,9 +90,6 @@ class ConnectionRecord(DueItem):
     # The last token retrieval or call, to the resolution of mark_used (a write per use would be one per call).
     last_used_at = UTCDateTimeAttribute(null=True)
     due_index = DueIndex()
-    # The ETag: moves only when the tenant edits the settings, never on token writes, leases or status
-    # (those move only `version`, every write's optimistic lock).
-    settings_version = NumberAttribute(default=1)
 
 
 class ConnectionNameRecord(TableModel):
