@@ -55,7 +55,7 @@ def _new_aws_clients() -> None:
     for model in MODELS:
         model._connection = None
     crypto._envelope.cache_clear()
-    aws_clients._client.cache_clear()
+    aws_clients._clients.clear()
 
 
 @pytest.fixture

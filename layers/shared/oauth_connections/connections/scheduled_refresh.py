@@ -40,10 +40,9 @@ def sweep(settings: Settings) -> SweepResult:
     if not settings.refresh_queue_url:
         raise ConfigurationError("REFRESH_QUEUE_URL is not set")
     bind_table(settings.connections_table_name)
-    sqs = _sqs()  # built here, before the shard readers share it
     queue_url = settings.refresh_queue_url
     shards = [shard_of_number(number) for number in range(settings.due_shards)]
-    enqueued = sweep_due(CONNECTIONS, shards, utcnow(), PAGE_SIZE, lambda keys: _enqueue(sqs, queue_url, keys))
+    enqueued = sweep_due(CONNECTIONS, shards, utcnow(), PAGE_SIZE, lambda keys: _enqueue(queue_url, keys))
     metrics.add_metric(name="RefreshDueBacklog", unit=MetricUnit.Count, value=enqueued)
     logger.info("refresh sweep", extra={"enqueued": enqueued, "shards": settings.due_shards})
     return SweepResult(enqueued=enqueued, shards=settings.due_shards)
@@ -53,7 +52,7 @@ def shard_of_number(number: int) -> str:
     return f"DUE#{number:03d}"
 
 
-def _enqueue(sqs: Any, queue_url: str, keys: list[tuple[str, str]]) -> int:
+def _enqueue(queue_url: str, keys: list[tuple[str, str]]) -> int:
     sent = 0
     for offset in range(0, len(keys), SQS_BATCH):
         batch = keys[offset : offset + SQS_BATCH]
@@ -61,7 +60,7 @@ def _enqueue(sqs: Any, queue_url: str, keys: list[tuple[str, str]]) -> int:
             {"Id": str(i), "MessageBody": json.dumps({"tenant_id": tenant, "connection_id": connection})}
             for i, (tenant, connection) in enumerate(batch)
         ]
-        result = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        result = _sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
         failed = result.get("Failed") or []
         if failed:
             logger.error("some refresh messages were not queued", extra={"failed": len(failed)})

@@ -124,16 +124,23 @@ def client(service: str) -> Any:
     return _client(service, current_limits())
 
 
-@cache
 def _client(service: str, limits: CallLimits) -> Any:
-    # botocore's client, as boto3's client() would return it: boto3 adds only the resource layer and S3's
-    # managed transfers, which nothing here uses, and importing it would cost a cold start some 20 ms.
-    # A session must not build clients in two threads at once (a sweep's shard readers may ask together).
-    with _building:
-        create: Any = _clients_session().create_client  # typed per literal service name; ours is a plain str
-        return create(service, config=client_config(limits))
+    """The one client of `service` with these limits, built on first use. botocore's client, as boto3's
+    client() would return it: boto3 adds only the resource layer and S3's managed transfers, which nothing
+    here uses, and importing it would cost a cold start some 20 ms. A session must not build clients in two
+    threads at once, and a sweep's shard readers may ask for the same one together: one builds it."""
+    key = (service, limits)
+    found = _clients.get(key)
+    if found is None:
+        with _building:
+            found = _clients.get(key)
+            if found is None:
+                create: Any = _clients_session().create_client  # typed per literal service name; ours is a str
+                found = _clients[key] = create(service, config=client_config(limits))
+    return found
 
 
+_clients: dict[tuple[str, CallLimits], Any] = {}
 _building = threading.Lock()
 
 

@@ -47,7 +47,6 @@ def dispatch_due_feeds(settings: Settings, fired_at: datetime | None = None) -> 
     stack's sped-up schedules stamp their faster clock, so under test feed schedules keep its pace too.
     """
     bind_table(settings.connections_table_name)
-    _sqs()  # built here, before the shard readers share it
     now = max(utcnow(), fired_at) if fired_at else utcnow()
 
     def dispatch_page(keys: list[tuple[str, str]]) -> int:

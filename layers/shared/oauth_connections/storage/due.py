@@ -37,8 +37,8 @@ def sweep_due(
     """Every page of what is due by `until` in each of the shards, handed to `handle`; the sum of its results.
 
     Each shard is read page after page to its end, up to SHARD_READERS shards at once; `handle` runs in the
-    thread that read the page, in a copy of the caller's context (so with the invocation's deadline). What
-    `handle` calls must be thread-safe and built before: clients are created on the calling thread first.
+    thread that read the page, in a copy of the caller's context (so with the invocation's deadline), and
+    what it calls must be thread-safe (core/aws.py builds each client once, whichever thread asks first).
     An error in one shard does not stop the others: every shard is read, then the first error is raised.
     """
 
