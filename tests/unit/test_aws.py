@@ -161,3 +161,41 @@ def test_every_sdk_session_shares_one_copy_of_the_sdk_models(service_env: Resour
         tracemalloc.stop()
         bind_table(service_env.table_name)
     assert held < (len(MODELS) + 1) * 512 * 1024
+
+
+def test_every_item_model_and_the_transactions_share_one_dynamodb_client(service_env: Resources) -> None:
+    """Binding the table gives the six item models one botocore session and one DynamoDB client (pynamodb
+    would build one of each per model); a call near the deadline gets the one client of its shorter limits."""
+    import botocore.session
+
+    from oauth_connections.storage import table
+    from oauth_connections.storage.binding import MODELS, bind_table
+
+    sessions = 0
+    original = botocore.session.Session.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal sessions
+        sessions += 1
+        original(self, *args, **kwargs)
+
+    def clients() -> set[int]:
+        return {id(model._get_connection().connection.client) for model in MODELS}
+
+    name = f"one-client-{time.time_ns()}"  # a table no test binds: every model gets a new connection
+    try:
+        botocore.session.Session.__init__ = counting  # type: ignore[method-assign]
+        try:
+            bind_table(name)
+        finally:
+            botocore.session.Session.__init__ = original  # type: ignore[method-assign]
+        limits = aws.current_limits()
+        assert clients() == {id(table._connection(limits).client)}
+        assert sessions <= 1  # the shared connection's own, if no earlier test built it
+        with budget.invocation(_Context(2000)):
+            bind_table(name)
+            shorter = aws.current_limits()
+            assert shorter != limits
+            assert clients() == {id(table._connection(shorter).client)}
+    finally:
+        bind_table(service_env.table_name)

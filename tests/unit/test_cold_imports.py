@@ -30,10 +30,10 @@ print(json.dumps(sorted(name for name in watched if name in sys.modules)))
 API_FUNCTIONS = sorted(p.parent.name for p in (REPO / "functions").glob("*/app.py") if "http_handler" in p.read_text())
 
 
-def _imported_by(function: str) -> set[str]:
+def _imported_by(function: str, watched: tuple[str, ...] = WATCHED) -> set[str]:
     paths = [str(REPO / "functions" / function), str(REPO / "layers/shared"), str(REPO / "clients/python/src")]
     output = subprocess.run(
-        [sys.executable, "-c", IMPORT_FUNCTION, json.dumps(WATCHED), *paths], capture_output=True, text=True, check=True
+        [sys.executable, "-c", IMPORT_FUNCTION, json.dumps(watched), *paths], capture_output=True, text=True, check=True
     ).stdout
     return set(json.loads(output.strip().splitlines()[-1]))
 
@@ -48,6 +48,16 @@ def test_an_api_function_leaves_the_openapi_models_to_the_document_function(func
     assert "aws_lambda_powertools.event_handler" in imported
     assert "aws_lambda_powertools.event_handler.openapi.models" not in imported
     assert not imported & {"aws_encryption_sdk", "authlib", "requests", "boto3"}
+
+
+def test_the_document_function_serves_the_built_document_without_the_routes_or_the_openapi_models() -> None:
+    routes = tuple(
+        f"oauth_connections.entrypoints.http.{module}"
+        for module in ("activity", "browser", "connections", "feeds", "providers", "openapi_build")
+    )
+    imported = _imported_by("openapi", (*routes, *WATCHED))
+    assert "aws_lambda_powertools.event_handler" in imported
+    assert not imported & {*routes, "aws_lambda_powertools.event_handler.openapi.models", "boto3", "requests"}
 
 
 def test_the_api_functions_are_found() -> None:

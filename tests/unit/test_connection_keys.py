@@ -113,14 +113,14 @@ def test_a_key_kms_refuses_is_key_unavailable(
     crypto._connection_keys.clear()
     with AwsFaultProxy(aws_endpoint) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        aws._client.cache_clear()
+        aws._clients.clear()
         proxy.fail_with("kms", 30.0, 400, "DisabledException")
         try:
             with pytest.raises(KeyUnavailableError) as refused:
                 envelope.decrypt(ciphertext, ctx())
         finally:
             monkeypatch.setenv("AWS_ENDPOINT_URL", aws_endpoint)
-            aws._client.cache_clear()
+            aws._clients.clear()
     assert refused.value.code == "key_unavailable"
     assert refused.value.kms_error_code == "DisabledException"
 

@@ -61,7 +61,7 @@ def _new_aws_clients() -> None:
         model._connection = None
     crypto._envelope.cache_clear()
     crypto._connection_keys.clear()
-    aws_clients._client.cache_clear()
+    aws_clients._clients.clear()
 
 
 @pytest.fixture

@@ -163,7 +163,10 @@ def test_one_sweep_queues_exactly_the_due_connections_and_the_worker_refreshes_e
         assert record.due_at == cast(Any, record.expires_at) - window
         assert (record.due_at <= utcnow()) == (i % 2 == 0)
 
-    with count_aws_calls() as calls, dynamodb_requests() as requests:
+    with (
+        count_aws_calls(all_threads=True) as calls,
+        dynamodb_requests() as requests,
+    ):  # the shard readers call from their threads
         result = sweep()
     assert result == {"enqueued": 1000, "shards": settings.due_shards}
     dynamodb_calls = {operation: n for operation, n in calls.items() if operation.startswith("dynamodb.")}
@@ -580,3 +583,37 @@ def test_message_queued_before_an_on_demand_refresh_does_not_refresh_again(
     assert outcome == "not_due"
     assert refreshes(provider) == before + 1
     assert stored_tokens(tenant, connection_id).access_token == on_demand["access_token"]
+
+
+def test_a_sweep_reads_every_shard_in_the_invocations_context_even_when_one_fails(service_env: Resources) -> None:
+    """The shard readers run in threads: each sees the invocation's deadline, at most SHARD_READERS read at
+    once, and a failing shard neither stops the others nor is lost: its error is raised once all are read."""
+    from oauth_connections.core import budget
+    from oauth_connections.storage import due
+    from oauth_connections.storage.connections import CONNECTIONS
+
+    bind_table(service_env.table_name)
+    lock = threading.Lock()
+    handled: list[float | None] = []
+    reading = most = 0
+
+    def handle(keys: list[tuple[str, str]]) -> int:
+        nonlocal reading, most
+        with lock:
+            handled.append(budget.remaining_seconds())
+            first = len(handled) == 1
+            reading += 1
+            most = max(most, reading)
+        time.sleep(0.05)  # long enough for the other readers to start meanwhile
+        with lock:
+            reading -= 1
+        if first:
+            raise RuntimeError("this shard failed")
+        return len(keys) + 1
+
+    shards = [f"NOTHING#{number:03d}" for number in range(10)]  # empty shards: one empty page each
+    with budget.invocation(LambdaContext()), pytest.raises(RuntimeError, match="this shard failed"):
+        due.sweep_due(CONNECTIONS, shards, utcnow(), 100, handle)
+    assert len(handled) == len(shards)
+    assert all(left is not None and left > 0 for left in handled)
+    assert 1 < most <= due.SHARD_READERS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from functools import cache
 from typing import Any
@@ -13,8 +12,7 @@ from pynamodb.attributes import TTLAttribute
 from devstack.template import Resolver
 from oauth_connections.core.config import Settings
 from oauth_connections.entrypoints.http import access
-from oauth_connections.entrypoints.http.openapi import API_ROUTERS
-from oauth_connections.entrypoints.http.resolver import build_resolver
+from oauth_connections.entrypoints.http.openapi_build import API_ROUTERS, build_document
 from oauth_connections.storage.binding import MODELS
 from oauth_connections.storage.connections import ConnectionRecord
 from tests.conftest import REPO
@@ -113,11 +111,7 @@ def test_kms_key_rotates_and_has_an_alias() -> None:
 
 def _documented_security() -> dict[tuple[str, str], list[dict[str, list[str]]]]:
     """Each operation of the OpenAPI document with its security requirement (alternatives)."""
-    document = json.loads(
-        build_resolver(API_ROUTERS).get_openapi_json_schema(
-            title="scopes", version="1", security_schemes=access.security_schemes()
-        )
-    )
+    document = build_document()
     return {
         (method.upper(), path): operation.get("security", [])
         for path, operations in document["paths"].items()

@@ -19,7 +19,7 @@ from oauth_connections.core.errors import ConfigurationError, NotFoundError
 from oauth_connections.core.observability import logger, metrics
 from oauth_connections.storage.binding import bind_table
 from oauth_connections.storage.connections import CONNECTIONS
-from oauth_connections.storage.due import due_page
+from oauth_connections.storage.due import sweep_due
 
 SQS_BATCH = 10
 PAGE_SIZE = 100
@@ -36,20 +36,13 @@ class SweepResult:
 
 
 def sweep(settings: Settings) -> SweepResult:
-    """Queue every connection due now, shard by shard."""
+    """Queue every connection due now, a few shards at once (storage/due.py)."""
     if not settings.refresh_queue_url:
         raise ConfigurationError("REFRESH_QUEUE_URL is not set")
     bind_table(settings.connections_table_name)
-    now = utcnow()
-    enqueued = 0
-    for number in range(settings.due_shards):
-        shard = shard_of_number(number)
-        start: dict[str, Any] | None = None
-        while True:
-            keys, start = due_page(CONNECTIONS, shard, now, PAGE_SIZE, start)
-            enqueued += _enqueue(settings.refresh_queue_url, keys)
-            if not start:
-                break
+    queue_url = settings.refresh_queue_url
+    shards = [shard_of_number(number) for number in range(settings.due_shards)]
+    enqueued = sweep_due(CONNECTIONS, shards, utcnow(), PAGE_SIZE, lambda keys: _enqueue(queue_url, keys))
     metrics.add_metric(name="RefreshDueBacklog", unit=MetricUnit.Count, value=enqueued)
     logger.info("refresh sweep", extra={"enqueued": enqueued, "shards": settings.due_shards})
     return SweepResult(enqueued=enqueued, shards=settings.due_shards)

@@ -2,7 +2,7 @@
 
 The SDK defaults (60 s connect and read timeouts, legacy retries) outlast every function here, so a
 throttled or unreachable service would make a caller wait for the function's own timeout and learn
-nothing. Every client (boto3, pynamodb, the Encryption SDK's KMS client) is built from `call_limits`:
+nothing. Every client (botocore, pynamodb, the Encryption SDK's KMS client) is built from `call_limits`:
 per-attempt connect and read timeouts of AWS_TIMEOUT_SECONDS and the standard retry mode with
 AWS_MAX_ATTEMPTS attempts, all shortened so that every attempt ends before the invocation's deadline
 (budget.py). A failure that says "AWS is throttled, slow or down" is recognized by `is_unavailable`, in
@@ -22,7 +22,6 @@ from oauth_connections.core import budget
 from oauth_connections.core.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
-    import boto3.session
     import botocore.config
     import botocore.loaders
     import botocore.session
@@ -121,30 +120,35 @@ def current_limits() -> CallLimits:
 
 
 def client(service: str, limits: CallLimits | None = None) -> Any:
-    """A boto3 client of `service`, bounded by the settings and the invocation's remaining time (or `limits`).
-
-    Clients are thread-safe, but creating one from boto3's default session is not: one thread at a time.
-    """
-    chosen = limits or current_limits()
-    with _client_lock:
-        return _client(service, chosen)
+    """A client of `service`, bounded by the settings and the invocation's remaining time (or `limits`)."""
+    return _client(service, limits or current_limits())
 
 
-_client_lock = threading.Lock()
-
-
-@cache
 def _client(service: str, limits: CallLimits) -> Any:
-    create: Any = _boto3_session().client  # typed per literal service name; ours is a plain str
-    return create(service, config=client_config(limits))
+    """The one client of `service` with these limits, built on first use. botocore's client, as boto3's
+    client() would return it: boto3 adds only the resource layer and S3's managed transfers, which nothing
+    here uses, and importing it would cost a cold start some 20 ms. A session must not build clients in two
+    threads at once, and a sweep's shard readers may ask for the same one together: one builds it."""
+    key = (service, limits)
+    found = _clients.get(key)
+    if found is None:
+        with _building:
+            found = _clients.get(key)
+            if found is None:
+                create: Any = _clients_session().create_client  # typed per literal service name; ours is a str
+                found = _clients[key] = create(service, config=client_config(limits))
+    return found
+
+
+_clients: dict[tuple[str, CallLimits], Any] = {}
+_building = threading.Lock()
 
 
 @cache
-def _boto3_session() -> boto3.session.Session:
-    import boto3.session
+def _clients_session() -> botocore.session.Session:
     import botocore.session
 
-    return boto3.session.Session(botocore_session=share_sdk_models(botocore.session.get_session()))
+    return share_sdk_models(botocore.session.get_session())
 
 
 def botocore_session(limits: CallLimits) -> botocore.session.Session:

@@ -19,7 +19,7 @@ from oauth_connections.core.errors import (
 from oauth_connections.core.observability import metrics
 from oauth_connections.feeds.service import SHARD_PREFIX, load_for_caller, schedule_next
 from oauth_connections.storage.binding import bind_table
-from oauth_connections.storage.due import due_page
+from oauth_connections.storage.due import sweep_due
 from oauth_connections.storage.feeds import FEEDS, FeedRecord, record_feed_outcome
 
 
@@ -48,32 +48,34 @@ def dispatch_due_feeds(settings: Settings, fired_at: datetime | None = None) -> 
     """
     bind_table(settings.connections_table_name)
     now = max(utcnow(), fired_at) if fired_at else utcnow()
-    queued = 0
-    for number in range(settings.due_shards):
-        start: dict[str, Any] | None = None
-        while True:
-            keys, start = due_page(FEEDS, f"{SHARD_PREFIX}{number:03d}", now, 100, start)
-            for tenant_id, feed_id in keys:
-                try:
-                    record = FEEDS.load(tenant_id, feed_id, consistent=True)
-                except NotFoundError:
-                    continue
-                if record.due_at is None or record.due_at > now:
-                    continue
-                schedule_next(settings, record, now)
-                moved = record_feed_outcome(
-                    record,
-                    [
-                        FeedRecord.next_run_at.set(record.next_run_at),
-                        FeedRecord.due_shard.set(record.due_shard),
-                        FeedRecord.due_at.set(record.due_at),
-                    ],
-                )
-                if not moved:
-                    continue  # deleted since it was read
-                enqueue_feed_run(settings, tenant_id, feed_id, "schedule")
-                queued += 1
-            if not start:
-                break
+
+    def dispatch_page(keys: list[tuple[str, str]]) -> int:
+        return sum(_dispatch_if_due(settings, tenant_id, feed_id, now) for tenant_id, feed_id in keys)
+
+    shards = [f"{SHARD_PREFIX}{number:03d}" for number in range(settings.due_shards)]
+    queued = sweep_due(FEEDS, shards, now, 100, dispatch_page)
     metrics.add_metric(name="FeedsDispatched", unit=MetricUnit.Count, value=queued)
     return queued
+
+
+def _dispatch_if_due(settings: Settings, tenant_id: str, feed_id: str, now: datetime) -> bool:
+    """Queue one run of the feed if it is still due, moving its next run forward first; whether it was queued."""
+    try:
+        record = FEEDS.load(tenant_id, feed_id, consistent=True)
+    except NotFoundError:
+        return False
+    if record.due_at is None or record.due_at > now:
+        return False
+    schedule_next(settings, record, now)
+    moved = record_feed_outcome(
+        record,
+        [
+            FeedRecord.next_run_at.set(record.next_run_at),
+            FeedRecord.due_shard.set(record.due_shard),
+            FeedRecord.due_at.set(record.due_at),
+        ],
+    )
+    if not moved:
+        return False  # deleted since it was read
+    enqueue_feed_run(settings, tenant_id, feed_id, "schedule")
+    return True

@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
-from pynamodb.connection import Connection
+from pynamodb.connection import Connection, TableConnection
 from pynamodb.exceptions import PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -52,6 +52,32 @@ class TableModel(Model):
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
+
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        """pynamodb's connection of the model, on the one DynamoDB client of its call limits.
+
+        pynamodb gives each model's connection its own botocore session and client; every model is bound
+        at once (bind_table), and each session registers some 700 event handlers (over 10 ms) and each
+        client its own HTTP pool and TLS connections. Every model of the table uses the same service with
+        the same settings, so they share one client (and its session) per limits, with the transactions'.
+        """
+        connection = super()._get_connection()
+        own = connection.connection
+        if own._client is None:
+            shared = _connection(_meta_limits(cls.Meta))
+            own._local.session = shared.session  # pynamodb keeps a session per thread; this one is this thread's
+            own._client = shared.client
+        return connection
+
+
+def _meta_limits(meta: Any) -> aws.CallLimits:
+    """The call limits that a model's pynamodb connection settings (bind_table sets them) stand for."""
+    return aws.CallLimits(
+        connect_timeout=float(meta.connect_timeout_seconds),
+        read_timeout=float(meta.read_timeout_seconds),
+        max_attempts=int(meta.max_retry_attempts) + 1,
+    )
 
 
 class _Binding:
