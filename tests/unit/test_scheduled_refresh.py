@@ -585,9 +585,10 @@ def test_message_queued_before_an_on_demand_refresh_does_not_refresh_again(
     assert stored_tokens(tenant, connection_id).access_token == on_demand["access_token"]
 
 
-def test_a_sweep_reads_every_shard_in_the_invocations_context_even_when_one_fails(service_env: Resources) -> None:
+def test_a_sweep_reads_its_shards_in_the_invocations_context_and_stops_at_an_error(service_env: Resources) -> None:
     """The shard readers run in threads: each sees the invocation's deadline, at most SHARD_READERS read at
-    once, and a failing shard neither stops the others nor is lost: its error is raised once all are read."""
+    once, and a failing shard ends the sweep: the readers already reading finish, no further shard is read,
+    and its error is raised."""
     from oauth_connections.core import budget
     from oauth_connections.storage import due
     from oauth_connections.storage.connections import CONNECTIONS
@@ -611,9 +612,18 @@ def test_a_sweep_reads_every_shard_in_the_invocations_context_even_when_one_fail
             raise RuntimeError("this shard failed")
         return len(keys) + 1
 
-    shards = [f"NOTHING#{number:03d}" for number in range(10)]  # empty shards: one empty page each
+    shards = [f"NOTHING#{number:03d}" for number in range(40)]  # empty shards: one empty page each
     with budget.invocation(LambdaContext()), pytest.raises(RuntimeError, match="this shard failed"):
         due.sweep_due(CONNECTIONS, shards, utcnow(), 100, handle)
-    assert len(handled) == len(shards)
+    assert 1 < len(handled) < len(shards)  # the readers under way finished; the rest were not started
     assert all(left is not None and left > 0 for left in handled)
     assert 1 < most <= due.SHARD_READERS
+
+    read: list[str] = []
+
+    def count(keys: list[tuple[str, str]]) -> int:
+        read.append("page")
+        return len(keys)
+
+    assert due.sweep_due(CONNECTIONS, shards, utcnow(), 100, count) == 0
+    assert len(read) == len(shards)  # without an error, every shard is read

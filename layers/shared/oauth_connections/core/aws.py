@@ -12,6 +12,7 @@ whatever wrapper botocore, pynamodb or the Encryption SDK put around it, and ans
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,8 +129,9 @@ def _client(service: str, limits: CallLimits) -> Any:
     """The one client of `service` with these limits, built on first use. botocore's client, as boto3's
     client() would return it: boto3 adds only the resource layer and S3's managed transfers, which nothing
     here uses, and importing it would cost a cold start some 20 ms. A session must not build clients in two
-    threads at once, and a sweep's shard readers may ask for the same one together: one builds it."""
-    key = (service, limits)
+    threads at once, and a sweep's shard readers may ask for the same one together: one builds it. A client
+    is for the endpoint it was built with: the endpoint settings of the environment are part of its key."""
+    key = (service, limits, os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}"), os.environ.get("AWS_ENDPOINT_URL"))
     found = _clients.get(key)
     if found is None:
         with _building:
@@ -140,7 +142,7 @@ def _client(service: str, limits: CallLimits) -> Any:
     return found
 
 
-_clients: dict[tuple[str, CallLimits], Any] = {}
+_clients: dict[tuple[str, CallLimits, str | None, str | None], Any] = {}
 _building = threading.Lock()
 
 

@@ -39,7 +39,9 @@ def sweep_due(
     Each shard is read page after page to its end, up to SHARD_READERS shards at once; `handle` runs in the
     thread that read the page, in a copy of the caller's context (so with the invocation's deadline), and
     what it calls must be thread-safe (core/aws.py builds each client once, whichever thread asks first).
-    An error in one shard does not stop the others: every shard is read, then the first error is raised.
+    An error ends the sweep: the shards not yet started are not read (the next sweep reads them), those
+    being read finish, then the error is raised. A failing AWS fails every shard alike, so reading on would
+    only multiply the time to the answer.
     """
 
     def read_shard(shard: str) -> int:
@@ -55,4 +57,8 @@ def sweep_due(
         return 0
     with ThreadPoolExecutor(max_workers=min(SHARD_READERS, len(shards))) as pool:
         futures = [pool.submit(contextvars.copy_context().run, read_shard, shard) for shard in shards]
-        return sum(future.result() for future in futures)
+        try:
+            return sum(future.result() for future in futures)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
