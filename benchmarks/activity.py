@@ -41,10 +41,10 @@ def settings_env(**values: str) -> Iterator[None]:
 
 
 def writes_of(call: Callable[[], Any]) -> tuple[int, int]:
-    """(activity puts, all DynamoDB writes) of one call."""
+    """(activity puts, all DynamoDB writes) of one call, in every thread (the refresh worker's too)."""
     from tests.support.aws_calls import count_item_writes
 
-    with count_item_writes(ACTIVITY) as calls:
+    with count_item_writes(ACTIVITY, all_threads=True) as calls:
         call()
     return calls[f"PutItem {ACTIVITY}"], sum(n for name, n in calls.items() if " " not in name)
 

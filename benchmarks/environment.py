@@ -23,6 +23,7 @@ import boto3
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTIONS = REPO / "functions"
+AWS_LOG = REPO / ".bench" / "aws.log"
 HEAVY_MODULES = ("authlib", "requests", "aws_encryption_sdk", "pynamodb", "pydantic", "boto3")
 
 COLD_START_SCRIPT = r"""
@@ -124,17 +125,25 @@ class Environment:
     def __enter__(self) -> Self:
         import logging
 
-        from devstack.aws import MotoServer, Provisioner
-        from devstack.logs import LogSink
+        from devstack.aws import Provisioner
         from devstack.template import load_template, parameter_values
+        from tests.conftest import free_port
         from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        # The embedded AWS runs in a process of its own, as the local stack runs it and as AWS is to a
-        # Lambda: its work does not take the measured process's CPU or interpreter lock.
-        self.moto = MotoServer(0, LogSink(REPO / ".bench" / "aws", echo=False))
-        self.moto.wait_ready()
-        self.aws_url = self.moto.url
+        # The embedded AWS runs in a process of its own, as AWS is to a Lambda: its work does not take the
+        # measured process's interpreter lock. Plain moto: the local stack's one-DynamoDB-request-at-a-time
+        # and IAM checks guard tests against races and missing permissions; here they would only measure
+        # the emulator (the bench's connections never race on one item).
+        port = free_port()
+        AWS_LOG.parent.mkdir(exist_ok=True)
+        self.moto = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=AWS_LOG.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        self.aws_url = f"http://127.0.0.1:{port}"
+        _wait_listening(port, self.moto)
         os.environ["AWS_ENDPOINT_URL"] = self.aws_url
         template = load_template(REPO / "template.yaml")
         fields = {"api_url": "https://api.example.com", "lambda_url": "", "aws_url": self.aws_url}
@@ -163,7 +172,8 @@ class Environment:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.endpoint.stop()
         self.slow_endpoint.stop()
-        self.moto.stop()
+        self.moto.kill()  # moto's server has nothing to flush
+        self.moto.wait(10)
 
     # ---- warm, in-process
     def _handler(self, function: str) -> Any:
@@ -346,6 +356,20 @@ class Environment:
 def lambda_environment(name: str, code: Path) -> dict[str, str]:
     """This process's environment with what the Lambda runtime adds for function `name`, its code in `code`."""
     return os.environ | LAMBDA_RUNTIME_ENVIRONMENT | {"AWS_LAMBDA_FUNCTION_NAME": name, "LAMBDA_TASK_ROOT": str(code)}
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the embedded AWS exited ({process.returncode}); see {AWS_LOG}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the embedded AWS did not start listening within 30 s")
 
 
 def _timed_script(script: str) -> float:

@@ -56,20 +56,23 @@ def _writes(operation_name: str, api_params: Any) -> list[tuple[str, Any]]:
 
 
 @contextmanager
-def count_item_writes(prefix: str) -> Iterator[Counter[str]]:
+def count_item_writes(prefix: str, *, all_threads: bool = False) -> Iterator[Counter[str]]:
     """Yields a Counter of this thread's DynamoDB item writes (a transaction's counted item by item):
     "<operation>" for every one, and "<operation> <prefix>" for an item whose partition key starts with
-    `prefix`."""
+    `prefix`. With `all_threads`, also those of the threads the block starts (the refresh worker's)."""
     calls: Counter[str] = Counter()
     owner = threading.get_ident()
     original = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]
 
+    lock = threading.Lock()
+
     def counting(self: Any, operation_name: str, api_params: Any) -> Any:
-        if threading.get_ident() == owner:
-            for operation, item in _writes(operation_name, api_params):
-                calls[operation] += 1
-                if str(item.get("pk", {}).get("S", "")).startswith(prefix):
-                    calls[f"{operation} {prefix}"] += 1
+        if all_threads or threading.get_ident() == owner:
+            with lock:
+                for operation, item in _writes(operation_name, api_params):
+                    calls[operation] += 1
+                    if str(item.get("pk", {}).get("S", "")).startswith(prefix):
+                        calls[f"{operation} {prefix}"] += 1
         return original(self, operation_name, api_params)
 
     botocore.client.BaseClient._make_api_call = counting  # type: ignore[attr-defined]
