@@ -281,3 +281,12 @@ def published_events(aws_endpoint: str) -> EventCapture:
     events.put_rule(Name="capture-all", EventPattern=json.dumps({"source": ["oauth-connections"]}))
     events.put_targets(Rule="capture-all", Targets=[{"Id": "queue", "Arn": queue_arn}])
     return EventCapture(queue_url)
+
+
+@pytest.fixture(scope="module")
+def running_endpoint() -> Iterator[Any]:
+    """A scripted token endpoint (ScriptedTokenEndpoint) for the module's tests; each test resets it."""
+    from tests.support.token_endpoint import ScriptedTokenEndpoint
+
+    with ScriptedTokenEndpoint() as running:
+        yield running

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,17 +75,10 @@ def test_activity_cannot_be_changed_or_deleted_through_the_api(api: ApiClient) -
 # ------------------------------------------------------------------ refresh failures, tests and feeds
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
     """A token endpoint that answers 503 unless a test queues another answer."""
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     running_endpoint.default = Scripted(503, "")
     return running_endpoint
 

@@ -16,7 +16,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,17 +36,9 @@ NODE_SCRIPT = REPO_ROOT / "clients" / "node" / "call_api.mjs"
 LOOPBACK = client.UrlPolicy(allow_insecure_loopback=True)
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
-    running_endpoint.json_only = False
+    running_endpoint.reset()
     return running_endpoint
 
 

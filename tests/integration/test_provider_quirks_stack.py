@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,17 +24,9 @@ AUTHORIZE_AT = "https://provider.example.com/oauth/authorize"  # the browser wou
 A_DAY = 86_400  # min_valid_seconds that makes any token due for refresh
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
-    running_endpoint.json_only = False
+    running_endpoint.reset()
     return running_endpoint
 
 

@@ -130,6 +130,13 @@ class ScriptedTokenEndpoint(LoopbackServer):
 
         self._serve(Handler, "token-endpoint")
 
+    def reset(self) -> None:
+        """Forget what earlier tests queued and received: no answers, no requests, the default answer."""
+        self.answers.clear()
+        self.requests.clear()
+        self.default = Scripted(500, {"error": "server_error"})
+        self.json_only = False
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"

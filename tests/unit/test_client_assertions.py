@@ -57,16 +57,9 @@ class AssertionChecker:
         return None
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> Iterator[ScriptedTokenEndpoint]:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     yield running_endpoint
     running_endpoint.verify = None
 

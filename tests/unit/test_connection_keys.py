@@ -8,7 +8,6 @@ written in the Encryption SDK format is read and then written anew without losin
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -39,16 +38,9 @@ def envelope(service_env: Resources) -> Envelope:
     return Envelope(service_env.key_arn)
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint, monkeypatch: pytest.MonkeyPatch) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     running_endpoint.default = Scripted(200, ROTATED)
     return running_endpoint
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -186,12 +185,6 @@ def test_dead_lease_holder_is_recovered(
 # ------------------------------------------------------------------ failure classification
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def scripted(
     flow_api: InProcessApi, running_endpoint: ScriptedTokenEndpoint, monkeypatch: pytest.MonkeyPatch
@@ -199,8 +192,7 @@ def scripted(
     """A connection with stored tokens whose token endpoint answers what the test scripts."""
     monkeypatch.setenv("OUTBOUND_TIMEOUT_SECONDS", "1")
     get_settings.cache_clear()
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     body = {
         "name": f"scripted {time.time_ns()}",
         "client_id": "cid",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
 
 import pytest
@@ -35,16 +35,9 @@ def bomb() -> Scripted:
     return Scripted(200, gzip_bomb(), {"Content-Type": "application/json", "Content-Encoding": "gzip"})
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     return running_endpoint
 
 

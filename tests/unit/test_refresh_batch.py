@@ -47,17 +47,10 @@ class InFlight:
             self.now -= 1
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def in_flight(running_endpoint: ScriptedTokenEndpoint) -> Iterator[InFlight]:
     counter = InFlight()
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     running_endpoint.verify = lambda request: counter.arrived(request)
     running_endpoint.default = Scripted(200, FRESH, delay=DELAY_SECONDS, on_answer=counter.answered)
     yield counter

@@ -77,12 +77,6 @@ def aws(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsFault
             _new_aws_clients()
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def scripted(
     flow_api: InProcessApi, running_endpoint: ScriptedTokenEndpoint, monkeypatch: pytest.MonkeyPatch
@@ -91,8 +85,7 @@ def scripted(
     monkeypatch.setenv("OUTBOUND_TIMEOUT_SECONDS", "2")
     monkeypatch.setenv("REFRESH_LEASE_SECONDS", "10")
     get_settings.cache_clear()
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     body = {
         "name": f"faults {time.time_ns()}",
         "client_id": "cid",

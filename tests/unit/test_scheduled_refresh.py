@@ -44,17 +44,10 @@ from tests.unit.scheduled_helpers import (
 FRESH = {"access_token": "fresh-access", "token_type": "Bearer", "expires_in": 3600}
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> Iterator[ScriptedTokenEndpoint]:
     """The scripted token endpoint, answering a valid token response unless a test queues something else."""
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     running_endpoint.default = Scripted(200, FRESH)
     yield running_endpoint
     running_endpoint.answers.clear()

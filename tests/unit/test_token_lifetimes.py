@@ -7,7 +7,6 @@ API with a code from the real provider, the refresh through GetTokenFunction.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -32,16 +31,9 @@ def body_with(expires_in: str, **fields: str) -> Scripted:
     return Scripted(body=raw, headers={"Content-Type": "application/json"})
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     return running_endpoint
 
 

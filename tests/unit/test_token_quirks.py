@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from oauth_connections.oauth import token_endpoint
@@ -15,17 +13,9 @@ LOOPBACK = UrlPolicy(allow_insecure_loopback=True)
 LOOPBACK_ORIGIN = r"^http://127\.0\.0\.1:[0-9]{1,5}$"
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
-    running_endpoint.json_only = False
+    running_endpoint.reset()
     return running_endpoint
 
 

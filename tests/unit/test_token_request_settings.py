@@ -4,7 +4,6 @@ imposed by a scripted provider on the exchange and the refresh; and the 422s tha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,16 +20,9 @@ DEVICE = MetadataRule("device_id", r"^[A-Za-z0-9_-]{1,200}$")
 TOKENS = {"access_token": "a1", "refresh_token": "r1", "expires_in": 3600}
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     return running_endpoint
 
 

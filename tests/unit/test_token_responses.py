@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,16 +14,9 @@ from tests.support.token_endpoint import RESET, Scripted, ScriptedTokenEndpoint
 LOOPBACK = UrlPolicy(allow_insecure_loopback=True)
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> ScriptedTokenEndpoint:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     return running_endpoint
 
 

@@ -22,16 +22,9 @@ from tests.unit.scheduled_helpers import RefreshQueue, body_of, insert_connected
 PROVIDER_DELAY_SECONDS = 1.5
 
 
-@pytest.fixture(scope="module")
-def running_endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> Iterator[ScriptedTokenEndpoint]:
-    running_endpoint.answers.clear()
-    running_endpoint.requests.clear()
+    running_endpoint.reset()
     running_endpoint.default = Scripted(
         200, {"access_token": "fresh", "token_type": "bearer", "expires_in": 3600}, delay=PROVIDER_DELAY_SECONDS
     )
