@@ -26,7 +26,8 @@ CHROMIUM_ARGS: tuple[str, ...] = (
 # server's pages import a web font) then fail those at once instead of waiting on the network.
 LOOPBACK_ONLY_ARG = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
 
-_TIMEOUT_MS = 10_000
+# A consent's submit lands on our callback, which may start a cold function on a loaded machine.
+_TIMEOUT_MS = 20_000
 
 
 def chromium_executable() -> str:
