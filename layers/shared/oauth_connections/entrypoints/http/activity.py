@@ -42,19 +42,7 @@ def list_connection_activity(
     since: Since = None,
     until: Until = None,
 ) -> Response[ActivityPage]:
-    caller = current_caller(list_connection_activity_router)
-    page = activity.list_activity(
-        get_settings(),
-        caller.tenant_id,
-        connection_id,
-        limit,
-        cursor,
-        kind=activity_type,
-        actor=user,
-        since=since,
-        until=until,
-    )
-    return json_response(200, page)
+    return _page(list_connection_activity_router, connection_id, limit, cursor, activity_type, user, since, until)
 
 
 list_feed_activity_router = Router()
@@ -76,19 +64,7 @@ def list_feed_activity(
     since: Since = None,
     until: Until = None,
 ) -> Response[ActivityPage]:
-    caller = current_caller(list_feed_activity_router)
-    page = activity.list_activity(
-        get_settings(),
-        caller.tenant_id,
-        feed_id,
-        limit,
-        cursor,
-        kind=activity_type,
-        actor=user,
-        since=since,
-        until=until,
-    )
-    return json_response(200, page)
+    return _page(list_feed_activity_router, feed_id, limit, cursor, activity_type, user, since, until)
 
 
 list_activity_router = Router()
@@ -107,11 +83,25 @@ def list_activity(
     since: Since = None,
     until: Until = None,
 ) -> Response[ActivityPage]:
-    caller = current_caller(list_activity_router)
+    return _page(list_activity_router, None, limit, cursor, activity_type, user, since, until)
+
+
+def _page(
+    router: Router,
+    subject_id: str | None,
+    limit: int,
+    cursor: str | None,
+    activity_type: str | None,
+    user: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Response[ActivityPage]:
+    """One page of a log: a connection's or a feed's (`subject_id`), or the tenant's (None); each route
+    declares the same filters in its own signature, as the resolver validates and documents them from it."""
     page = activity.list_activity(
         get_settings(),
-        caller.tenant_id,
-        None,
+        current_caller(router).tenant_id,
+        subject_id,
         limit,
         cursor,
         kind=activity_type,
