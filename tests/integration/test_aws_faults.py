@@ -20,6 +20,7 @@ import requests
 
 from devstack import FunctionError, Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
+from oauth_connections.storage.due import SHARD_READERS
 from tests.support.aws_fault_proxy import AwsFaultProxy, Mode
 from tests.support.provider import AUTH_METHOD_CLIENTS, OidcProvider, standard_clients
 from tests.support.stack_fixtures import ApiClient
@@ -40,8 +41,10 @@ from tests.support.stack_flows import (
 FAULTS: list[Mode] = ["hang", "refuse", "slow", "throttle"]
 AWS_TIMEOUT_SECONDS = 1
 AWS_MAX_ATTEMPTS = 2
-# A failing call gives up after its attempts (connect and read timeouts) and at most a second of backoff.
-ANSWER_WITHIN_SECONDS = AWS_MAX_ATTEMPTS * AWS_TIMEOUT_SECONDS + 1 + 2.5
+# A failing call gives up after its attempts (connect and read timeouts) and at most a second of backoff;
+# the rest is the invocation's own time on a loaded machine. Still well below botocore's default read
+# timeout (60 s) and the functions' own timeouts (10 s and more), so an unapplied setting fails the bound.
+ANSWER_WITHIN_SECONDS = AWS_MAX_ATTEMPTS * AWS_TIMEOUT_SECONDS + 1 + 4.5
 # The callback's own work, plus publishing given up after its time cap (events.py).
 EVENT_GIVEN_UP_WITHIN_SECONDS = 8.0
 RETURN_URL = "http://127.0.0.1:5173/done"
@@ -231,11 +234,18 @@ def test_a_failed_event_does_not_fail_the_stored_connection(
 @pytest.mark.parametrize("fault", FAULTS)
 def test_sweep_fails_quickly(fault_stack: Stack, aws_proxy: AwsFaultProxy, fault: Mode) -> None:
     fault_stack.fire_schedule("RefreshSchedulerFunction")  # a warm function
+    seen = aws_proxy.seen["dynamodb"]
     started = time.monotonic()
     with aws_proxy.fault(fault), pytest.raises(FunctionError) as failed:
         fault_stack.fire_schedule("RefreshSchedulerFunction")
     assert time.monotonic() - started < ANSWER_WITHIN_SECONDS
     assert failed.value.error["errorType"] == "QueryError", failed.value.error  # not a timeout of the function
+    # The shards being read when the first one failed, each query tried AwsMaxAttempts times; no shard
+    # after them was started.
+    tried = aws_proxy.seen["dynamodb"] - seen
+    assert tried <= SHARD_READERS * AWS_MAX_ATTEMPTS, tried
+    if fault != "refuse":  # a closed port lets few requests, or none, reach the proxy
+        assert tried >= AWS_MAX_ATTEMPTS, tried
 
 
 def reports(stack: Stack, function: str) -> int:

@@ -75,6 +75,7 @@ _PASS = _Fault("pass")
 class AwsFaultProxy(LoopbackServer):
     def __init__(self, upstream_url: str = "") -> None:
         self._upstream_url = upstream_url.rstrip("/")
+        self.seen: Counter[str] = Counter()  # every request received, per service
         self.refused: Counter[str] = Counter()  # requests kept from the embedded AWS, per service
         self._faults: dict[str | None, _Fault] = {}  # None: every service
         self._lock = threading.Lock()
@@ -91,8 +92,9 @@ class AwsFaultProxy(LoopbackServer):
                 match = _SCOPE.search(self.headers.get("Authorization") or "")
                 service = match.group(1) if match else "unknown"
                 fault = owner._fault_of(service)
-                if fault.mode not in ("pass", "slow"):
-                    with owner._lock:
+                with owner._lock:
+                    owner.seen[service] += 1
+                    if fault.mode not in ("pass", "slow"):
                         owner.refused[service] += 1
                 if fault.mode == "hang":
                     while owner._fault_of(service).mode == "hang" and not owner._stopped.is_set():

@@ -589,28 +589,24 @@ def test_a_sweep_reads_its_shards_in_the_invocations_context_and_stops_at_an_err
     bind_table(service_env.table_name)
     lock = threading.Lock()
     handled: list[float | None] = []
-    reading = most = 0
+    together = threading.Barrier(due.SHARD_READERS, timeout=10)  # only as many readers as SHARD_READERS meet
 
     def handle(keys: list[tuple[str, str]]) -> int:
-        nonlocal reading, most
         with lock:
             handled.append(budget.remaining_seconds())
             first = len(handled) == 1
-            reading += 1
-            most = max(most, reading)
-        time.sleep(0.05)  # long enough for the other readers to start meanwhile
-        with lock:
-            reading -= 1
+        together.wait()
         if first:
             raise RuntimeError("this shard failed")
+        time.sleep(0.1)  # the others finish after the failure
         return len(keys) + 1
 
     shards = [f"NOTHING#{number:03d}" for number in range(40)]  # empty shards: one empty page each
     with budget.invocation(LambdaContext()), pytest.raises(RuntimeError, match="this shard failed"):
         due.sweep_due(CONNECTIONS, shards, utcnow(), 100, handle)
-    assert 1 < len(handled) < len(shards)  # the readers under way finished; the rest were not started
+    # The readers under way finished; none of them, nor anything else, started another shard.
+    assert len(handled) == due.SHARD_READERS
     assert all(left is not None and left > 0 for left in handled)
-    assert 1 < most <= due.SHARD_READERS
 
     read: list[str] = []
 

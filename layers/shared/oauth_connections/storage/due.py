@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -44,14 +45,22 @@ def sweep_due(
     only multiply the time to the answer.
     """
 
+    failed = threading.Event()  # set by the first shard that fails, before its thread takes another
+
     def read_shard(shard: str) -> int:
+        if failed.is_set():
+            return 0
         handled = 0
         start: dict[str, Any] | None = None
-        while True:
-            keys, start = due_page(collection, shard, until, limit, start)
-            handled += handle(keys)
-            if not start:
-                return handled
+        try:
+            while True:
+                keys, start = due_page(collection, shard, until, limit, start)
+                handled += handle(keys)
+                if not start:
+                    return handled
+        except BaseException:
+            failed.set()
+            raise
 
     if not shards:
         return 0
