@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from devstack import Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
+from tests.support.refresh_worker import connect_service_account, slow_provider_once_due, token_versions
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import invoke, new_tenant, stored_item
-from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
+from tests.support.token_endpoint import ScriptedTokenEndpoint
 
 PROVIDER_DELAY_SECONDS = 3.0
-SHORT_TOKEN = {"access_token": "service-token", "token_type": "bearer", "expires_in": 2}
-TOKEN = {"access_token": "service-token-2", "token_type": "bearer", "expires_in": 3600}
 
 
 @pytest.fixture(scope="module")
@@ -36,30 +34,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with_provider=False,
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
-def connect_service_account(api: ApiClient, endpoint: ScriptedTokenEndpoint) -> str:
-    """A client-credentials connection: connected at once, its short-lived token soon due for refresh."""
-    body: dict[str, Any] = {
-        "name": f"batch {time.time_ns()}",
-        "grant_type": "client_credentials",
-        "client_id": "service",
-        "client_secret": "service-secret",
-        "token_url": endpoint.url,
-    }
-    created = api.post("/connections", json=body)
-    assert created.status_code == 201, created.text
-    connection_id: str = created.json()["id"]
-    endpoint.queue(Scripted(body=SHORT_TOKEN))
-    connected = api.post(f"/connections/{connection_id}/authorize", json={})
-    assert connected.status_code == 200 and connected.json()["status"] == "connected", connected.text
-    return connection_id
 
 
 def alter_tokens(stack: Stack, tenant: str, connection_id: str) -> None:
@@ -91,19 +65,17 @@ def reported_failures(stack: Stack) -> set[str]:
 
 
 def test_a_batch_is_refreshed_concurrently_and_exactly_its_failures_stay_queued(
-    stack: Stack, endpoint: ScriptedTokenEndpoint
+    stack: Stack, running_endpoint: ScriptedTokenEndpoint
 ) -> None:
     tenant = new_tenant("batch")
     api = ApiClient(stack).as_tenant(tenant)
-    good = [connect_service_account(api, endpoint) for _ in range(3)]
-    broken = connect_service_account(api, endpoint)
+    good = [connect_service_account(api, running_endpoint, "batch") for _ in range(3)]
+    broken = connect_service_account(api, running_endpoint, "batch")
     alter_tokens(stack, tenant, broken)
-    versions = {c: stored_item(stack, tenant, c)["token_version"] for c in good}
+    versions = token_versions(stack, tenant, good)
     warm = invoke(stack.lambda_client(), {"Records": []}, "RefreshWorkerFunction")
     assert warm.payload == {"batchItemFailures": []}, warm
-    time.sleep(1.5)  # every token is due now
-    endpoint.requests.clear()
-    endpoint.default = Scripted(body=TOKEN, delay=PROVIDER_DELAY_SECONDS)
+    slow_provider_once_due(running_endpoint, PROVIDER_DELAY_SECONDS)
 
     bodies = [json.dumps({"tenant_id": tenant, "connection_id": c}) for c in [*good, broken]]
     bodies += ["{not json", json.dumps({"tenant_id": tenant})]
@@ -125,7 +97,7 @@ def test_a_batch_is_refreshed_concurrently_and_exactly_its_failures_stay_queued(
     assert all(stored_item(stack, tenant, c)["token_version"] != versions[c] for c in good)
     # One after another, the three good refreshes alone would take three provider delays.
     assert elapsed < 2.5 * PROVIDER_DELAY_SECONDS, elapsed
-    assert len(endpoint.requests) == 3
+    assert len(running_endpoint.requests) == 3
 
     expected = {message_ids[3], message_ids[4], message_ids[5]}
     while time.monotonic() < deadline and reported_failures(stack) != expected:

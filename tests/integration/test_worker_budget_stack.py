@@ -8,22 +8,18 @@ another, so it reports the rest of its batch back, by message id, untouched, for
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from devstack import Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
+from tests.support.refresh_worker import connect_service_account, slow_provider_once_due, token_versions
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import invoke, new_tenant, stored_item
-from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
+from tests.support.token_endpoint import ScriptedTokenEndpoint
 
 PROVIDER_DELAY_SECONDS = 9.0
-# Connected with a token that lives 2 s: due for refresh once half of it has passed.
-SHORT_TOKEN = {"access_token": "service-token", "token_type": "bearer", "expires_in": 2}
-TOKEN = {"access_token": "service-token-2", "token_type": "bearer", "expires_in": 3600}
 
 
 @pytest.fixture(scope="module")
@@ -43,38 +39,12 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[ScriptedTokenEndpoint]:
-    with ScriptedTokenEndpoint() as running:
-        yield running
-
-
-def connect_service_account(api: ApiClient, endpoint: ScriptedTokenEndpoint) -> str:
-    """A client-credentials connection: connected at once, its short-lived token soon due for refresh."""
-    body: dict[str, Any] = {
-        "name": f"budget {time.time_ns()}",
-        "grant_type": "client_credentials",
-        "client_id": "service",
-        "client_secret": "service-secret",
-        "token_url": endpoint.url,
-    }
-    created = api.post("/connections", json=body)
-    assert created.status_code == 201, created.text
-    connection_id: str = created.json()["id"]
-    endpoint.queue(Scripted(body=SHORT_TOKEN))
-    connected = api.post(f"/connections/{connection_id}/authorize", json={})
-    assert connected.status_code == 200 and connected.json()["status"] == "connected", connected.text
-    return connection_id
-
-
-def test_the_worker_reports_what_it_has_no_time_for(slow_stack: Stack, endpoint: ScriptedTokenEndpoint) -> None:
+def test_the_worker_reports_what_it_has_no_time_for(slow_stack: Stack, running_endpoint: ScriptedTokenEndpoint) -> None:
     tenant = new_tenant("budget")
     api = ApiClient(slow_stack).as_tenant(tenant)
-    ids = [connect_service_account(api, endpoint) for _ in range(3)]
-    versions = {i: stored_item(slow_stack, tenant, i)["token_version"] for i in ids}
-    time.sleep(1.5)  # all three are due now
-    endpoint.requests.clear()
-    endpoint.default = Scripted(body=TOKEN, delay=PROVIDER_DELAY_SECONDS)
+    ids = [connect_service_account(api, running_endpoint, "budget") for _ in range(3)]
+    versions = token_versions(slow_stack, tenant, ids)
+    slow_provider_once_due(running_endpoint, PROVIDER_DELAY_SECONDS)
     records = [
         {
             "messageId": f"message-{n}",
@@ -93,7 +63,7 @@ def test_the_worker_reports_what_it_has_no_time_for(slow_stack: Stack, endpoint:
     assert result.status == 200 and result.function_error is None, result
     assert result.payload == {"batchItemFailures": [{"itemIdentifier": "message-1"}, {"itemIdentifier": "message-2"}]}
     assert result.seconds < 30
-    assert len(endpoint.requests) == 1
+    assert len(running_endpoint.requests) == 1
     assert stored_item(slow_stack, tenant, ids[0])["token_version"] != versions[ids[0]]
     for connection_id in ids[1:]:
         untouched = stored_item(slow_stack, tenant, connection_id)

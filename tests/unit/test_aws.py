@@ -199,3 +199,31 @@ def test_every_item_model_and_the_transactions_share_one_dynamodb_client(service
             assert clients() == {id(table._connection(shorter).client)}
     finally:
         bind_table(service_env.table_name)
+
+
+def test_an_events_client_follows_the_eventbridge_endpoint_variable(
+    service_env: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK reads AWS_ENDPOINT_URL_EVENTBRIDGE for the events client (its service id is EventBridge): a
+    client built with it set goes there, and a changed value is a new client, not the one cached before."""
+    run = time.time_ns()
+    first_url, second_url = f"http://127.0.0.1:9/first-{run}", f"http://127.0.0.1:9/second-{run}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", first_url)
+    first = aws.client("events")
+    assert first.meta.endpoint_url == first_url
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", second_url)
+    second = aws.client("events")
+    assert second is not first
+    assert second.meta.endpoint_url == second_url
+    assert aws.endpoint_variable("events") == "AWS_ENDPOINT_URL_EVENTBRIDGE"
+
+
+@pytest.mark.parametrize("service", ["dynamodb", "kms", "sqs", "s3", "events", "lambda"])
+def test_the_endpoint_variable_of_every_service_used_is_the_one_the_sdk_reads(
+    service: str, service_env: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The variable the cache keys on is the one botocore builds the client from: with it set, the client
+    goes there and not to the global AWS_ENDPOINT_URL."""
+    url = f"http://127.0.0.1:9/{service}-{time.time_ns()}"
+    monkeypatch.setenv(aws.endpoint_variable(service), url)
+    assert aws.client(service).meta.endpoint_url == url

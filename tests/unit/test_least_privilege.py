@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -10,151 +11,133 @@ import pytest
 
 from tests.unit.test_template import resources, template
 
-# What each function may do. KMS decryption is also bound to purposes of the encryption context.
-EXPECTED: dict[str, dict[str, Any]] = {
-    "ListConnectionsFunction": {"actions": {"dynamodb:Query"}},
-    "GetConnectionFunction": {"actions": {"dynamodb:GetItem"}},
-    "ListConnectionActivityFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
-    "ListActivityFunction": {"actions": {"dynamodb:Query"}},
-    "CreateConnectionFunction": {
-        "actions": {"dynamodb:PutItem", "kms:GenerateDataKey", "events:PutEvents"},
-        "encrypt": {"connection"},
-    },
-    "UpdateConnectionFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "dynamodb:DeleteItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        # A grant-ending edit revokes the old grant (its tokens and secret); a new secret retries a refresh.
-        "decrypt": {"tokens", "client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "DeleteConnectionFunction": {
-        "actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "kms:Decrypt", "events:PutEvents"},
-        "decrypt": {"tokens", "client_secret", "connection"},
-    },
-    "OpenApiFunction": {"actions": set()},
-    "ListProvidersFunction": {"actions": set()},
-    "StartAuthorizationFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        "decrypt": {"client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "AuthorizeRedirectFunction": {
-        "actions": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "kms:GenerateDataKey"},
-        "encrypt": {"flow"},
-    },
-    "OAuthCallbackFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        "decrypt": {"flow", "client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "GetTokenFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        "decrypt": {"tokens", "client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "CallApiFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        "decrypt": {"tokens", "client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "RefreshConnectionFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        "decrypt": {"tokens", "client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "TestConnectionFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        "decrypt": {"tokens", "client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "RefreshSchedulerFunction": {"actions": {"dynamodb:Query", "sqs:SendMessage"}},
-    "RefreshWorkerFunction": {
-        "actions": {
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
-            "events:PutEvents",
-        },
-        "decrypt": {"tokens", "client_secret", "connection"},
-        "encrypt": {"connection"},
-    },
-    "ListFeedsFunction": {"actions": {"dynamodb:Query"}},
-    "GetFeedFunction": {"actions": {"dynamodb:GetItem"}},
-    "CreateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
-    "UpdateFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:PutItem"}},
-    "DeleteFeedFunction": {"actions": {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:PutItem"}},
-    "RunFeedFunction": {"actions": {"dynamodb:GetItem", "sqs:SendMessage"}},
-    "ListFeedRunsFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
-    "ListFeedActivityFunction": {"actions": {"dynamodb:GetItem", "dynamodb:Query"}},
-    "FeedDispatcherFunction": {
-        "actions": {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"}
-    },
-    "FeedFetchFunction": {
-        "actions": {
-            "lambda:InvokeFunction",
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "s3:PutObject",
-            "s3:AbortMultipartUpload",
-            "kms:GenerateDataKey",
-            "kms:Decrypt",
-            "events:PutEvents",
-        },
-        "encrypt_via_s3": True,
-    },
+
+@dataclass(frozen=True)
+class Role:
+    """One thing a function does: the IAM actions it takes for it, and the purposes of the encryption
+    context its KMS decryption and data keys are bound to (none where S3 uses the key on its behalf)."""
+
+    name: str
+    actions: frozenset[str]
+    decrypt: frozenset[str] = frozenset()
+    encrypt: frozenset[str] = frozenset()
+    encrypt_via_s3: bool = False
+
+
+def role(name: str, *actions: str, decrypt: tuple[str, ...] = (), encrypt: tuple[str, ...] = ()) -> Role:
+    return Role(name, frozenset(actions), frozenset(decrypt), frozenset(encrypt))
+
+
+READS_ITEMS = role("reads items by key", "dynamodb:GetItem")
+QUERIES_ITEMS = role("lists items", "dynamodb:Query")
+PUTS_ITEMS = role("creates or replaces items", "dynamodb:PutItem")
+UPDATES_ITEMS = role("updates items", "dynamodb:UpdateItem")
+DELETES_ITEMS = role("deletes items", "dynamodb:DeleteItem")
+RECORDS_ACTIVITY = role("records activity", "dynamodb:PutItem")
+PUBLISHES_EVENTS = role("publishes events", "events:PutEvents")
+SENDS_MESSAGES = role("sends queue messages", "sqs:SendMessage")
+INVOKES_FUNCTIONS = role("invokes functions", "lambda:InvokeFunction")
+# A connection's values open with its data key (purpose `connection`); older values are KMS messages of their own.
+DECRYPTS_TOKENS = role("decrypts tokens", "kms:Decrypt", decrypt=("tokens", "connection"))
+DECRYPTS_CLIENT_SECRET = role("decrypts the client secret", "kms:Decrypt", decrypt=("client_secret", "connection"))
+DECRYPTS_FLOWS = role("decrypts flows", "kms:Decrypt", decrypt=("flow",))
+MAKES_CONNECTION_KEYS = role("makes connection keys", "kms:GenerateDataKey", encrypt=("connection",))
+ENCRYPTS_FLOWS = role("encrypts flows", "kms:GenerateDataKey", encrypt=("flow",))
+WRITES_FEEDS_BUCKET = Role(
+    "writes the feeds bucket",
+    frozenset({"s3:PutObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt"}),
+    encrypt_via_s3=True,
+)
+# Refreshing reads the grant, stores the new tokens (sealed anew under a new key where older values were
+# KMS messages), records the refresh and publishes its outcome: everything that may refresh does all of it.
+REFRESHES_TOKENS = (
+    READS_ITEMS,
+    UPDATES_ITEMS,
+    RECORDS_ACTIVITY,
+    DECRYPTS_TOKENS,
+    DECRYPTS_CLIENT_SECRET,
+    MAKES_CONNECTION_KEYS,
+    PUBLISHES_EVENTS,
+)
+
+# What each function does. KMS decryption is also bound to purposes of the encryption context.
+ROLES: dict[str, tuple[Role, ...]] = {
+    "ListConnectionsFunction": (QUERIES_ITEMS,),
+    "GetConnectionFunction": (READS_ITEMS,),
+    "ListConnectionActivityFunction": (READS_ITEMS, QUERIES_ITEMS),
+    "ListActivityFunction": (QUERIES_ITEMS,),
+    "CreateConnectionFunction": (PUTS_ITEMS, RECORDS_ACTIVITY, MAKES_CONNECTION_KEYS, PUBLISHES_EVENTS),
+    # A grant-ending edit revokes the old grant (its tokens and secret); a new secret retries a refresh.
+    "UpdateConnectionFunction": (*REFRESHES_TOKENS, PUTS_ITEMS, DELETES_ITEMS),
+    "DeleteConnectionFunction": (
+        READS_ITEMS,
+        DELETES_ITEMS,
+        RECORDS_ACTIVITY,
+        DECRYPTS_TOKENS,
+        DECRYPTS_CLIENT_SECRET,
+        PUBLISHES_EVENTS,
+    ),
+    "OpenApiFunction": (),
+    "ListProvidersFunction": (),
+    "StartAuthorizationFunction": (
+        READS_ITEMS,
+        PUTS_ITEMS,
+        UPDATES_ITEMS,
+        RECORDS_ACTIVITY,
+        DECRYPTS_CLIENT_SECRET,
+        MAKES_CONNECTION_KEYS,
+        PUBLISHES_EVENTS,
+    ),
+    "AuthorizeRedirectFunction": (READS_ITEMS, UPDATES_ITEMS, PUTS_ITEMS, ENCRYPTS_FLOWS),
+    "OAuthCallbackFunction": (
+        READS_ITEMS,
+        UPDATES_ITEMS,
+        PUTS_ITEMS,
+        RECORDS_ACTIVITY,
+        DECRYPTS_FLOWS,
+        DECRYPTS_CLIENT_SECRET,
+        MAKES_CONNECTION_KEYS,
+        PUBLISHES_EVENTS,
+    ),
+    "GetTokenFunction": REFRESHES_TOKENS,
+    "CallApiFunction": REFRESHES_TOKENS,
+    "RefreshConnectionFunction": REFRESHES_TOKENS,
+    "TestConnectionFunction": REFRESHES_TOKENS,
+    "RefreshSchedulerFunction": (QUERIES_ITEMS, SENDS_MESSAGES),
+    "RefreshWorkerFunction": REFRESHES_TOKENS,
+    "ListFeedsFunction": (QUERIES_ITEMS,),
+    "GetFeedFunction": (READS_ITEMS,),
+    "CreateFeedFunction": (READS_ITEMS, PUTS_ITEMS, RECORDS_ACTIVITY),
+    "UpdateFeedFunction": (READS_ITEMS, PUTS_ITEMS, RECORDS_ACTIVITY),
+    "DeleteFeedFunction": (READS_ITEMS, DELETES_ITEMS, RECORDS_ACTIVITY),
+    "RunFeedFunction": (READS_ITEMS, SENDS_MESSAGES),
+    "ListFeedRunsFunction": (READS_ITEMS, QUERIES_ITEMS),
+    "ListFeedActivityFunction": (READS_ITEMS, QUERIES_ITEMS),
+    "FeedDispatcherFunction": (QUERIES_ITEMS, READS_ITEMS, UPDATES_ITEMS, SENDS_MESSAGES),
+    "FeedFetchFunction": (
+        INVOKES_FUNCTIONS,
+        READS_ITEMS,
+        PUTS_ITEMS,
+        UPDATES_ITEMS,
+        RECORDS_ACTIVITY,
+        WRITES_FEEDS_BUCKET,
+        PUBLISHES_EVENTS,
+    ),
 }
+
+
+def combined(roles: tuple[Role, ...]) -> Role:
+    """What a function with these roles may do: the union of their actions and purposes."""
+    return Role(
+        " + ".join(r.name for r in roles),
+        frozenset().union(*(r.actions for r in roles)),
+        frozenset().union(*(r.decrypt for r in roles)),
+        frozenset().union(*(r.encrypt for r in roles)),
+        any(r.encrypt_via_s3 for r in roles),
+    )
+
+
+EXPECTED: dict[str, Role] = {function: combined(roles) for function, roles in ROLES.items()}
 
 # The feeds bucket is SSE-KMS under EncryptionKey with a bucket key. Through S3, a write needs a data key
 # (kms:GenerateDataKey) and, for the parts of a multipart upload, its decryption (kms:Decrypt); a read
@@ -206,7 +189,7 @@ def test_every_function_is_covered() -> None:
 
 @pytest.mark.parametrize("function", sorted(EXPECTED))
 def test_actions_are_exactly_the_needed_ones(function: str) -> None:
-    assert actions_of(function) == EXPECTED[function]["actions"]
+    assert actions_of(function) == EXPECTED[function].actions
 
 
 @pytest.mark.parametrize("function", sorted(EXPECTED))
@@ -221,9 +204,9 @@ def test_no_wildcards(function: str) -> None:
 @pytest.mark.parametrize("function", sorted(EXPECTED))
 def test_kms_use_is_bound_to_purposes(function: str) -> None:
     spec = EXPECTED[function]
-    assert purposes(function, "kms:Decrypt") == spec.get("decrypt", set())
-    if not spec.get("encrypt_via_s3"):
-        assert purposes(function, "kms:GenerateDataKey") == spec.get("encrypt", set())
+    assert purposes(function, "kms:Decrypt") == spec.decrypt
+    if not spec.encrypt_via_s3:
+        assert purposes(function, "kms:GenerateDataKey") == spec.encrypt
 
 
 def test_only_token_users_can_decrypt_tokens() -> None:
@@ -350,22 +333,7 @@ def test_the_feeds_bucket_has_a_writer_and_a_bucket_key_under_the_service_key() 
 
 # The functions that append to the activity log; each may put items under ACTIVITY# keys (and only there,
 # unless it writes other items too). A refresh is recorded, so every function that may refresh writes.
-ACTIVITY_WRITERS = {
-    "CreateConnectionFunction",
-    "UpdateConnectionFunction",
-    "DeleteConnectionFunction",
-    "RefreshConnectionFunction",
-    "TestConnectionFunction",
-    "StartAuthorizationFunction",
-    "GetTokenFunction",
-    "CallApiFunction",
-    "RefreshWorkerFunction",
-    "OAuthCallbackFunction",
-    "CreateFeedFunction",
-    "UpdateFeedFunction",
-    "DeleteFeedFunction",
-    "FeedFetchFunction",
-}
+ACTIVITY_WRITERS = {function for function, roles in ROLES.items() if RECORDS_ACTIVITY in roles}
 ACTIVITY_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}
 NOT_ACTIVITY_KEYS = {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": ["ACTIVITY#*"]}}
 DYNAMODB_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -190,16 +190,7 @@ def _refresh_as_holder(
         return stored
     logger.info("tokens refreshed", extra=context | {"duration_ms": int((time.monotonic() - started) * 1000)})
     _migrate_client_secret(settings, record, context)
-    _record_success_activity(settings, record, reason, actor, was_failing=was_failing)
-    if settings.publish_refreshed_events:
-        events.publish(
-            settings.event_bus_name,
-            "connection.refreshed",
-            tenant_id=record.tenant_id,
-            connection_id=record.connection_id,
-            status="connected",
-            reason=reason,
-        )
+    _announce_success(settings, record, reason, actor, was_failing=was_failing)
     return Refreshed(record, fresh)
 
 
@@ -212,31 +203,67 @@ def _migrate_client_secret(settings: Settings, record: ConnectionRecord, context
         logger.warning("client secret not migrated", extra=context | {"error": _describe(error)})
 
 
-def _record_success_activity(
+# The status each outcome's event reports; None: the status the failure left stored.
+_EVENT_STATUS: dict[str, str | None] = {
+    "connection.refreshed": "connected",
+    "connection.recovered": "connected",
+    "connection.reauthorization_required": "reauthorization_required",
+    "connection.refresh_failed": None,
+    "connection.error": "error",
+}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An outcome's activity entry: what asked for the refresh (its reason), the user who did, and details."""
+
+    asked_by: str
+    actor: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _announce(
+    settings: Settings,
+    record: ConnectionRecord,
+    kind: str,
+    /,
+    *,
+    entry: _Entry | None = None,
+    event: dict[str, Any] | None = None,
+) -> None:
+    """An outcome of a refresh, under one name in the activity log and on EventBridge: the entry, then the event.
+
+    A call writes only the parts given: an outcome that changes the stored status publishes its event as
+    soon as the status is stored, and records its entry once the failure reaches `_refresh_as_holder`.
+    """
+    if entry is not None:
+        activity.record_refresh(
+            settings, record.tenant_id, record.connection_id, kind, entry.asked_by, entry.actor, **entry.details
+        )
+    if event is not None:
+        events.publish(
+            settings.event_bus_name,
+            kind,
+            tenant_id=record.tenant_id,
+            connection_id=record.connection_id,
+            status=_EVENT_STATUS[kind] or record.status,
+            **event,
+        )
+
+
+def _announce_success(
     settings: Settings, record: ConnectionRecord, reason: str, actor: str | None, *, was_failing: bool
 ) -> None:
     """A successful scheduled refresh is routine and not logged one by one (the connection's refreshed_at
     tells the last); every other refresh is. A connection that was failing and works again recovered."""
     if reason != "scheduled":
-        activity.record_refresh(
-            settings,
-            record.tenant_id,
-            record.connection_id,
-            "connection.refreshed",
-            reason,
-            actor,
-            expires_at=record.expires_at,
+        _announce(
+            settings, record, "connection.refreshed", entry=_Entry(reason, actor, {"expires_at": record.expires_at})
         )
     if was_failing:
-        activity.record_refresh(settings, record.tenant_id, record.connection_id, "connection.recovered", reason, actor)
-        events.publish(
-            settings.event_bus_name,
-            "connection.recovered",
-            tenant_id=record.tenant_id,
-            connection_id=record.connection_id,
-            status="connected",
-            reason=reason,
-        )
+        _announce(settings, record, "connection.recovered", entry=_Entry(reason, actor), event={"reason": reason})
+    if settings.publish_refreshed_events:
+        _announce(settings, record, "connection.refreshed", event={"reason": reason})
 
 
 def _record_failure_activity(
@@ -245,12 +272,11 @@ def _record_failure_activity(
     """The failure the provider's answer left on the connection: why, and when it is tried again."""
     cause = error.__cause__
     why = str(getattr(cause, "error", None) or getattr(cause, "message", None) or error.code)[:200]
-    details: dict[str, Any] = {"reason": why}
     if record.status == "reauthorization_required":
-        kind = "connection.reauthorization_required"
+        _announce(settings, record, "connection.reauthorization_required", entry=_Entry(reason, actor, {"reason": why}))
     else:
-        kind, details["next_attempt_at"] = "connection.refresh_failed", record.next_attempt_at
-    activity.record_refresh(settings, record.tenant_id, record.connection_id, kind, reason, actor, **details)
+        details = {"reason": why, "next_attempt_at": record.next_attempt_at}
+        _announce(settings, record, "connection.refresh_failed", entry=_Entry(reason, actor, details))
 
 
 def _record_became_error(
@@ -259,16 +285,8 @@ def _record_became_error(
     """A status change is never summarized away: the failure that made the connection `error` (the stored
     outcome, read back by the failure's write) is an entry of its own, once."""
     if record.status == "error" and not was_error:
-        activity.record_refresh(
-            settings,
-            record.tenant_id,
-            record.connection_id,
-            "connection.error",
-            reason,
-            actor,
-            reason=record.status_reason,
-            failing_since=record.failing_since,
-        )
+        details = {"reason": record.status_reason, "failing_since": record.failing_since}
+        _announce(settings, record, "connection.error", entry=_Entry(reason, actor, details))
 
 
 def _recovered_tokens(settings: Settings, record: ConnectionRecord, seen: int) -> token_endpoint.TokenSet | None:
@@ -489,14 +507,7 @@ def _mark_reauthorization_required(settings: Settings, record: ConnectionRecord,
     if not recorded:  # the lease is no longer ours (it ran out, or an edit ended the grant)
         return
     logger.warning("reauthorization required", extra={"connection_id": record.connection_id, "error_code": error})
-    events.publish(
-        settings.event_bus_name,
-        "connection.reauthorization_required",
-        tenant_id=record.tenant_id,
-        connection_id=record.connection_id,
-        status="reauthorization_required",
-        reason=error,
-    )
+    _announce(settings, record, "connection.reauthorization_required", event={"reason": error})
 
 
 def _record_transient_failure(
@@ -527,22 +538,7 @@ def _record_transient_failure(
             "retry_in_seconds": delay,
         },
     )
-    events.publish(
-        settings.event_bus_name,
-        "connection.refresh_failed",
-        tenant_id=record.tenant_id,
-        connection_id=record.connection_id,
-        status=record.status,
-        reason=reason[:200],
-        consecutive_failures=failures,
-        next_attempt_in_seconds=delay,
-    )
+    failed = {"reason": reason[:200], "consecutive_failures": failures, "next_attempt_in_seconds": delay}
+    _announce(settings, record, "connection.refresh_failed", event=failed)
     if became_error:
-        events.publish(
-            settings.event_bus_name,
-            "connection.error",
-            tenant_id=record.tenant_id,
-            connection_id=record.connection_id,
-            status="error",
-            reason=reason[:200],
-        )
+        _announce(settings, record, "connection.error", event={"reason": reason[:200]})

@@ -131,7 +131,7 @@ def _client(service: str, limits: CallLimits) -> Any:
     here uses, and importing it would cost a cold start some 20 ms. A session must not build clients in two
     threads at once, and a sweep's shard readers may ask for the same one together: one builds it. A client
     is for the endpoint it was built with: the endpoint settings of the environment are part of its key."""
-    key = (service, limits, os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}"), os.environ.get("AWS_ENDPOINT_URL"))
+    key = (service, limits, os.environ.get(endpoint_variable(service)), os.environ.get("AWS_ENDPOINT_URL"))
     found = _clients.get(key)
     if found is None:
         with _building:
@@ -144,6 +144,19 @@ def _client(service: str, limits: CallLimits) -> Any:
 
 _clients: dict[tuple[str, CallLimits, str | None, str | None], Any] = {}
 _building = threading.Lock()
+
+
+@cache
+def endpoint_variable(service: str) -> str:
+    """The SDK's endpoint variable of one service, named as botocore names it: AWS_ENDPOINT_URL_ and the
+    service id upper-cased, spaces and hyphens as underscores. botocore takes the id from the client name
+    without loading the service's model: most names are their hyphenated id, its table has the others
+    (events is EventBridge, so AWS_ENDPOINT_URL_EVENTBRIDGE)."""
+    from botocore import utils
+
+    name = utils.SERVICE_NAME_ALIASES.get(service, service)
+    service_id = utils.CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES.get(name, name)
+    return f"AWS_ENDPOINT_URL_{service_id.replace('-', '_').upper()}"
 
 
 @cache
