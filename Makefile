@@ -101,7 +101,16 @@ run: setup
 dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)" $(DEV_TOKEN_SCOPES)
 
-bench: setup
+# The cold-init benchmarks run on the layers as `sam build` makes them (layers/*/Makefile), the
+# dependencies installed for this machine's architecture (the template's are arm64): see BENCHMARKS.md.
+BENCH_LAYERS := .bench/layers
+
+$(BENCH_LAYERS)/deps/.installed: layers/deps/requirements.txt layers/deps/Makefile
+	@$(MAKE) --no-print-directory -s -C layers/deps build-DependenciesLayer ARTIFACTS_DIR=$(CURDIR)/$(BENCH_LAYERS)/deps PLATFORM=
+	touch $@
+
+bench: setup $(BENCH_LAYERS)/deps/.installed
+	$(MAKE) -C layers/shared build-SharedLayer ARTIFACTS_DIR=$(CURDIR)/$(BENCH_LAYERS)/shared
 	@PYTHONPATH=.:layers/shared:clients/python/src:clients/python/tests $(PY) -m benchmarks $(if $(QUICK),--quick)
 
 client: setup
