@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -124,9 +125,9 @@ print(json.dumps({"total_ms": (time.perf_counter() - started) * 1000, "not_in_la
 # `make bench` under .bench/layers, the dependencies for this machine's architecture: the template's are
 # arm64, whose binary modules do not load here. Lambda's /var/task and /opt are read-only, so what a
 # layer or function folder does not ship as bytecode is compiled again at every cold start. The function
-# folders are staged as `sam build` leaves them, sources only; the naive baseline also runs on a
-# sources-only copy of the dependencies, as a layer of `BuildMethod: python3.13` is. The cold
-# interpreters write no bytecode.
+# folders and the ClientLayer (for the functions that add it) are staged as `sam build` leaves them,
+# sources only; the naive baseline also runs on a sources-only copy of the dependencies, as a layer of
+# `BuildMethod: python3.13` is. The cold interpreters write no bytecode.
 BENCH_LAYERS = REPO / ".bench" / "layers"
 DEPENDENCIES_LAYER = BENCH_LAYERS / "deps" / "python"
 SHARED_LAYER = BENCH_LAYERS / "shared" / "python"
@@ -362,7 +363,8 @@ class Environment:
     def cold_start(self, function: str) -> dict[str, Any]:
         event = REPO / "events" / f"{function}.json"
         code = staged() / "functions" / function
-        return _cold_run(COLD_START_SCRIPT, function, code, [str(event), json.dumps(HEAVY_MODULES)])
+        layers = [DEPENDENCIES_LAYER, *([staged() / "client"] if function in _client_layer_functions() else [])]
+        return _cold_run(COLD_START_SCRIPT, function, code, [str(event), json.dumps(HEAVY_MODULES)], layers)
 
     def cold_baseline(self, *, precompiled: bool = False) -> float:
         """The naive function on the dependencies as sources only, or (`precompiled`) on this stack's layer."""
@@ -390,12 +392,26 @@ def staged() -> Path:
         shutil.rmtree(STAGED, ignore_errors=True)
         no_bytecode = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(FUNCTIONS, STAGED / "functions", ignore=no_bytecode)
+        shutil.copytree(REPO / "clients" / "python" / "src", STAGED / "client", ignore=no_bytecode)
         shutil.copytree(DEPENDENCIES_LAYER, STAGED / "deps-sources", ignore=no_bytecode, copy_function=os.link)
         _staged.append(STAGED)
     return STAGED
 
 
 _staged: list[Path] = []
+
+
+@cache
+def _client_layer_functions() -> frozenset[str]:
+    """The functions (by folder) whose Layers add the ClientLayer (sources, as `sam build` makes it)."""
+    from devstack.template import load_template, resources_of_type
+
+    template = load_template(REPO / "template.yaml")
+    return frozenset(
+        Path(str(resource["Properties"]["CodeUri"])).name
+        for _, resource in resources_of_type(template, "AWS::Serverless::Function")
+        if {"Ref": "ClientLayer"} in resource["Properties"].get("Layers", [])
+    )
 
 
 def _cold_run(
@@ -410,15 +426,17 @@ def _cold_run(
     }
     for variable in NOT_IN_LAMBDA_ENVIRONMENT:
         env.pop(variable, None)
-    output = subprocess.run(
+    run = subprocess.run(
         [sys.executable, "-S", "-c", LAMBDA_CHECK + script, *(arguments or [])],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         cwd=code,
         env=env,
-    ).stdout
-    result = dict(json.loads(output.strip().splitlines()[-1]))
+    )
+    if run.returncode:
+        raise RuntimeError(f"the cold interpreter of {name} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    result = dict(json.loads(run.stdout.strip().splitlines()[-1]))
     if result["not_in_lambda"]:
         raise RuntimeError(f"a cold interpreter reached what Lambda does not have: {result['not_in_lambda']}")
     return result
