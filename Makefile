@@ -25,7 +25,7 @@ TENANT ?= acme
 # SCOPES given (even empty): the token carries exactly these; not given: every scope a route requires.
 DEV_TOKEN_SCOPES := $(if $(filter undefined,$(origin SCOPES)),,--scopes "$(SCOPES)")
 
-.PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench client openapi lock clean
+.PHONY: help setup lint types cfn build unit integration e2e test run dev-token bench client openapi sdk-models lock clean
 
 help:
 	@echo "make run        start the local stack (console on :8000, API on :3000, Lambda on :3001, demo provider on :3002)"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench      benchmarks (see BENCHMARKS.md); make bench QUICK=1: every section, smaller, in under two minutes"
 	@echo "make client     regenerate the consumer client's copy of the SSRF guard (clients/python)"
 	@echo "make openapi    regenerate the OpenAPI document the document function serves, after changing a route"
+	@echo "make sdk-models regenerate the AWS SDK models the layer ships, after changing botocore or a service called"
 
 setup: $(VENV)/.installed $(NODE_DIR)/.installed provider/node_modules/.installed console/node_modules/.installed clients/node/node_modules/.installed .system-deps.installed
 
@@ -101,7 +102,16 @@ run: setup
 dev-token: setup
 	@$(PY) -m devstack token --tenant "$(TENANT)" --user "$(DEV_USER)" $(DEV_TOKEN_SCOPES)
 
-bench: setup
+# The cold-init benchmarks run on the layers as `sam build` makes them (layers/*/Makefile), the
+# dependencies installed for this machine's architecture (the template's are arm64): see BENCHMARKS.md.
+BENCH_LAYERS := .bench/layers
+
+$(BENCH_LAYERS)/deps/.installed: layers/deps/requirements.txt layers/deps/Makefile
+	@$(MAKE) --no-print-directory -s -C layers/deps build-DependenciesLayer ARTIFACTS_DIR=$(CURDIR)/$(BENCH_LAYERS)/deps PLATFORM=
+	touch $@
+
+bench: setup $(BENCH_LAYERS)/deps/.installed
+	$(MAKE) -C layers/shared build-SharedLayer ARTIFACTS_DIR=$(CURDIR)/$(BENCH_LAYERS)/shared
 	@PYTHONPATH=.:layers/shared:clients/python/src:clients/python/tests $(PY) -m benchmarks $(if $(QUICK),--quick)
 
 client: setup
@@ -109,6 +119,9 @@ client: setup
 
 openapi: setup
 	PYTHONPATH=layers/shared $(PY) -m oauth_connections.entrypoints.http.openapi_build
+
+sdk-models: setup
+	PYTHONPATH=layers/shared $(PY) -m oauth_connections.core.sdk_models_build
 
 lock:
 	uv pip compile --python-version 3.13 --generate-hashes -q requirements/runtime.in -o layers/deps/requirements.txt

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,6 +28,17 @@ FUNCTIONS = REPO / "functions"
 AWS_LOG = REPO / ".bench" / "aws.log"
 HEAVY_MODULES = ("authlib", "requests", "aws_encryption_sdk", "pynamodb", "pydantic", "boto3")
 
+# Every cold interpreter runs what Lambda gives a function and nothing else: the standard library, the
+# function's folder, the shared layer and the dependencies layer (`python -S`, PYTHONPATH set to those). The
+# dev virtualenv holds packages the layer has not, which libraries use when they find them (botocore takes
+# awscrt and urllib3 pyOpenSSL): each script ends by checking that none of them was reachable.
+LAMBDA_CHECK = r"""
+import importlib.util as _util, sys
+def _not_in_lambda():
+    dev_only = ("awscrt", "OpenSSL", "moto", "pytest")
+    return [m for m in dev_only if m in sys.modules or _util.find_spec(m) is not None] + [
+        p for p in sys.path if "site-packages" in p]
+"""
 COLD_START_SCRIPT = r"""
 import json, socket, sys, time
 real = socket.getaddrinfo
@@ -34,8 +47,7 @@ def fixed(host, port, *a, **k):  # public DNS is unreachable here; example.com n
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", int(port or 0)))]
     return real(host, port, *a, **k)
 socket.getaddrinfo = fixed
-function_dir, event_path = sys.argv[1], sys.argv[2]
-sys.path[:0] = [function_dir, sys.argv[3]]
+event_path = sys.argv[1]
 started = time.perf_counter()
 import app
 imported = time.perf_counter()
@@ -45,20 +57,21 @@ class Context:
     def get_remaining_time_in_millis(self): return 10000
 app.lambda_handler(json.load(open(event_path)), Context())
 done = time.perf_counter()
-heavy = [m for m in json.loads(sys.argv[4]) if m in sys.modules]
-print(json.dumps({"import_ms": (imported - started) * 1000, "total_ms": (done - started) * 1000, "heavy": heavy}))
+heavy = [m for m in json.loads(sys.argv[2]) if m in sys.modules]
+print(json.dumps({"import_ms": (imported - started) * 1000, "total_ms": (done - started) * 1000, "heavy": heavy,
+                  "not_in_lambda": _not_in_lambda()}))
 """
 
 # A naive function's cold init: import boto3, requests, authlib, Powertools and pynamodb, create two clients.
 BASELINE_SCRIPT = r"""
-import time
+import json, sys, time
 started = time.perf_counter()
 import boto3, requests, pynamodb.models
 import authlib.integrations.requests_client
 from aws_lambda_powertools import Logger, Metrics, Tracer
 logger, metrics, tracer = Logger(), Metrics(), Tracer()
 dynamodb, kms = boto3.client("dynamodb"), boto3.client("kms")
-print((time.perf_counter() - started) * 1000)
+print(json.dumps({"total_ms": (time.perf_counter() - started) * 1000, "not_in_lambda": _not_in_lambda()}))
 """
 # The least a function of this stack can do at cold init, timed like the baseline: botocore and Powertools'
 # logger, metrics and tracer (which imports the X-Ray SDK) with the DynamoDB and KMS clients a retrieval
@@ -66,17 +79,17 @@ print((time.perf_counter() - started) * 1000)
 # route (an API function's floor, one DynamoDB client). What a function costs above its floor is its own.
 FLOOR_SCRIPTS = {
     "botocore, Powertools, DynamoDB and KMS clients": r"""
-import time
+import json, sys, time
 started = time.perf_counter()
 import botocore.session
 from aws_lambda_powertools import Logger, Metrics, Tracer
 logger, metrics, tracer = Logger(), Metrics(), Tracer()
 session = botocore.session.get_session()
 dynamodb, kms = session.create_client("dynamodb"), session.create_client("kms")
-print((time.perf_counter() - started) * 1000)
+print(json.dumps({"total_ms": (time.perf_counter() - started) * 1000, "not_in_lambda": _not_in_lambda()}))
 """,
     "the above with pydantic and pynamodb": r"""
-import time
+import json, sys, time
 started = time.perf_counter()
 import botocore.session, pydantic, pynamodb.models
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -86,10 +99,10 @@ dynamodb, kms = session.create_client("dynamodb"), session.create_client("kms")
 class Request(pydantic.BaseModel):
     name: str
 Request.model_validate({"name": "floor"})
-print((time.perf_counter() - started) * 1000)
+print(json.dumps({"total_ms": (time.perf_counter() - started) * 1000, "not_in_lambda": _not_in_lambda()}))
 """,
     "an API function: pydantic, pynamodb, HTTP resolver, one route, DynamoDB client": r"""
-import time
+import json, sys, time
 started = time.perf_counter()
 import botocore.session, pydantic, pynamodb.models
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -105,19 +118,40 @@ def get_item(name: str) -> Item:
 event = {"version": "2.0", "routeKey": "GET /items/{name}", "rawPath": "/items/floor", "headers": {},
          "requestContext": {"http": {"method": "GET", "path": "/items/floor"}, "stage": "$default"}}
 app.resolve(event, None)
-print((time.perf_counter() - started) * 1000)
+print(json.dumps({"total_ms": (time.perf_counter() - started) * 1000, "not_in_lambda": _not_in_lambda()}))
 """,
 }
-# What the Lambda runtime sets in a function's process, which libraries read at import: the X-Ray SDK (which
-# Powertools' Tracer imports) uses the invocation's segment inside Lambda, and outside it starts a sampler
-# with an X-Ray client of its own, some 100 ms a cold start in Lambda never spends. Every cold interpreter
-# (the baseline, the floors, the functions) runs with these, tracing left off as in the test environment.
+# The layers as `sam build` makes them (layers/*/Makefile: the packages with their bytecode), built by
+# `make bench` under .bench/layers, the dependencies for this machine's architecture: the template's are
+# arm64, whose binary modules do not load here. Lambda's /var/task and /opt are read-only, so what a
+# layer or function folder does not ship as bytecode is compiled again at every cold start. The function
+# folders and the ClientLayer (for the functions that add it) are staged as `sam build` leaves them,
+# sources only; the naive baseline also runs on a sources-only copy of the dependencies, as a layer of
+# `BuildMethod: python3.13` is. The cold interpreters write no bytecode.
+BENCH_LAYERS = REPO / ".bench" / "layers"
+DEPENDENCIES_LAYER = BENCH_LAYERS / "deps" / "python"
+SHARED_LAYER = BENCH_LAYERS / "shared" / "python"
+STAGED = REPO / ".bench" / "code"
+# What the Lambda runtime sets in a function's process, which libraries read at import. Tracing is on, as
+# the template's `Tracing: Active` has it: the runtime passes the invocation's trace header and the X-Ray
+# daemon's address, and the X-Ray SDK (which Powertools' Tracer imports) takes the invocation's segment and
+# samples locally inside Lambda; outside it, it starts a sampler with X-Ray clients of its own at import,
+# some 250 ms a cold start in Lambda never spends. The trace segments go to a UDP port nobody reads.
 LAMBDA_RUNTIME_ENVIRONMENT = {
     "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
     "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
     "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+    "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+    "_AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1",
+    "_AWS_XRAY_DAEMON_PORT": "2000",
+    "_X_AMZN_TRACE_ID": "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1",
+    "TZ": "UTC",
+    "PYTHONDONTWRITEBYTECODE": "1",
 }
+# What the benchmark process sets for itself (or inherits from the tests' environment) and Lambda does not.
+NOT_IN_LAMBDA_ENVIRONMENT = ("POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_DISABLED", "VIRTUAL_ENV")
 PROVIDER_DELAY_SECONDS = 0.3  # a real provider's token endpoint answers in about this time
 
 
@@ -328,34 +362,84 @@ class Environment:
 
     def cold_start(self, function: str) -> dict[str, Any]:
         event = REPO / "events" / f"{function}.json"
-        output = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                COLD_START_SCRIPT,
-                str(FUNCTIONS / function),
-                str(event),
-                str(REPO / "layers" / "shared"),
-                json.dumps(HEAVY_MODULES),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=lambda_environment(function, FUNCTIONS / function) | {"POWERTOOLS_LOG_LEVEL": "ERROR"},
-        ).stdout
-        return dict(json.loads(output.strip().splitlines()[-1]))
+        code = staged() / "functions" / function
+        layers = [DEPENDENCIES_LAYER, *([staged() / "client"] if function in _client_layer_functions() else [])]
+        return _cold_run(COLD_START_SCRIPT, function, code, [str(event), json.dumps(HEAVY_MODULES)], layers)
 
-    def cold_baseline(self) -> float:
-        return _timed_script(BASELINE_SCRIPT)
+    def cold_baseline(self, *, precompiled: bool = False) -> float:
+        """The naive function on the dependencies as sources only, or (`precompiled`) on this stack's layer."""
+        layer = DEPENDENCIES_LAYER if precompiled else staged() / "deps-sources"
+        code = staged() / "functions"
+        return float(_cold_run(BASELINE_SCRIPT, "bench", code, layers=[layer])["total_ms"])
 
     def cold_floors(self) -> dict[str, float]:
         """Each floor of FLOOR_SCRIPTS, in ms."""
-        return {name: _timed_script(script) for name, script in FLOOR_SCRIPTS.items()}
+        code = staged() / "functions"
+        return {name: float(_cold_run(script, "bench", code)["total_ms"]) for name, script in FLOOR_SCRIPTS.items()}
 
 
 def lambda_environment(name: str, code: Path) -> dict[str, str]:
     """This process's environment with what the Lambda runtime adds for function `name`, its code in `code`."""
     return os.environ | LAMBDA_RUNTIME_ENVIRONMENT | {"AWS_LAMBDA_FUNCTION_NAME": name, "LAMBDA_TASK_ROOT": str(code)}
+
+
+def staged() -> Path:
+    """The function folders and a sources-only copy of the dependencies layer, once per benchmark process."""
+    if not _staged:
+        for layer in (DEPENDENCIES_LAYER, SHARED_LAYER):
+            if not layer.is_dir():
+                raise RuntimeError(f"no layer at {layer}: `make bench` builds it")
+        shutil.rmtree(STAGED, ignore_errors=True)
+        no_bytecode = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(FUNCTIONS, STAGED / "functions", ignore=no_bytecode)
+        shutil.copytree(REPO / "clients" / "python" / "src", STAGED / "client", ignore=no_bytecode)
+        shutil.copytree(DEPENDENCIES_LAYER, STAGED / "deps-sources", ignore=no_bytecode, copy_function=os.link)
+        _staged.append(STAGED)
+    return STAGED
+
+
+_staged: list[Path] = []
+
+
+@cache
+def _client_layer_functions() -> frozenset[str]:
+    """The functions (by folder) whose Layers add the ClientLayer (sources, as `sam build` makes it)."""
+    from devstack.template import load_template, resources_of_type
+
+    template = load_template(REPO / "template.yaml")
+    return frozenset(
+        Path(str(resource["Properties"]["CodeUri"])).name
+        for _, resource in resources_of_type(template, "AWS::Serverless::Function")
+        if {"Ref": "ClientLayer"} in resource["Properties"].get("Layers", [])
+    )
+
+
+def _cold_run(
+    script: str, name: str, code: Path, arguments: list[str] | None = None, layers: list[Path] | None = None
+) -> dict[str, Any]:
+    """Runs `script` in a fresh interpreter laid out as Lambda lays out function `name`: its code in `code`,
+    the shared layer and the dependencies layer (or `layers`), nothing else; its JSON result line."""
+    paths = [code, SHARED_LAYER, *(layers or [DEPENDENCIES_LAYER])]
+    env = lambda_environment(name, code) | {
+        "PYTHONPATH": os.pathsep.join(str(path) for path in paths),
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+    }
+    for variable in NOT_IN_LAMBDA_ENVIRONMENT:
+        env.pop(variable, None)
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", LAMBDA_CHECK + script, *(arguments or [])],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=code,
+        env=env,
+    )
+    if run.returncode:
+        raise RuntimeError(f"the cold interpreter of {name} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    result = dict(json.loads(run.stdout.strip().splitlines()[-1]))
+    if result["not_in_lambda"]:
+        raise RuntimeError(f"a cold interpreter reached what Lambda does not have: {result['not_in_lambda']}")
+    return result
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -370,17 +454,6 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError("the embedded AWS did not start listening within 30 s")
-
-
-def _timed_script(script: str) -> float:
-    output = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=lambda_environment("bench", FUNCTIONS),
-    ).stdout
-    return float(output.strip().splitlines()[-1])
 
 
 def quiet_logger() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,16 +31,55 @@ print(json.dumps(sorted(name for name in watched if name in sys.modules)))
 API_FUNCTIONS = sorted(p.parent.name for p in (REPO / "functions").glob("*/app.py") if "http_handler" in p.read_text())
 
 
-def _imported_by(function: str, watched: tuple[str, ...] = WATCHED) -> set[str]:
+# What Lambda sets with the template's `Tracing: Active`: Powertools' tracer is on and patches libraries.
+TRACING_IN_LAMBDA = {
+    "AWS_LAMBDA_FUNCTION_NAME": "cold-imports",
+    "LAMBDA_TASK_ROOT": str(REPO / "functions"),
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+    "_X_AMZN_TRACE_ID": "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1",
+}
+
+
+def _imported_by(function: str, watched: tuple[str, ...] = WATCHED, *, traced: bool = False) -> set[str]:
     paths = [str(REPO / "functions" / function), str(REPO / "layers/shared"), str(REPO / "clients/python/src")]
+    env = os.environ | TRACING_IN_LAMBDA | {"POWERTOOLS_TRACE_DISABLED": "false"} if traced else None
     output = subprocess.run(
-        [sys.executable, "-c", IMPORT_FUNCTION, json.dumps(watched), *paths], capture_output=True, text=True, check=True
+        [sys.executable, "-c", IMPORT_FUNCTION, json.dumps(watched), *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     ).stdout
     return set(json.loads(output.strip().splitlines()[-1]))
 
 
 def test_get_token_imports_no_http_resolver_no_encryption_sdk_and_no_http_client() -> None:
     assert _imported_by("get_token") == {"pydantic", "pynamodb"}
+
+
+def test_get_token_traced_as_in_lambda_imports_no_http_client_for_the_tracer_to_patch() -> None:
+    assert _imported_by("get_token", traced=True) == {"pydantic", "pynamodb"}
+
+
+def test_the_tracer_patches_requests_once_a_session_is_made() -> None:
+    script = (
+        "import sys\n"
+        "from oauth_connections.core.observability import trace_http\n"
+        "assert 'requests' not in sys.modules\n"
+        "trace_http()\n"
+        "import requests\n"
+        "print(type(requests.Session.__dict__['request']).__name__)"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ
+        | TRACING_IN_LAMBDA
+        | {"POWERTOOLS_TRACE_DISABLED": "false", "PYTHONPATH": str(REPO / "layers/shared")},
+    ).stdout
+    assert output.strip() == "FunctionWrapper"  # the X-Ray SDK's wrapper around Session.request
 
 
 @pytest.mark.parametrize("function", [f for f in API_FUNCTIONS if f != "openapi"])

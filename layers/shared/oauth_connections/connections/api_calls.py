@@ -31,7 +31,7 @@ from oauth_connections.core.caller import Caller
 from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import ConflictError
-from oauth_connections.core.observability import logger
+from oauth_connections.core.observability import logger, trace_http
 from oauth_connections.oauth.token_endpoint import TokenSet
 from oauth_connections.security.policy import url_policy
 from oauth_connections.storage import connections as store
@@ -126,6 +126,7 @@ def target_url(record: ConnectionRecord, request: CallApiRequest) -> str:
 @cache
 def _session(allow_insecure_loopback: bool) -> Any:
     """One pooled session per execution environment: the engine keeps no cookies, so tenants share nothing."""
+    trace_http()
     return calls.new_session(client.UrlPolicy(allow_insecure_loopback=allow_insecure_loopback))
 
 

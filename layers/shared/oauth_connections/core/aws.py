@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oauth_connections.core import budget
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
     import botocore.session
 
     from oauth_connections.core.config import Settings
+
+# The AWS services the service calls. Their SDK models are shipped beside this module (sdk_models_build.py,
+# `make sdk-models`) and every client reads them from there: a client of any other service is unknown.
+SERVICES = ("dynamodb", "events", "kms", "s3", "sqs")
+SDK_MODELS = Path(__file__).resolve().parent / "sdk_models"
 
 # Time kept back at the end of an invocation to answer after the last attempt gave up.
 ANSWER_RESERVE_SECONDS = 0.5
@@ -189,9 +195,15 @@ def share_sdk_models(session: botocore.session.Session) -> botocore.session.Sess
 
 @cache
 def _sdk_models() -> botocore.loaders.Loader:
+    """The loader of the shipped SDK models (SDK_MODELS), which botocore is to take for its own data: it
+    resolves endpoints with the services' rule sets only when endpoints.json is its built-in one."""
     import botocore.loaders
 
-    return botocore.loaders.create_loader()
+    class ShippedModels(botocore.loaders.Loader):
+        def is_builtin_path(self, path: str) -> bool:
+            return Path(path).is_relative_to(SDK_MODELS)
+
+    return ShippedModels(extra_search_paths=[str(SDK_MODELS)], include_default_search_paths=False)
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -21,7 +21,7 @@ from oauth_connections.core.clock import utcnow
 from oauth_connections.core.config import Settings
 from oauth_connections.core.errors import ConfigurationError, NotFoundError, ServiceError
 from oauth_connections.core.ids import new_id
-from oauth_connections.core.observability import logger
+from oauth_connections.core.observability import logger, trace_http
 from oauth_connections.feeds.formats import FeedContentError, checker_for
 from oauth_connections.feeds.service import schedule_next
 from oauth_connections.security.policy import url_policy
@@ -180,6 +180,7 @@ def _session(settings: Settings, record: FeedRecord) -> Any:
     """The consumer client's sessions (the ClientLayer): this function calls feeds as other teams' functions do."""
     import oauth_connections_client as client
 
+    trace_http()
     policy = client.UrlPolicy(allow_insecure_loopback=url_policy().allow_insecure_loopback)
     if record.connection_id:
         return client.AuthorizedSession(record.tenant_id, record.connection_id, policy=policy)

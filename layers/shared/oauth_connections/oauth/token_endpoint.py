@@ -26,6 +26,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from oauth_connections.core.errors import ServiceError, UnsafeUrlError
+from oauth_connections.core.observability import trace_http
 from oauth_connections.security.netguard import UrlPolicy, call_deadline, check_url, mount_guard
 
 PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
@@ -254,6 +255,7 @@ def _read_bounded(response: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _bounded(session: Any) -> Any:
+    trace_http()
     session.hooks["response"].append(_read_bounded)
     return session
 
