@@ -218,7 +218,7 @@ def test_an_events_client_follows_the_eventbridge_endpoint_variable(
     assert aws.endpoint_variable("events") == "AWS_ENDPOINT_URL_EVENTBRIDGE"
 
 
-@pytest.mark.parametrize("service", ["dynamodb", "kms", "sqs", "s3", "events", "lambda"])
+@pytest.mark.parametrize("service", aws.SERVICES)
 def test_the_endpoint_variable_of_every_service_used_is_the_one_the_sdk_reads(
     service: str, service_env: Resources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
