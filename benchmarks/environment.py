@@ -189,6 +189,9 @@ class Environment:
             stack_name="bench",
         )
         provisioner.provision()
+        mapping = template["Resources"]["RefreshWorkerFunction"]["Properties"]["Events"]["Queue"]["Properties"]
+        self.refresh_batch_size = int(mapping["BatchSize"])
+        self.refresh_batch_concurrency = int(template["Parameters"]["RefreshBatchConcurrency"]["Default"])
         os.environ["CONNECTIONS_TABLE_NAME"] = str(provisioner.attributes["ConnectionsTable"]["Ref"])
         os.environ["ENCRYPTION_KEY_ARN"] = str(provisioner.attributes["EncryptionKey"]["Arn"])
         os.environ["REFRESH_QUEUE_URL"] = str(provisioner.attributes["RefreshQueue"]["Ref"])
@@ -320,15 +323,24 @@ class Environment:
         result: dict[str, Any] = self._handler("refresh_scheduler")({}, LambdaContext())
         return int(result["enqueued"])
 
-    def drain_refresh_queue(self) -> tuple[int, int]:
-        """Deliver the refresh queue to the worker function in batches of 10, as the event source would."""
+    def drain_refresh_queue(self, batch_size: int | None = None) -> tuple[int, int]:
+        """Deliver the refresh queue to the worker function as its event source mapping would: batches of
+        `batch_size` messages (the template's BatchSize by default), each gathered from as many receives
+        of at most 10 (SQS's limit) as it takes. A batch is delivered when full or when the queue has no
+        more: with a backlog, Lambda's batching window never has to wait."""
         from tests.conftest import LambdaContext
 
         sqs = boto3.client("sqs")
         queue_url = os.environ["REFRESH_QUEUE_URL"]
+        size = batch_size or self.refresh_batch_size
         refreshed = batches = 0
         while True:
-            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            messages: list[Any] = []
+            while len(messages) < size:
+                received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=min(10, size - len(messages)))
+                if not received.get("Messages"):
+                    break
+                messages += received["Messages"]
             if not messages:
                 return refreshed, batches
             event = {
@@ -349,10 +361,12 @@ class Environment:
             }
             result = self._handler("refresh_worker")(event, LambdaContext())
             assert not result["batchItemFailures"], result
-            sqs.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-            )
+            for start in range(0, len(messages), 10):
+                chunk = messages[start : start + 10]
+                sqs.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+                )
             refreshed += len(messages)
             batches += 1
 

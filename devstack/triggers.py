@@ -365,8 +365,11 @@ class SqsPoller:
             self._thread.join(5)
 
     def _receive(self) -> list[dict[str, Any]]:
+        """One batch as Lambda gathers it: up to the batch size from as many receives (of at most 10, SQS's
+        limit) as it takes, delivered when full or when the batching window has passed since its first
+        message. Without a window that is the first receive's messages."""
         messages: list[dict[str, Any]] = []
-        deadline = time.monotonic() + self.source.batching_window
+        deadline = 0.0
         while len(messages) < self.source.batch_size and not self._stop.is_set():
             response = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
@@ -376,8 +379,10 @@ class SqsPoller:
                 WaitTimeSeconds=0,
             )
             received = response.get("Messages") or []
+            if received and not messages:
+                deadline = time.monotonic() + self.source.batching_window
             messages.extend(received)
-            if not received and (messages or time.monotonic() >= deadline):
+            if not messages or time.monotonic() >= deadline:
                 break
             if not received:
                 self._stop.wait(0.1)

@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from pynamodb.attributes import TTLAttribute
 
 from devstack.template import Resolver
@@ -199,3 +200,34 @@ def test_scope_parameters_accept_oauth_scope_tokens(scope: str) -> None:
 def test_scope_parameters_refuse_what_no_scope_token_is(scope: str) -> None:
     for name in ("ReadScope", "ManageScope"):
         assert not re.fullmatch(template()["Parameters"][name]["AllowedPattern"], scope)
+
+
+def test_refresh_batch_concurrency_agrees_between_the_settings_the_parameter_and_the_batch_size() -> None:
+    """The worker may refresh a whole batch at once and no more: the setting's bound, the template
+    parameter's range and the queue mapping's BatchSize are one number, and the defaults agree."""
+    parameter = template()["Parameters"]["RefreshBatchConcurrency"]
+    worker = resources("AWS::Serverless::Function")["RefreshWorkerFunction"]["Properties"]
+    mapping = worker["Events"]["Queue"]["Properties"]
+    field = Settings.model_fields["refresh_batch_concurrency"]
+    bounds = {type(m).__name__: m for m in field.metadata}
+    assert bounds["Ge"].ge == parameter["MinValue"] == 1
+    assert bounds["Le"].le == parameter["MaxValue"] == mapping["BatchSize"]
+    assert field.default == parameter["Default"] == mapping["BatchSize"]
+    assert worker["Environment"]["Variables"]["REFRESH_BATCH_CONCURRENCY"] == {"Ref": "RefreshBatchConcurrency"}
+    with pytest.raises(ValidationError):
+        Settings(connections_table_name="t", refresh_batch_concurrency=mapping["BatchSize"] + 1)
+
+
+def test_the_refresh_queue_mapping_is_one_lambda_accepts() -> None:
+    """Above 10 messages a batch needs a batching window of at least a second (standard queues), and the
+    queue hides a received message for at least six times the worker's timeout, which also covers the
+    window a message waits in before the worker starts."""
+    worker = resources("AWS::Serverless::Function")["RefreshWorkerFunction"]["Properties"]
+    mapping = worker["Events"]["Queue"]["Properties"]
+    queue = template()["Resources"]["RefreshQueue"]["Properties"]
+    window = mapping["MaximumBatchingWindowInSeconds"]
+    assert mapping["BatchSize"] > 10 and window >= 1
+    assert "FifoQueue" not in queue
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["VisibilityTimeout"] >= worker["Timeout"] + window
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

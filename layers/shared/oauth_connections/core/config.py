@@ -52,8 +52,9 @@ class Settings(BaseModel):
     keepalive_hours: int = Field(default=24, ge=1)
     due_shards: int = Field(default=16, ge=1, le=256)
     refresh_queue_url: str | None = None
-    # Messages of one batch the refresh worker refreshes at once (each mostly waits for its provider).
-    refresh_batch_concurrency: int = Field(default=10, ge=1, le=10)
+    # Messages of one batch the refresh worker refreshes at once (each mostly waits for its provider); at
+    # most the RefreshQueue mapping's batch size (template.yaml), so a whole batch waits for its providers once.
+    refresh_batch_concurrency: int = Field(default=25, ge=1, le=25)
     # Feeds.
     feeds_bucket_name: str | None = None
     feed_queue_url: str | None = None
