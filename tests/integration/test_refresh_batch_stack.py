@@ -17,10 +17,10 @@ import pytest
 
 from devstack import Stack
 from devstack.config import DEFAULT_TEMPLATE, REPO_ROOT
-from tests.support.refresh_worker import connect_service_account, slow_provider_once_due, token_versions
+from tests.support.refresh_worker import TOKEN, connect_service_account, slow_provider_once_due, token_versions
 from tests.support.stack_fixtures import ApiClient
 from tests.support.stack_flows import invoke, new_tenant, stored_item
-from tests.support.token_endpoint import ScriptedTokenEndpoint
+from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 
 PROVIDER_DELAY_SECONDS = 3.0
 
@@ -133,19 +133,20 @@ def test_a_batch_is_refreshed_concurrently_and_exactly_its_failures_stay_queued(
 
 
 def test_a_batch_larger_than_one_receive_is_refreshed_at_once_and_reports_exactly_its_failures(
-    stack: Stack, endpoint: ScriptedTokenEndpoint
+    stack: Stack, running_endpoint: ScriptedTokenEndpoint
 ) -> None:
     """The mapping's BatchSize is above SQS's 10 per receive: the poller gathers one batch from several
     receives within the batching window, the worker refreshes all its good messages at the provider at
     once, and only the failed messages stay queued."""
     tenant = new_tenant("large-batch")
     api = ApiClient(stack).as_tenant(tenant)
-    good = [connect_service_account(api, endpoint) for _ in range(14)]
-    broken = [connect_service_account(api, endpoint) for _ in range(2)]
+    endpoint = running_endpoint
+    good = [connect_service_account(api, endpoint, "large batch") for _ in range(14)]
+    broken = [connect_service_account(api, endpoint, "large batch") for _ in range(2)]
     for connection_id in broken:
         alter_tokens(stack, tenant, connection_id)
-    versions = {c: stored_item(stack, tenant, c)["token_version"] for c in good}
-    time.sleep(1.5)  # every token is due now
+    versions = token_versions(stack, tenant, good)
+    slow_provider_once_due(endpoint, PROVIDER_DELAY_SECONDS)
     in_flight = {"now": 0, "most": 0}
     lock = threading.Lock()
 
@@ -158,7 +159,6 @@ def test_a_batch_larger_than_one_receive_is_refreshed_at_once_and_reports_exactl
         with lock:
             in_flight["now"] -= 1
 
-    endpoint.requests.clear()
     endpoint.verify = arrived
     endpoint.default = Scripted(body=TOKEN, delay=PROVIDER_DELAY_SECONDS, on_answer=answered)
     bodies = [json.dumps({"tenant_id": tenant, "connection_id": c}) for c in [*good, *broken]]
