@@ -32,7 +32,12 @@ def test_the_shipped_models_are_the_ones_the_installed_botocore_makes(tmp_path: 
 
 
 def _shipped(region: str, service: str) -> object:
-    return aws.share_sdk_models(botocore.session.get_session()).create_client(service, region_name=region)
+    """A client of the shipped models from a loader of its own: botocore adjusts a loaded model in place
+    on a client's first call (S3 drops `{Bucket}` from its request URIs), so the process's shared loader
+    holds what other tests' clients have called, not what was shipped."""
+    session = botocore.session.get_session()
+    session.register_component("data_loader", aws._sdk_models.__wrapped__())
+    return session.create_client(service, region_name=region)
 
 
 def _botocores(region: str, service: str) -> object:
