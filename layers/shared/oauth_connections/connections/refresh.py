@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -126,10 +126,9 @@ def refresh_connection(
     seen = int(record.token_version or 0)
     pause = 0.05
     while True:
-        if record.status == "reauthorization_required" and not retry_refused:
-            raise TokenError("reauthorization_required", "the connection must be authorized again")
-        if record.tokens_ciphertext is None:  # an edit ended the grant while we waited
-            raise TokenError("not_connected", "the connection has not been authorized yet")
+        refused = _refusal(record, retry_refused=retry_refused)
+        if refused:
+            raise refused
         if int(record.token_version or 0) != seen:
             current = tokens.decrypt_tokens(settings, record)
             if current is not None:
@@ -137,23 +136,51 @@ def refresh_connection(
         cooling = cooldown_error(record)
         if cooling:
             raise cooling
-        lease_seconds = budget.bounded(float(settings.refresh_lease_seconds))
-        if lease_seconds < MIN_PROVIDER_SECONDS + STORE_RESERVE_SECONDS:
-            # Taking the lease now would leave it held by an invocation about to be stopped.
+        lease = new_lease(settings)
+        if lease is None:
             raise TokenError("provider_unavailable", "no time left in this invocation to refresh", retry_after=1)
-        owner = uuid.uuid4().hex
-        until = utcnow() + timedelta(seconds=lease_seconds)
-        if acquire_lease(record, owner, until):
-            return _refresh_as_holder(settings, record, _Lease(owner, until), seen, reason, actor)
+        if acquire_lease(record, lease.owner, lease.until):
+            return _refresh_as_holder(settings, record, lease, seen, reason, actor)
         if not wait or time.monotonic() >= deadline:
-            raise TokenError("provider_unavailable", "another refresh is still in progress", retry_after=1)
+            raise _held_elsewhere()
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
         record = CONNECTIONS.load(record.tenant_id, record.connection_id, consistent=True)
 
 
+def refresh_leased(settings: Settings, record: ConnectionRecord, lease: Lease, *, reason: str) -> Refreshed:
+    """Refresh a connection whose lease was taken by the write that read it (the scheduled refresh).
+
+    The checks refresh_connection makes before taking a lease apply to that record; one that refuses
+    gives the lease back before the refusal is the outcome.
+    """
+    refused = _refusal(record) or cooldown_error(record)
+    if refused:
+        release_lease(record, lease.owner, [])
+        raise refused
+    return _refresh_as_holder(settings, record, lease, int(record.token_version or 0), reason, None)
+
+
+def refusal_while_held(record: ConnectionRecord) -> TokenError:
+    """What a caller that does not wait gets for `record` while someone else holds its lease: the refusal
+    refresh_connection would have met before trying the lease, else that a refresh is in progress."""
+    return _refusal(record) or cooldown_error(record) or _held_elsewhere()
+
+
+def _refusal(record: ConnectionRecord, *, retry_refused: bool = False) -> TokenError | None:
+    if record.status == "reauthorization_required" and not retry_refused:
+        return TokenError("reauthorization_required", "the connection must be authorized again")
+    if cast(bytes | None, record.tokens_ciphertext) is None:  # an edit ended the grant (while we waited)
+        return TokenError("not_connected", "the connection has not been authorized yet")
+    return None
+
+
+def _held_elsewhere() -> TokenError:
+    return TokenError("provider_unavailable", "another refresh is still in progress", retry_after=1)
+
+
 @dataclass(frozen=True)
-class _Lease:
+class Lease:
     owner: str
     until: datetime
 
@@ -162,8 +189,17 @@ class _Lease:
         return budget.bounded((self.until - utcnow()).total_seconds())
 
 
+def new_lease(settings: Settings) -> Lease | None:
+    """A lease to take now, as long as this invocation can use it; None when that is too short to refresh
+    (taking it would leave it held by an invocation about to be stopped)."""
+    lease_seconds = budget.bounded(float(settings.refresh_lease_seconds))
+    if lease_seconds < MIN_PROVIDER_SECONDS + STORE_RESERVE_SECONDS:
+        return None
+    return Lease(uuid.uuid4().hex, utcnow() + timedelta(seconds=lease_seconds))
+
+
 def _refresh_as_holder(
-    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, reason: str, actor: str | None
+    settings: Settings, record: ConnectionRecord, lease: Lease, seen: int, reason: str, actor: str | None
 ) -> Refreshed:
     context = {"tenant_id": record.tenant_id, "connection_id": record.connection_id, "reason": reason}
     started = time.monotonic()
@@ -310,7 +346,7 @@ def _still_valid(token_set: token_endpoint.TokenSet) -> bool:
 
 
 def _ask_provider(
-    settings: Settings, record: ConnectionRecord, lease: _Lease, seen: int, recovered: token_endpoint.TokenSet | None
+    settings: Settings, record: ConnectionRecord, lease: Lease, seen: int, recovered: token_endpoint.TokenSet | None
 ) -> token_endpoint.TokenSet:
     current = recovered or tokens.decrypt_tokens(settings, record)
     client = tokens.client_settings(settings, record)
@@ -397,7 +433,7 @@ def _fresh_actions(
 def _store_fresh(
     settings: Settings,
     record: ConnectionRecord,
-    lease: _Lease,
+    lease: Lease,
     seen: int,
     fresh: token_endpoint.TokenSet,
     context: dict[str, str],

@@ -4,6 +4,7 @@ and the last use)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from oauth_connections.storage.table import (
     cancellation_codes,
     conditional_update,
     new_transaction,
+    update_or_current,
 )
 
 CONNECTION_PREFIX = "CONNECTION#"
@@ -165,6 +167,35 @@ def acquire_lease(record: ConnectionRecord, owner: str, until: datetime) -> bool
         [ConnectionRecord.lease_owner.set(owner), ConnectionRecord.lease_expires_at.set(until)],
         ConnectionRecord.pk.exists() & free & (ConnectionRecord.token_version == record.token_version),
     )
+
+
+@dataclass(frozen=True)
+class DueLease:
+    """A try at a due connection's lease: the item as the write left it (`taken`), or as it stood when the
+    write was refused (None: there is no such connection)."""
+
+    record: ConnectionRecord | None
+    taken: bool
+
+
+def acquire_due_lease(tenant_id: str, connection_id: str, owner: str, until: datetime, now: datetime) -> DueLease:
+    """Take the refresh lease of a connection that is due at `now`, in the one write that also reads it.
+
+    The condition is what a read would have checked (the connection exists and is due) and what taking the
+    lease needs (nobody holds an unexpired one); no earlier read, so no token version to hold on to.
+    """
+    free = ConnectionRecord.lease_expires_at.does_not_exist() | (ConnectionRecord.lease_expires_at < now)
+    record, taken = update_or_current(
+        ConnectionRecord,
+        CONNECTIONS.key(tenant_id, connection_id),
+        [
+            ConnectionRecord.lease_owner.set(owner),
+            ConnectionRecord.lease_expires_at.set(until),
+            ConnectionRecord.version.add(1),
+        ],
+        ConnectionRecord.pk.exists() & (ConnectionRecord.due_at <= now) & free,
+    )
+    return DueLease(record, taken)
 
 
 def store_refreshed(record: ConnectionRecord, owner: str, seen_token_version: int, actions: list[Any]) -> bool:

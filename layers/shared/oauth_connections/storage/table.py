@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.connection import Connection, TableConnection
+from pynamodb.connection.base import BOTOCORE_EXCEPTIONS
+from pynamodb.constants import ALL_NEW, ALL_OLD, ATTRIBUTES, UPDATE_ITEM
 from pynamodb.exceptions import PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -128,3 +130,35 @@ def conditional_update(record: TableModel, actions: list[Any], condition: Any) -
             return False
         raise
     return True
+
+
+def update_or_current[M: TableModel](
+    model: type[M], key: tuple[str, str], actions: list[Any], condition: Any
+) -> tuple[M | None, bool]:
+    """An UpdateItem of the item at `key` under our own condition, which returns the item either way: as
+    written and True, or as the condition found it and False (None: there is no such item).
+
+    The refused item comes with the refusal (ReturnValuesOnConditionCheckFailure=ALL_OLD, which pynamodb's
+    update does not ask for), so telling why a write was refused costs no read. `actions` must move the
+    item's version themselves: there is no read version to count from.
+    """
+    table = model._get_connection()
+    connection = table.connection
+    request = connection.get_operation_kwargs(
+        table.table_name,
+        key[0],
+        range_key=key[1],
+        actions=actions,
+        condition=condition,
+        return_values=ALL_NEW,
+        return_values_on_condition_failure=ALL_OLD,
+    )
+    try:
+        written = connection.client._make_api_call(UPDATE_ITEM, request)  # as pynamodb's own calls
+    except BOTOCORE_EXCEPTIONS as error:
+        failure = UpdateError(f"Failed to update item: {error}", error)
+        if not condition_failed(failure):
+            raise failure from error
+        current = getattr(error, "response", {}).get("Item")
+        return (model.from_raw_data(current) if current else None), False
+    return model.from_raw_data(written[ATTRIBUTES]), True
