@@ -30,8 +30,25 @@ from oauth_connections.storage.connections import (
     insert_connection,
 )
 from tests.conftest import LambdaContext, load_handler, sample_event
+from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
 
 R = ConnectionRecord
+
+
+@contextmanager
+def answering(endpoint: ScriptedTokenEndpoint, body: dict[str, Any]) -> Iterator[ScriptedTokenEndpoint]:
+    """The scripted token endpoint answering `body` unless a test queues something else; reset around."""
+    endpoint.reset()
+    endpoint.default = Scripted(200, body)
+    yield endpoint
+    endpoint.answers.clear()
+
+
+def emptied_queue(url: str) -> RefreshQueue:
+    """The embedded refresh queue, emptied of what earlier tests left."""
+    queue = RefreshQueue(url)
+    queue.clear()
+    return queue
 
 
 def sweep() -> dict[str, Any]:

@@ -21,11 +21,13 @@ from oauth_connections.oauth import token_endpoint
 from oauth_connections.storage.connections import ConnectionRecord, remove_connection
 from tests.conftest import InProcessApi, LambdaContext, LogCapture, Resources, load_handler
 from tests.support.aws_calls import count_aws_calls
-from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
+from tests.support.token_endpoint import ScriptedTokenEndpoint
 from tests.unit.scheduled_helpers import (
     RefreshQueue,
+    answering,
     body_of,
     dynamodb_requests,
+    emptied_queue,
     insert_connected,
     load,
     make_due,
@@ -38,17 +40,13 @@ FRESH = {"access_token": "fresh-access", "refresh_token": "refresh-new", "token_
 
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> Iterator[ScriptedTokenEndpoint]:
-    running_endpoint.reset()
-    running_endpoint.default = Scripted(200, FRESH)
-    yield running_endpoint
-    running_endpoint.answers.clear()
+    with answering(running_endpoint, FRESH) as answering_endpoint:
+        yield answering_endpoint
 
 
 @pytest.fixture
 def queue(service_env: Resources) -> RefreshQueue:
-    refresh_queue = RefreshQueue(service_env.refresh_queue_url)
-    refresh_queue.clear()
-    return refresh_queue
+    return emptied_queue(service_env.refresh_queue_url)
 
 
 def expiring() -> token_endpoint.TokenSet:

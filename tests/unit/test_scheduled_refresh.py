@@ -30,8 +30,10 @@ from tests.unit.flow_helpers import connect, create_connection
 from tests.unit.scheduled_helpers import (
     RefreshQueue,
     age_tokens,
+    answering,
     connected_record,
     dynamodb_requests,
+    emptied_queue,
     insert_connected,
     load,
     make_due,
@@ -46,18 +48,13 @@ FRESH = {"access_token": "fresh-access", "token_type": "Bearer", "expires_in": 3
 
 @pytest.fixture
 def endpoint(running_endpoint: ScriptedTokenEndpoint) -> Iterator[ScriptedTokenEndpoint]:
-    """The scripted token endpoint, answering a valid token response unless a test queues something else."""
-    running_endpoint.reset()
-    running_endpoint.default = Scripted(200, FRESH)
-    yield running_endpoint
-    running_endpoint.answers.clear()
+    with answering(running_endpoint, FRESH) as answering_endpoint:
+        yield answering_endpoint
 
 
 @pytest.fixture
 def queue(service_env: Resources) -> RefreshQueue:
-    refresh_queue = RefreshQueue(service_env.refresh_queue_url)
-    refresh_queue.clear()
-    return refresh_queue
+    return emptied_queue(service_env.refresh_queue_url)
 
 
 @pytest.fixture
