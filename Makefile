@@ -112,6 +112,7 @@ $(BENCH_LAYERS)/deps/.installed: layers/deps/requirements.txt layers/deps/Makefi
 
 bench: setup $(BENCH_LAYERS)/deps/.installed
 	$(MAKE) -C layers/shared build-SharedLayer ARTIFACTS_DIR=$(CURDIR)/$(BENCH_LAYERS)/shared
+	$(MAKE) -C clients/python/src build-ClientLayer ARTIFACTS_DIR=$(CURDIR)/$(BENCH_LAYERS)/client
 	@PYTHONPATH=.:layers/shared:clients/python/src:clients/python/tests $(PY) -m benchmarks $(if $(QUICK),--quick)
 
 client: setup

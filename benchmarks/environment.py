@@ -125,12 +125,13 @@ print(json.dumps({"total_ms": (time.perf_counter() - started) * 1000, "not_in_la
 # `make bench` under .bench/layers, the dependencies for this machine's architecture: the template's are
 # arm64, whose binary modules do not load here. Lambda's /var/task and /opt are read-only, so what a
 # layer or function folder does not ship as bytecode is compiled again at every cold start. The function
-# folders and the ClientLayer (for the functions that add it) are staged as `sam build` leaves them,
-# sources only; the naive baseline also runs on a sources-only copy of the dependencies, as a layer of
+# folders are staged as `sam build` leaves them, sources only (the ClientLayer, for the functions that
+# add it, is a layer built like the others); the naive baseline also runs on a sources-only copy of the dependencies, as a layer of
 # `BuildMethod: python3.13` is. The cold interpreters write no bytecode.
 BENCH_LAYERS = REPO / ".bench" / "layers"
 DEPENDENCIES_LAYER = BENCH_LAYERS / "deps" / "python"
 SHARED_LAYER = BENCH_LAYERS / "shared" / "python"
+CLIENT_LAYER = BENCH_LAYERS / "client" / "python"
 STAGED = REPO / ".bench" / "code"
 # What the Lambda runtime sets in a function's process, which libraries read at import. Tracing is on, as
 # the template's `Tracing: Active` has it: the runtime passes the invocation's trace header and the X-Ray
@@ -377,7 +378,7 @@ class Environment:
     def cold_start(self, function: str) -> dict[str, Any]:
         event = REPO / "events" / f"{function}.json"
         code = staged() / "functions" / function
-        layers = [DEPENDENCIES_LAYER, *([staged() / "client"] if function in _client_layer_functions() else [])]
+        layers = [DEPENDENCIES_LAYER, *([CLIENT_LAYER] if function in _client_layer_functions() else [])]
         return _cold_run(COLD_START_SCRIPT, function, code, [str(event), json.dumps(HEAVY_MODULES)], layers)
 
     def cold_baseline(self, *, precompiled: bool = False) -> float:
@@ -400,13 +401,12 @@ def lambda_environment(name: str, code: Path) -> dict[str, str]:
 def staged() -> Path:
     """The function folders and a sources-only copy of the dependencies layer, once per benchmark process."""
     if not _staged:
-        for layer in (DEPENDENCIES_LAYER, SHARED_LAYER):
+        for layer in (DEPENDENCIES_LAYER, SHARED_LAYER, CLIENT_LAYER):
             if not layer.is_dir():
                 raise RuntimeError(f"no layer at {layer}: `make bench` builds it")
         shutil.rmtree(STAGED, ignore_errors=True)
         no_bytecode = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(FUNCTIONS, STAGED / "functions", ignore=no_bytecode)
-        shutil.copytree(REPO / "clients" / "python" / "src", STAGED / "client", ignore=no_bytecode)
         shutil.copytree(DEPENDENCIES_LAYER, STAGED / "deps-sources", ignore=no_bytecode, copy_function=os.link)
         _staged.append(STAGED)
     return STAGED
@@ -417,7 +417,7 @@ _staged: list[Path] = []
 
 @cache
 def _client_layer_functions() -> frozenset[str]:
-    """The functions (by folder) whose Layers add the ClientLayer (sources, as `sam build` makes it)."""
+    """The functions (by folder) whose Layers add the ClientLayer."""
     from devstack.template import load_template, resources_of_type
 
     template = load_template(REPO / "template.yaml")

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 SHARED = REPO / "layers" / "shared"
+CLIENT = REPO / "clients" / "python" / "src"
 
 
 def _build_shared_layer(artifacts: Path) -> Path:
@@ -41,3 +42,17 @@ def test_the_shared_layer_holds_bytecode_for_every_module_that_python_loads_with
         check=True,
         env={"PYTHONPATH": str(layer), "PYTHONDONTWRITEBYTECODE": "1"},
     )
+
+
+def test_the_client_layer_ships_bytecode_for_every_module_too(tmp_path: Path) -> None:
+    subprocess.run(
+        ["make", "--no-print-directory", "-s", "-C", str(CLIENT), "build-ClientLayer", f"ARTIFACTS_DIR={tmp_path}"],
+        check=True,
+        env=os.environ | {"PYTHON": sys.executable},
+    )
+    sources = sorted((tmp_path / "python").rglob("*.py"))
+    assert [s.name for s in sources] == sorted(p.name for p in (CLIENT / "oauth_connections_client").glob("*.py"))
+    for source in sources:
+        flags = int.from_bytes(Path(importlib.util.cache_from_source(str(source))).read_bytes()[4:8], "little")
+        assert flags == 0b01, source  # hash-based, source never checked
+    assert not (tmp_path / "python" / "Makefile").exists()  # only the package ships
