@@ -66,7 +66,7 @@ def test_the_stack_exports_the_client_layer_and_its_callers_use_it() -> None:
     layer = resources["ClientLayer"]
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
     assert (REPO / layer["Properties"]["ContentUri"] / "oauth_connections_client" / "__init__.py").is_file()
-    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"  # with its bytecode (test_layer_bytecode.py)
     output = template()["Outputs"]["ClientLayerArn"]
     assert output["Value"] == {"Ref": "ClientLayer"}
     assert output["Export"]["Name"] == {"Fn::Sub": "${AWS::StackName}-ClientLayerArn"}
