@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,8 @@ def alter_tokens(stack: Stack, tenant: str, connection_id: str) -> None:
     )
 
 
-def reported_failures(stack: Stack) -> set[str]:
-    failed: set[str] = set()
+def worker_log(stack: Stack) -> Iterator[dict[str, Any]]:
+    """RefreshWorkerFunction's structured log entries (each line's JSON object; other lines skipped)."""
     for line in stack.function_logs("RefreshWorkerFunction"):
         start = line.find("{")
         if start < 0:
@@ -60,25 +61,17 @@ def reported_failures(stack: Stack) -> set[str]:
             entry = json.loads(line[start:])
         except ValueError:
             continue
-        if isinstance(entry, dict) and entry.get("message") == "scheduled refresh failed":
-            failed.add(str(entry["message_id"]))
-    return failed
+        if isinstance(entry, dict):
+            yield entry
+
+
+def reported_failures(stack: Stack) -> set[str]:
+    return {str(e["message_id"]) for e in worker_log(stack) if e.get("message") == "scheduled refresh failed"}
 
 
 def invocations_of(stack: Stack, message_ids: set[str]) -> int:
     """How many worker invocations logged these messages (Powertools stamps each line with its request id)."""
-    requests: set[str] = set()
-    for line in stack.function_logs("RefreshWorkerFunction"):
-        start = line.find("{")
-        if start < 0:
-            continue
-        try:
-            entry = json.loads(line[start:])
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("message_id") in message_ids:
-            requests.add(str(entry.get("function_request_id")))
-    return len(requests)
+    return len({str(e.get("function_request_id")) for e in worker_log(stack) if e.get("message_id") in message_ids})
 
 
 def test_a_batch_is_refreshed_concurrently_and_exactly_its_failures_stay_queued(

@@ -179,14 +179,13 @@ def test_connecting_and_refreshing_leave_one_entry_each_by_their_trigger(
     flow_api: InProcessApi, provider: OidcProvider, service_env: Resources, monkeypatch: Any
 ) -> None:
     from oauth_connections.core.config import get_settings
-    from tests.unit.scheduled_helpers import RefreshQueue, age_tokens, sweep
+    from tests.unit.scheduled_helpers import age_tokens, emptied_queue, sweep
     from tests.unit.test_client_credentials import create as create_service_account
     from tests.unit.test_client_credentials import get_token
 
     monkeypatch.setenv("FORCE_REFRESH_MIN_INTERVAL_SECONDS", "0")
     get_settings.cache_clear()
-    queue = RefreshQueue(service_env.refresh_queue_url)
-    queue.clear()
+    queue = emptied_queue(service_env.refresh_queue_url)
     tenant = flow_api.tenant
     connection_id = create_service_account(flow_api, provider)["id"]
     assert flow_api.call("start_authorization", connection_id=connection_id, body={}).status == 200

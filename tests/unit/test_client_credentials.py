@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import EventCapture, InProcessApi, LambdaContext, Resources, load_handler
 from tests.support.provider import SERVICE_CLIENT_ID, SERVICE_CLIENT_SECRET, OidcProvider
-from tests.unit.scheduled_helpers import RefreshQueue, age_tokens, load, raw_item, stored_tokens, sweep
+from tests.unit.scheduled_helpers import RefreshQueue, age_tokens, emptied_queue, load, raw_item, stored_tokens, sweep
 
 SCOPES = ["api.read", "api.write"]
 
@@ -49,9 +49,7 @@ def create(api: InProcessApi, provider: OidcProvider, **fields: Any) -> dict[str
 
 @pytest.fixture
 def queue(service_env: Resources) -> RefreshQueue:
-    refresh_queue = RefreshQueue(service_env.refresh_queue_url)
-    refresh_queue.clear()
-    return refresh_queue
+    return emptied_queue(service_env.refresh_queue_url)
 
 
 def test_client_credentials_connect_retrieve_refresh_and_refused_secret(

@@ -24,7 +24,15 @@ from tests.conftest import InProcessApi, Resources
 from tests.support.aws_calls import count_aws_calls
 from tests.support.aws_fault_proxy import AwsFaultProxy
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
-from tests.unit.scheduled_helpers import RefreshQueue, insert_connected, load, make_due, raw_item, stored_tokens
+from tests.unit.scheduled_helpers import (
+    RefreshQueue,
+    emptied_queue,
+    insert_connected,
+    load,
+    make_due,
+    raw_item,
+    stored_tokens,
+)
 
 ROTATED = {"access_token": "access-new", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "refresh-new"}
 
@@ -49,9 +57,7 @@ def endpoint(running_endpoint: ScriptedTokenEndpoint, monkeypatch: pytest.Monkey
 def queue(service_env: Resources, monkeypatch: pytest.MonkeyPatch) -> RefreshQueue:
     monkeypatch.setenv("ALLOW_INSECURE_LOOPBACK_URLS", "true")  # the scripted endpoint is on loopback
     get_settings.cache_clear()
-    refresh_queue = RefreshQueue(service_env.refresh_queue_url)
-    refresh_queue.clear()
-    return refresh_queue
+    return emptied_queue(service_env.refresh_queue_url)
 
 
 def sealed(envelope: Envelope, value: bytes, context: EncryptionContext) -> bytes:

@@ -24,7 +24,7 @@ from oauth_connections.oauth import token_endpoint
 from oauth_connections.storage.connections import ConnectionRecord, acquire_lease
 from tests.conftest import InProcessApi, LambdaContext, Resources, load_handler
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
-from tests.unit.scheduled_helpers import RefreshQueue, body_of, insert_connected, load, make_due
+from tests.unit.scheduled_helpers import RefreshQueue, body_of, emptied_queue, insert_connected, load, make_due
 
 DELAY_SECONDS = 0.6
 FRESH = {"access_token": "fresh", "token_type": "bearer", "expires_in": 3600, "refresh_token": "refresh-new"}
@@ -62,9 +62,7 @@ def in_flight(running_endpoint: ScriptedTokenEndpoint) -> Iterator[InFlight]:
 def queue(service_env: Resources, monkeypatch: pytest.MonkeyPatch) -> RefreshQueue:
     monkeypatch.setenv("ALLOW_INSECURE_LOOPBACK_URLS", "true")  # the scripted endpoint is on loopback
     get_settings.cache_clear()
-    refresh_queue = RefreshQueue(service_env.refresh_queue_url)
-    refresh_queue.clear()
-    return refresh_queue
+    return emptied_queue(service_env.refresh_queue_url)
 
 
 def due_connections(tenant: str, url: str, count: int) -> list[str]:
@@ -83,6 +81,14 @@ def receive_all(queue: RefreshQueue, count: int) -> list[dict[str, Any]]:
     return batch
 
 
+def refreshed_in_one_batch(queue: RefreshQueue, tenant: str, ids: list[str]) -> tuple[Any, list[dict[str, Any]]]:
+    """The worker's answer to one batch holding a message for each of `ids`, and that batch."""
+    for connection_id in ids:
+        queue.send(tenant, connection_id)
+    batch = receive_all(queue, len(ids))
+    return load_handler("refresh_worker")(queue.sqs_event(batch), LambdaContext(60_000)), batch
+
+
 def concurrency(monkeypatch: pytest.MonkeyPatch, value: int) -> None:
     monkeypatch.setenv("REFRESH_BATCH_CONCURRENCY", str(value))
     get_settings.cache_clear()
@@ -97,10 +103,7 @@ def test_a_batch_is_refreshed_concurrently_up_to_the_setting(
 ) -> None:
     concurrency(monkeypatch, 3)
     ids = due_connections(flow_api.tenant, running_endpoint.url, 6)
-    for connection_id in ids:
-        queue.send(flow_api.tenant, connection_id)
-    batch = receive_all(queue, 6)
-    response = load_handler("refresh_worker")(queue.sqs_event(batch), LambdaContext(60_000))
+    response, batch = refreshed_in_one_batch(queue, flow_api.tenant, ids)
     assert response == {"batchItemFailures": []}
     assert in_flight.most == 3  # three at the provider at once, never more
     assert len(running_endpoint.requests) == 6
@@ -118,10 +121,8 @@ def test_one_at_a_time_when_the_setting_says_so(
 ) -> None:
     concurrency(monkeypatch, 1)
     ids = due_connections(flow_api.tenant, running_endpoint.url, 3)
-    for connection_id in ids:
-        queue.send(flow_api.tenant, connection_id)
-    batch = receive_all(queue, 3)
-    assert load_handler("refresh_worker")(queue.sqs_event(batch), LambdaContext(60_000)) == {"batchItemFailures": []}
+    response, batch = refreshed_in_one_batch(queue, flow_api.tenant, ids)
+    assert response == {"batchItemFailures": []}
     assert in_flight.most == 1 and len(running_endpoint.requests) == 3
     queue.delete(batch)
 

@@ -17,7 +17,7 @@ from oauth_connections.core.config import get_settings
 from oauth_connections.oauth import token_endpoint
 from tests.conftest import InProcessApi, LambdaContext, load_handler
 from tests.support.token_endpoint import Scripted, ScriptedTokenEndpoint
-from tests.unit.scheduled_helpers import RefreshQueue, body_of, insert_connected, load, make_due
+from tests.unit.scheduled_helpers import body_of, emptied_queue, insert_connected, load, make_due
 
 PROVIDER_DELAY_SECONDS = 1.5
 
@@ -44,8 +44,7 @@ def test_the_worker_defers_the_messages_it_has_no_time_for(
     ids = [insert_connected(tenant, endpoint.url, expiring, name=f"budget {i} {time.time_ns()}") for i in range(3)]
     for connection_id in ids:
         make_due(tenant, connection_id)
-    queue = RefreshQueue(service_env.refresh_queue_url)
-    queue.clear()
+    queue = emptied_queue(service_env.refresh_queue_url)
     for connection_id in ids:
         queue.send(tenant, connection_id)
     batch = queue.receive_batch()
