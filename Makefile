@@ -106,7 +106,7 @@ dev-token: setup
 # dependencies installed for this machine's architecture (the template's are arm64): see BENCHMARKS.md.
 BENCH_LAYERS := .bench/layers
 
-$(BENCH_LAYERS)/deps/.installed: layers/deps/requirements.txt layers/deps/Makefile
+$(BENCH_LAYERS)/deps/.installed: layers/deps/requirements.txt layers/deps/Makefile layers/layer.mk
 	@$(MAKE) --no-print-directory -s -C layers/deps build-DependenciesLayer ARTIFACTS_DIR=$(CURDIR)/$(BENCH_LAYERS)/deps PLATFORM=
 	touch $@
 
